@@ -1,0 +1,203 @@
+"""Connection settings for the Redis-compatible server.
+
+:class:`RedisConfig` is a frozen pydantic model. Build it from arguments, from a
+URL (:meth:`RedisConfig.from_url`) or from the environment
+(:meth:`RedisConfig.from_env`: ``RUSHPY_REDIS_URL``, then ``REDIS_URL``, then
+``redis://127.0.0.1:6379/0``). The password is a :class:`~pydantic.SecretStr`
+and never appears in ``repr``, logs or generated command lines.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import Any, Literal
+from urllib.parse import quote, unquote, urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+
+from rushpy.errors import ConfigError
+
+__all__ = [
+    "DEFAULT_URL",
+    "ENV_PASSWORD",
+    "ENV_URL",
+    "ENV_URL_FALLBACK",
+    "RedisConfig",
+    "configured_url",
+    "validate_identifier",
+]
+
+ENV_URL = "RUSHPY_REDIS_URL"
+"""First environment variable consulted for the server URL."""
+ENV_URL_FALLBACK = "REDIS_URL"
+"""Second environment variable consulted for the server URL."""
+ENV_PASSWORD = "RUSHPY_REDIS_PASSWORD"
+"""Password used when the URL carries none; lets command lines stay password-free."""
+DEFAULT_URL = "redis://127.0.0.1:6379/0"
+"""URL used when neither argument nor environment names a server."""
+
+_SCHEMES = ("redis", "rediss", "unix")
+_IDENTIFIER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
+
+
+def validate_identifier(value: object, what: str) -> str:
+    """Check a network or worker id and return it.
+
+    Ids become part of Redis key names, so braces (the Cluster hash tag), colons
+    (the key separator) and white space are refused.
+
+    Raises:
+        ConfigError: the id is not 1-128 characters of letters, digits, ``_.-``.
+    """
+    if not isinstance(value, str) or not _IDENTIFIER.match(value):
+        raise ConfigError(
+            f"invalid {what} {value!r}: use 1-128 characters from letters, digits, '_', '.', '-', "
+            "starting with a letter or digit (no braces, colons or spaces)"
+        )
+    return value
+
+
+class RedisConfig(BaseModel):
+    """Where and how to connect to the Redis-compatible server.
+
+    Attributes:
+        scheme: ``redis`` (TCP), ``rediss`` (TCP with TLS) or ``unix`` (socket).
+        host: Host name or address for TCP schemes.
+        port: TCP port.
+        path: Socket path for the ``unix`` scheme.
+        db: Database number.
+        username: ACL user name, if any.
+        password: Password (kept secret).
+        socket_timeout: Seconds a single command may take before the client gives up.
+        connect_timeout: Seconds to establish a connection.
+        ssl_cert_reqs: Certificate check for ``rediss``: ``required`` (default) or ``none``.
+        ssl_ca_certs: Path of a CA bundle for ``rediss``.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    scheme: Literal["redis", "rediss", "unix"] = "redis"
+    host: str = "127.0.0.1"
+    port: int = Field(default=6379, ge=1, le=65535)
+    path: str | None = None
+    db: int = Field(default=0, ge=0)
+    username: str | None = None
+    password: SecretStr | None = None
+    socket_timeout: float | None = Field(default=None, gt=0)
+    connect_timeout: float = Field(default=5.0, gt=0)
+    ssl_cert_reqs: Literal["required", "none"] = "required"
+    ssl_ca_certs: str | None = None
+
+    def __init__(self, **data: Any) -> None:
+        """Validate the fields; pydantic errors become :class:`ConfigError`."""
+        try:
+            super().__init__(**data)
+        except ValidationError as exc:
+            raise ConfigError(_explain(exc)) from None
+
+    @model_validator(mode="after")
+    def _check_unix_path(self) -> RedisConfig:
+        if self.scheme == "unix" and not self.path:
+            raise ValueError("scheme 'unix' needs a socket path, e.g. unix:///tmp/redis.sock")
+        return self
+
+    @classmethod
+    def from_url(cls, url: str, **overrides: Any) -> RedisConfig:
+        """Parse ``redis://[user[:password]@]host[:port][/db]``, ``rediss://...`` or
+        ``unix:///path/to.sock[?db=N]``.
+
+        A URL without a password takes it from ``RUSHPY_REDIS_PASSWORD`` when set.
+
+        Raises:
+            ConfigError: the URL is malformed; the message shows it (password masked).
+        """
+        if not isinstance(url, str) or not url.strip():
+            raise ConfigError(f"invalid Redis URL {url!r}: expected e.g. redis://localhost:6379/0")
+        try:
+            parts = urlsplit(url.strip())
+            port = parts.port
+        except ValueError as exc:
+            raise ConfigError(f"invalid Redis URL {_mask(url)!r}: {exc}") from None
+        scheme = parts.scheme.lower()
+        if scheme not in _SCHEMES:
+            raise ConfigError(
+                f"invalid Redis URL {_mask(url)!r}: scheme {parts.scheme!r} is not one of "
+                "redis://, rediss://, unix://"
+            )
+        fields: dict[str, Any] = {"scheme": scheme}
+        if parts.username:
+            fields["username"] = unquote(parts.username)
+        if parts.password:
+            fields["password"] = unquote(parts.password)
+        elif os.environ.get(ENV_PASSWORD):
+            fields["password"] = os.environ[ENV_PASSWORD]
+        query = dict(q.split("=", 1) for q in parts.query.split("&") if "=" in q)
+        if scheme == "unix":
+            fields["path"] = unquote(parts.path)
+            db_text = query.get("db", "0")
+        else:
+            if not parts.hostname:
+                raise ConfigError(f"invalid Redis URL {_mask(url)!r}: no host; e.g. redis://localhost:6379/0")
+            fields["host"] = parts.hostname
+            if port is not None:
+                fields["port"] = port
+            db_text = parts.path.lstrip("/") or query.get("db", "0")
+        try:
+            fields["db"] = int(db_text)
+        except ValueError:
+            raise ConfigError(
+                f"invalid Redis URL {_mask(url)!r}: database {db_text!r} is not a number; use e.g. /0"
+            ) from None
+        fields.update(overrides)
+        return cls(**fields)
+
+    @classmethod
+    def from_env(cls, **overrides: Any) -> RedisConfig:
+        """Read ``RUSHPY_REDIS_URL``, then ``REDIS_URL``, else use ``redis://127.0.0.1:6379/0``."""
+        return cls.from_url(configured_url() or DEFAULT_URL, **overrides)
+
+    def to_url(self, *, include_password: bool = False) -> str:
+        """Return the URL of this configuration.
+
+        Args:
+            include_password: Put the password in the URL. Keep the default
+                (``False``) for anything that may be printed or put on a command line.
+        """
+        auth = ""
+        if self.username or (include_password and self.password):
+            auth = quote(self.username or "", safe="")
+            if include_password and self.password:
+                auth += ":" + quote(self.password.get_secret_value(), safe="")
+            auth += "@"
+        if self.scheme == "unix":
+            return f"unix://{auth}{self.path}?db={self.db}"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self.scheme}://{auth}{host}:{self.port}/{self.db}"
+
+    def __str__(self) -> str:
+        return self.to_url()
+
+
+def configured_url() -> str | None:
+    """The URL named by ``RUSHPY_REDIS_URL`` or ``REDIS_URL``, or ``None`` if neither is set."""
+    for name in (ENV_URL, ENV_URL_FALLBACK):
+        value = os.environ.get(name)
+        if value:
+            return value
+    return None
+
+
+def _mask(url: str) -> str:
+    """Hide the password part of a URL for error messages."""
+    return re.sub(r"(//[^:/@]*:)[^@]*@", r"\1***@", url)
+
+
+def _explain(exc: ValidationError) -> str:
+    problems = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"]) or "config"
+        value = err.get("input")
+        shown = "***" if where == "password" else repr(value)
+        problems.append(f"{where}={shown}: {err['msg']}")
+    return "invalid Redis configuration: " + "; ".join(problems)

@@ -1,0 +1,77 @@
+"""Redis clients built from a :class:`~rushpy.config.RedisConfig`."""
+
+from __future__ import annotations
+
+import ssl
+from typing import Any
+
+from redis.asyncio import ConnectionPool, Redis
+from redis.asyncio.connection import Connection, SSLConnection, UnixDomainSocketConnection
+from redis.exceptions import AuthenticationError, ResponseError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from rushpy.config import RedisConfig
+from rushpy.errors import ConnectionFailedError
+
+__all__ = ["check_connection", "create_client"]
+
+
+def create_client(config: RedisConfig, *, max_connections: int | None = None) -> Redis:
+    """Create an asyncio Redis client (bytes responses, hiredis parser if installed).
+
+    Connections open lazily; call :func:`check_connection` to fail fast.
+    """
+    kwargs: dict[str, Any] = {
+        "db": config.db,
+        "username": config.username,
+        "password": config.password.get_secret_value() if config.password else None,
+        "socket_timeout": config.socket_timeout,
+        "socket_connect_timeout": config.connect_timeout,
+        "decode_responses": False,
+        "client_name": "rushpy",
+    }
+    connection_class: type[Connection] | type[UnixDomainSocketConnection]
+    if config.scheme == "unix":
+        connection_class = UnixDomainSocketConnection
+        kwargs["path"] = config.path
+        kwargs.pop("socket_connect_timeout")
+    else:
+        kwargs["host"] = config.host
+        kwargs["port"] = config.port
+        kwargs["socket_keepalive"] = True
+        if config.scheme == "rediss":
+            connection_class = SSLConnection
+            kwargs["ssl_cert_reqs"] = (
+                ssl.CERT_REQUIRED if config.ssl_cert_reqs == "required" else ssl.CERT_NONE
+            )
+            kwargs["ssl_ca_certs"] = config.ssl_ca_certs
+        else:
+            connection_class = Connection
+    pool = ConnectionPool(
+        connection_class=connection_class, max_connections=max_connections, **kwargs
+    )
+    return Redis(connection_pool=pool)
+
+
+async def check_connection(client: Redis, config: RedisConfig) -> None:
+    """Ping the server once.
+
+    Raises:
+        ConnectionFailedError: the server is unreachable or refused the credentials;
+            the message names the URL (without password) and what to check.
+    """
+    try:
+        await client.ping()
+    except AuthenticationError as exc:
+        raise ConnectionFailedError(
+            f"server {config} refused the credentials ({exc}); check the user name and "
+            "password (RUSHPY_REDIS_PASSWORD or the URL)"
+        ) from exc
+    except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+        raise ConnectionFailedError(
+            f"cannot reach Redis at {config} ({exc}); start a server there, set "
+            "RUSHPY_REDIS_URL to one that runs, or use rushpy.EmbeddedServer"
+        ) from exc
+    except ResponseError as exc:
+        raise ConnectionFailedError(f"server {config} answered PING with an error: {exc}") from exc

@@ -1,0 +1,507 @@
+"""The :class:`Controller`: pushes tasks, starts and stops workers, reads results."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import contextlib
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Literal
+
+import structlog
+
+from rushpy.config import ENV_URL, RedisConfig, validate_identifier
+from rushpy.errors import (
+    ConfigError,
+    NoStartArgumentsError,
+    TaskError,
+    WorkerError,
+    WorkerTimeoutError,
+)
+from rushpy.functions import function_path
+from rushpy.keys import DEFAULT_PREFIX
+from rushpy.models import Condition, WorkerState
+from rushpy.reader import NetworkClient
+from rushpy.validation import check_mappings, check_same_length, check_timeout
+
+__all__ = ["Controller", "LocalWorker", "StopResult"]
+
+log = structlog.get_logger("rushpy.controller")
+
+
+@dataclass(frozen=True, slots=True)
+class StopResult:
+    """What :meth:`Controller.stop_workers` did.
+
+    Attributes:
+        stopped: Ids of workers asked to stop (terminate) or stopped (kill).
+        unknown: Ids that are not workers of the network (reported, not fatal).
+        not_running: Ids of workers that had already stopped.
+    """
+
+    stopped: list[str] = field(default_factory=list)
+    unknown: list[str] = field(default_factory=list)
+    not_running: list[str] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class LocalWorker:
+    """A worker process started by this controller.
+
+    Attributes:
+        worker_id: Its id.
+        process: The process handle.
+        log_path: File receiving its stdout and stderr.
+    """
+
+    worker_id: str
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    def log_tail(self, n: int = 2000) -> str:
+        """The last ``n`` characters of its output."""
+        try:
+            return self.log_path.read_text(errors="replace")[-n:]
+        except OSError:
+            return ""
+
+
+class Controller(NetworkClient):
+    """Controller of a network: push tasks, manage workers, fetch results.
+
+    Example:
+        >>> async with Controller("hpo", config=server.config) as rush:
+        ...     await rush.start_local_workers(2, fun=objective)
+        ...     keys = await rush.push_tasks([{"x": 1}, {"x": 2}])
+        ...     table = await rush.wait_for_tasks(keys, timeout=30)
+
+    Args:
+        network_id: Id of the network.
+        config: Server settings or URL; default :meth:`RedisConfig.from_env`.
+        prefix: First component of every key.
+        shutdown_timeout: Seconds local workers get to exit when the controller
+            closes before they are killed.
+    """
+
+    def __init__(
+        self,
+        network_id: str,
+        config: RedisConfig | str | None = None,
+        *,
+        prefix: str = DEFAULT_PREFIX,
+        shutdown_timeout: float = 10.0,
+    ) -> None:
+        super().__init__(network_id, config, prefix=prefix)
+        self.shutdown_timeout = shutdown_timeout
+        self._local: dict[str, LocalWorker] = {}
+        self._log_dir: Path | None = None
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        try:
+            await asyncio.shield(self._shutdown_local())
+        finally:
+            await super().__aexit__(exc_type, exc, tb)
+
+    # -- pushing tasks -------------------------------------------------------------------
+    async def push_tasks(
+        self,
+        xss: Sequence[Mapping[str, Any]],
+        xss_extra: Sequence[Mapping[str, Any] | None] | None = None,
+        *,
+        terminate_workers: bool = False,
+    ) -> list[str]:
+        """Queue tasks on the shared FIFO queue; returns their keys in order.
+
+        All tasks travel in one pipelined round trip. Pushing nothing is a no-op.
+
+        Args:
+            xss: One mapping of inputs per task.
+            xss_extra: Optional extra inputs per task (stored, not passed to the function).
+            terminate_workers: Ask every worker to stop once the queue is drained.
+        """
+        xss = check_mappings(xss, "xss")
+        extras = check_same_length(xss, xss_extra, "xss_extra")
+        keys = await self.store.create_tasks(
+            "queued", [{"xs": xs, "xs_extra": e} for xs, e in zip(xss, extras, strict=True)]
+        )
+        if terminate_workers:
+            await self.store.request_terminate_all()
+        return keys
+
+    async def push_priority_tasks(
+        self,
+        xss: Sequence[Mapping[str, Any]],
+        priority: Sequence[str | None],
+        xss_extra: Sequence[Mapping[str, Any] | None] | None = None,
+    ) -> list[str]:
+        """Queue tasks on given workers' own queues; returns keys in input order.
+
+        A task whose worker is unknown, stopped or lost (or whose entry is
+        ``None``) goes to the shared queue instead, so nothing waits forever.
+
+        Args:
+            xss: One mapping of inputs per task.
+            priority: One worker id (or ``None``) per task.
+            xss_extra: Optional extra inputs per task.
+        """
+        xss = check_mappings(xss, "xss")
+        priority_list = check_same_length(xss, priority, "priority")
+        extras = check_same_length(xss, xss_extra, "xss_extra")
+        for wid in priority_list:
+            if wid is not None and not isinstance(wid, str):
+                raise TaskError(f"priority entries are worker ids (str) or None, got {wid!r}")
+        candidates = sorted({w for w in priority_list if w is not None})
+        running = dict(
+            zip(candidates, await self.store.running_worker_flags(candidates), strict=True)
+        )
+        rerouted = sorted(w for w, up in running.items() if not up)
+        if rerouted:
+            log.warning("workers not running; their tasks go to the shared queue", workers=rerouted)
+        groups: dict[str | None, list[int]] = {}
+        for i, wid in enumerate(priority_list):
+            target = wid if wid is not None and running.get(wid) else None
+            groups.setdefault(target, []).append(i)
+        keys: list[str] = [""] * len(xss)
+        for target, idx in groups.items():
+            queue = self.keys.queued if target is None else self.keys.priority_queue(target)
+            new = await self.store.create_tasks(
+                "queued", [{"xs": xss[i], "xs_extra": extras[i]} for i in idx], queue=queue
+            )
+            for i, key in zip(idx, new, strict=True):
+                keys[i] = key
+        return keys
+
+    async def push_finished_tasks(
+        self,
+        xss: Sequence[Mapping[str, Any]],
+        yss: Sequence[Mapping[str, Any]],
+        xss_extra: Sequence[Mapping[str, Any] | None] | None = None,
+        yss_extra: Sequence[Mapping[str, Any] | None] | None = None,
+    ) -> list[str]:
+        """Record tasks that were evaluated elsewhere as finished (e.g. a warm start)."""
+        xss = check_mappings(xss, "xss")
+        yss = check_mappings(yss, "yss")
+        check_same_length(xss, yss, "yss")
+        xe = check_same_length(xss, xss_extra, "xss_extra")
+        ye = check_same_length(xss, yss_extra, "yss_extra")
+        now = dt.datetime.now(dt.UTC)
+        tasks = [
+            {"xs": x, "ys": y, "xs_extra": a, "ys_extra": b, "started_at": now, "finished_at": now}
+            for x, y, a, b in zip(xss, yss, xe, ye, strict=True)
+        ]
+        return await self.store.create_tasks("finished", tasks)
+
+    async def push_failed_tasks(
+        self,
+        xss: Sequence[Mapping[str, Any]],
+        conditions: Sequence[Condition | BaseException | Mapping[str, Any] | str],
+        xss_extra: Sequence[Mapping[str, Any] | None] | None = None,
+    ) -> list[str]:
+        """Record tasks as failed with a condition each (exception, message or mapping)."""
+        xss = check_mappings(xss, "xss")
+        check_same_length(xss, conditions, "conditions")
+        extras = check_same_length(xss, xss_extra, "xss_extra")
+        try:
+            conds = [Condition.coerce(c).to_dict() for c in conditions]
+        except TypeError as exc:
+            raise TaskError(str(exc)) from None
+        now = dt.datetime.now(dt.UTC)
+        tasks = [
+            {"xs": x, "xs_extra": e, "condition": c, "finished_at": now}
+            for x, e, c in zip(xss, extras, conds, strict=True)
+        ]
+        return await self.store.create_tasks("failed", tasks)
+
+    async def empty_queue(self) -> int:
+        """Remove every queued task (shared and priority queues); they become failed.
+
+        Their condition says they were removed from the queue. Returns how many.
+        """
+        condition = Condition("Removed", "removed from the queue by empty_queue()")
+        moved = await self.store.dequeue(self.keys.queued, condition)
+        for wid in await self.store.worker_ids():
+            moved += await self.store.dequeue(self.keys.priority_queue(wid), condition)
+        return moved
+
+    # -- workers ---------------------------------------------------------------------------
+    def _resolve_start_args(
+        self, fun: Callable[..., Any] | str | None, concurrency: int
+    ) -> dict[str, Any] | None:
+        if not isinstance(concurrency, int) or isinstance(concurrency, bool) or concurrency < 1:
+            raise ConfigError(f"invalid concurrency={concurrency!r}: use an integer >= 1")
+        if fun is None:
+            return None
+        return {"fun": function_path(fun), "concurrency": concurrency}
+
+    async def start_local_workers(
+        self,
+        n_workers: int,
+        fun: Callable[..., Any] | str | None = None,
+        *,
+        concurrency: int = 1,
+        log_level: str = "warning",
+    ) -> list[str]:
+        """Start ``n_workers`` worker processes on this host; returns their ids.
+
+        The start arguments are stored in the network, so workers started later
+        with ``python -m rushpy.worker --network ID`` run the same function.
+        Calling it again adds workers.
+
+        Args:
+            n_workers: How many processes to start.
+            fun: The function (importable, or defined in the running script) or its
+                path ``module:function``; default the stored start arguments.
+            concurrency: Tasks in flight per worker.
+            log_level: Log level of the workers (their output goes to log files,
+                see :attr:`local_workers`).
+        """
+        if not isinstance(n_workers, int) or isinstance(n_workers, bool) or n_workers < 1:
+            raise ConfigError(f"invalid n_workers={n_workers!r}: start at least 1 worker")
+        args = self._resolve_start_args(fun, concurrency)
+        if args is None:
+            args = await self.store.get_start_args()
+            if args is None:
+                raise NoStartArgumentsError(
+                    f"network {self.network_id!r} has no stored start arguments: pass fun="
+                )
+        else:
+            await self.store.set_start_args(args)
+        if self._log_dir is None:
+            self._log_dir = Path(tempfile.mkdtemp(prefix=f"rushpy-{self.network_id}-"))
+        env = dict(os.environ)
+        env[ENV_URL] = self.config.to_url(include_password=True)
+        # Make the caller's import path (and the script's folder) visible to workers.
+        env["PYTHONPATH"] = os.pathsep.join(
+            p for p in [os.getcwd(), *sys.path, env.get("PYTHONPATH", "")] if p
+        )
+        ids = []
+        from rushpy.worker import new_worker_id  # a helper only: no Worker import cycle
+
+        for _ in range(n_workers):
+            wid = new_worker_id()
+            log_path = self._log_dir / f"{wid}.log"
+            cmd = [
+                sys.executable, "-m", "rushpy.worker",
+                "--network", self.network_id,
+                "--prefix", self.keys.prefix,
+                "--worker-id", wid,
+                "--fun", str(args["fun"]),
+                "--concurrency", str(args.get("concurrency", 1)),
+                "--log-level", log_level,
+            ]
+            with open(log_path, "wb") as out:
+                process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+                    cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env=env
+                )
+            self._local[wid] = LocalWorker(wid, process, log_path)
+            ids.append(wid)
+        log.debug("started local workers", n=n_workers, fun=args["fun"])
+        return ids
+
+    @property
+    def local_workers(self) -> dict[str, LocalWorker]:
+        """Worker processes started by this controller, by id."""
+        return dict(self._local)
+
+    def worker_script(
+        self,
+        fun: Callable[..., Any] | str | None = None,
+        *,
+        concurrency: int | None = None,
+        python: str = "python",
+    ) -> str:
+        """The shell command that starts a worker of this network on any host.
+
+        The command never contains the password: set ``RUSHPY_REDIS_PASSWORD`` in
+        the worker's environment when the server needs one. Without ``fun`` the
+        worker uses the stored start arguments.
+        """
+        parts = [python, "-m", "rushpy.worker", "--network", self.network_id]
+        parts += ["--url", self.config.to_url(include_password=False)]
+        if self.keys.prefix != DEFAULT_PREFIX:
+            parts += ["--prefix", self.keys.prefix]
+        if fun is not None:
+            parts += ["--fun", function_path(fun)]
+        if concurrency is not None:
+            self._resolve_start_args(None, concurrency)
+            parts += ["--concurrency", str(concurrency)]
+        return shlex.join(parts)
+
+    async def wait_for_workers(
+        self,
+        n: int | None = None,
+        worker_ids: Sequence[str] | None = None,
+        timeout: float | None = None,
+    ) -> list[str]:
+        """Wait until ``n`` workers run and every id in ``worker_ids`` has registered.
+
+        ``n`` defaults to the number of local workers started and still expected.
+        ``timeout=0`` checks once. Returns the running worker ids.
+
+        Raises:
+            WorkerTimeoutError: not enough workers came up in time.
+            WorkerError: a local worker process exited before it registered (the
+                message includes the end of its output).
+        """
+        check_timeout(timeout, allow_none=True)
+        if worker_ids is not None:
+            worker_ids = [validate_identifier(w, "worker id") for w in worker_ids]
+        if n is None and worker_ids is None:
+            n = len(self._local)
+            if n == 0:
+                raise ConfigError("wait_for_workers() needs n= or worker_ids= (no local workers started)")
+        if n is not None and (not isinstance(n, int) or isinstance(n, bool) or n < 0):
+            raise ConfigError(f"invalid n={n!r}: use an integer >= 0")
+        events = self._events()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            seen = events.counter(self.keys.events)
+            running = await self.store.worker_ids(WorkerState.RUNNING)
+            running_set = set(running)
+            ok = (n is None or len(running) >= n) and all(
+                w in running_set for w in worker_ids or []
+            )
+            if ok:
+                return running
+            self._check_local_alive(await self.store.worker_ids())
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                missing = [w for w in worker_ids or [] if w not in running_set]
+                raise WorkerTimeoutError(
+                    f"{len(running)} worker(s) running after {timeout} s, waited for "
+                    f"{n if n is not None else len(worker_ids or [])}"
+                    + (f"; missing ids {missing}" if missing else "")
+                    + "; check the worker logs or raise the timeout"
+                )
+            # Registrations publish on the events channel; local process deaths do
+            # not, so look at the processes again at least every 0.2 s.
+            step = 0.2 if self._local else remaining
+            if remaining is not None and step is not None:
+                step = min(step, remaining)
+            await events.wait([self.keys.events], [seen], step)
+
+    def _check_local_alive(self, registered: Sequence[str]) -> None:
+        known = set(registered)
+        for wid, local in self._local.items():
+            code = local.process.poll()
+            if code is not None and wid not in known:
+                raise WorkerError(
+                    f"local worker {wid} exited with code {code} before registering; "
+                    f"its output:\n{local.log_tail()}"
+                )
+
+    async def stop_workers(
+        self,
+        type: Literal["terminate", "kill"] = "terminate",  # noqa: A002 - name from the contract
+        worker_ids: Sequence[str] | None = None,
+    ) -> StopResult:
+        """Stop workers (default: all running).
+
+        ``terminate`` asks them to finish the tasks they run and exit. ``kill``
+        stops local processes at once (SIGKILL); their running tasks fail with a
+        condition naming the worker, and tasks they popped go back to the queue.
+        Unknown ids are reported in the result and logged, not raised.
+        """
+        if type not in ("terminate", "kill"):
+            raise ConfigError(f"invalid type={type!r}: use 'terminate' or 'kill'")
+        known = set(await self.store.worker_ids())
+        running = set(await self.store.worker_ids(WorkerState.RUNNING))
+        if worker_ids is None:
+            targets = sorted(running)
+            unknown: list[str] = []
+        else:
+            targets = [w for w in worker_ids if w in known]
+            unknown = [w for w in worker_ids if w not in known]
+        if unknown:
+            log.warning("stop_workers: unknown worker ids", unknown=unknown)
+        result = StopResult(unknown=unknown)
+        for wid in targets:
+            if wid not in running and not (wid in self._local and self._local[wid].process.poll() is None):
+                result.not_running.append(wid)
+                continue
+            result.stopped.append(wid)
+        if type == "terminate":
+            await self.store.request_terminate(result.stopped)
+            return result
+        for wid in result.stopped:
+            await self._kill(wid)
+        return result
+
+    async def _kill(self, worker_id: str) -> None:
+        local = self._local.get(worker_id)
+        if local is not None and local.process.poll() is None:
+            local.process.kill()
+            await asyncio.to_thread(local.process.wait)
+        else:
+            info = await self.store.worker_infos([worker_id])
+            pid = info[0].pid if info else None
+            import socket
+
+            if info and info[0].hostname == socket.gethostname() and pid:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, signal.SIGKILL)
+            else:
+                # A remote worker: ask it to stop; it cannot be signalled from here.
+                await self.store.request_terminate([worker_id])
+        await self.store.set_worker_state(worker_id, WorkerState.KILLED)
+        await self.store.release_pending(worker_id)
+        await self.store.abandon_running(
+            worker_id,
+            Condition("WorkerKilled", f"worker {worker_id} was killed while running the task"),
+        )
+        await self._client.publish(self.keys.events, b"worker")
+
+    async def _shutdown_local(self) -> None:
+        alive = [w for w in self._local.values() if w.process.poll() is None]
+        if not alive:
+            return
+        with contextlib.suppress(Exception):
+            await self.store.request_terminate([w.worker_id for w in alive])
+        for w in alive:
+            with contextlib.suppress(ProcessLookupError):
+                w.process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + self.shutdown_timeout
+        for w in alive:
+            remaining = max(0.0, deadline - time.monotonic())
+            try:
+                await asyncio.to_thread(w.process.wait, remaining)
+            except subprocess.TimeoutExpired:
+                log.warning("local worker did not exit in time; killing it", worker_id=w.worker_id)
+                with contextlib.suppress(Exception):
+                    await self._kill(w.worker_id)
+
+    # -- reset ---------------------------------------------------------------------------------
+    async def reset(self, workers: bool = True) -> None:
+        """Delete the network's data.
+
+        Args:
+            workers: Also stop every worker (local ones are killed, remote ones asked
+                to terminate) and forget them; with ``False`` only task data is
+                deleted and running workers stay registered.
+        """
+        if workers:
+            for wid in await self.store.worker_ids(WorkerState.RUNNING):
+                if wid in self._local:
+                    local = self._local[wid]
+                    if local.process.poll() is None:
+                        local.process.kill()
+                        await asyncio.to_thread(local.process.wait)
+            await self.store.request_terminate(await self.store.worker_ids(WorkerState.RUNNING))
+            self._local.clear()
+        await self.store.delete_all(keep_workers=not workers)
+        self.reset_cache()

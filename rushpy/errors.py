@@ -1,0 +1,78 @@
+"""The one exception hierarchy of rushpy.
+
+Every error raised on purpose by rushpy derives from :class:`RushError`, so
+callers can catch the whole family with one ``except`` clause. Messages name
+the offending value and say how to fix it.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ConfigError",
+    "ConnectionFailedError",
+    "EmbeddedServerError",
+    "NoStartArgumentsError",
+    "RushError",
+    "TaskError",
+    "UnknownTaskError",
+    "UnknownWorkerError",
+    "WorkerError",
+    "WorkerFunctionError",
+    "WorkerTimeoutError",
+    "TaskTimeoutError",
+]
+
+
+class RushError(Exception):
+    """Root of every error rushpy raises on purpose."""
+
+
+class ConfigError(RushError, ValueError):
+    """A configuration value is invalid (bad URL, negative duration, ...)."""
+
+
+class ConnectionFailedError(RushError, ConnectionError):
+    """The Redis-compatible server cannot be reached or refused the client."""
+
+
+class EmbeddedServerError(RushError):
+    """The embedded Redis-compatible server could not be found or started."""
+
+
+class TaskError(RushError, ValueError):
+    """Task input is invalid (wrong type, mismatched lengths, bad state name)."""
+
+
+class UnknownTaskError(TaskError, KeyError):
+    """A task key does not exist in the network."""
+
+    def __str__(self) -> str:
+        # KeyError quotes its argument; keep the readable message instead.
+        return str(self.args[0]) if self.args else ""
+
+
+class WorkerError(RushError):
+    """A worker-side problem (registration, bad worker id, ...)."""
+
+
+class UnknownWorkerError(WorkerError, KeyError):
+    """A worker id is not registered in the network."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+class WorkerFunctionError(WorkerError, ValueError):
+    """The function given to workers cannot be imported or has a bad signature."""
+
+
+class NoStartArgumentsError(WorkerError):
+    """A worker was started without ``--fun`` and the network stores no start arguments."""
+
+
+class WorkerTimeoutError(RushError, TimeoutError):
+    """Workers did not register before the deadline of ``wait_for_workers``."""
+
+
+class TaskTimeoutError(RushError, TimeoutError):
+    """Tasks did not reach a final state before the deadline of ``wait_for_tasks``."""

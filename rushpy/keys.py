@@ -1,0 +1,151 @@
+"""Key names of a network: the only place that builds them.
+
+Grammar: ``<prefix>:{<network_id>}:<kind>[:<id>][:<facet>]``. The braces are the
+Redis Cluster hash tag, so every key of one network maps to one slot and Lua
+scripts, ``MULTI`` and ``BLMOVE`` stay legal on a cluster.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from rushpy.config import validate_identifier
+
+__all__ = ["DEFAULT_PREFIX", "Keys"]
+
+DEFAULT_PREFIX = "rush"
+"""Prefix of every key unless a network is created with another."""
+
+
+@dataclass(frozen=True, slots=True)
+class Keys:
+    """Key names of one network.
+
+    Attributes:
+        network_id: The network's id.
+        prefix: First component of every key.
+    """
+
+    network_id: str
+    prefix: str = DEFAULT_PREFIX
+
+    def __post_init__(self) -> None:
+        validate_identifier(self.network_id, "network id")
+        validate_identifier(self.prefix, "key prefix")
+
+    @property
+    def base(self) -> str:
+        """``<prefix>:{<network_id>}``: the start of every key of the network."""
+        return f"{self.prefix}:{{{self.network_id}}}"
+
+    @property
+    def pattern(self) -> str:
+        """``SCAN`` pattern matching every key of the network."""
+        return f"{self.prefix}:{{{_glob_escape(self.network_id)}}}:*"
+
+    # -- task state -----------------------------------------------------------
+    @property
+    def queued(self) -> str:
+        """List of keys of the shared FIFO queue (push right, pop left)."""
+        return f"{self.base}:queued"
+
+    @property
+    def running(self) -> str:
+        """Set of keys of running tasks."""
+        return f"{self.base}:running"
+
+    @property
+    def finished(self) -> str:
+        """List of keys of finished tasks, append-only, in finish order."""
+        return f"{self.base}:finished"
+
+    @property
+    def failed(self) -> str:
+        """Set of keys of failed tasks."""
+        return f"{self.base}:failed"
+
+    @property
+    def all_tasks(self) -> str:
+        """List of every task key in creation order."""
+        return f"{self.base}:tasks"
+
+    def task(self, key: str) -> str:
+        """Hash of one task."""
+        return f"{self.base}:task:{key}"
+
+    def tasks(self, keys: Iterable[str]) -> list[str]:
+        """Hashes of several tasks."""
+        base = f"{self.base}:task:"
+        return [base + k for k in keys]
+
+    # -- workers --------------------------------------------------------------
+    @property
+    def workers(self) -> str:
+        """Set of ids of every worker that ever registered."""
+        return f"{self.base}:workers"
+
+    @property
+    def running_workers(self) -> str:
+        """Set of ids of workers that are up."""
+        return f"{self.base}:running_workers"
+
+    @property
+    def terminated_workers(self) -> str:
+        """Set of ids of workers that exited after being asked to stop."""
+        return f"{self.base}:terminated_workers"
+
+    @property
+    def killed_workers(self) -> str:
+        """Set of ids of workers that were killed."""
+        return f"{self.base}:killed_workers"
+
+    @property
+    def lost_workers(self) -> str:
+        """Set of ids of workers found lost."""
+        return f"{self.base}:lost_workers"
+
+    def worker(self, worker_id: str) -> str:
+        """Hash with a worker's registration data."""
+        return f"{self.base}:worker:{worker_id}"
+
+    def priority_queue(self, worker_id: str) -> str:
+        """List of a worker's own priority queue."""
+        return f"{self.base}:worker:{worker_id}:queued"
+
+    def pending(self, worker_id: str) -> str:
+        """List of keys a worker popped but has not yet marked running."""
+        return f"{self.base}:worker:{worker_id}:pending"
+
+    def worker_running(self, worker_id: str) -> str:
+        """Set of keys a worker is running."""
+        return f"{self.base}:worker:{worker_id}:running"
+
+    def terminate_signal(self, worker_id: str) -> str:
+        """String set when a worker is asked to terminate."""
+        return f"{self.base}:worker:{worker_id}:terminate"
+
+    def log(self, worker_id: str) -> str:
+        """List with a worker's log records."""
+        return f"{self.base}:worker:{worker_id}:log"
+
+    # -- network --------------------------------------------------------------
+    @property
+    def start_args(self) -> str:
+        """String with the start arguments the controller stored for workers."""
+        return f"{self.base}:start_args"
+
+    @property
+    def terminate_all(self) -> str:
+        """String set when every worker of the network is asked to terminate."""
+        return f"{self.base}:terminate"
+
+    @property
+    def events(self) -> str:
+        """Pub/sub channel announcing finished and failed tasks."""
+        return f"{self.base}:events"
+
+
+def _glob_escape(text: str) -> str:
+    # Ids are restricted to [A-Za-z0-9_.-]; none is special to glob, but stay safe.
+    return "".join("\\" + c if c in "*?[]\\" else c for c in text)

@@ -1,0 +1,361 @@
+"""Connection life cycle and every read method, shared by Controller and Worker.
+
+:class:`NetworkClient` owns the Redis client, the task store, the pub/sub
+listener and a local cache of finished tasks. The cache makes
+:meth:`NetworkClient.fetch_new_tasks` cost proportional to the number of new
+results only: it reads the finished list from the cached offset on.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Sequence
+from types import TracebackType
+from typing import Any, Self, overload
+
+import structlog
+
+from rushpy.config import RedisConfig
+from rushpy.connection import check_connection, create_client
+from rushpy.errors import TaskError, TaskTimeoutError, UnknownTaskError
+from rushpy.events import EventListener
+from rushpy.keys import DEFAULT_PREFIX, Keys
+from rushpy.models import TASK_STATES, TaskState
+from rushpy.store import NetworkStatus, Store
+from rushpy.table import Table, flatten_task
+from rushpy.validation import check_keys, check_timeout
+
+__all__ = ["NetworkClient", "normalize_states"]
+
+log = structlog.get_logger("rushpy")
+
+
+def normalize_states(states: str | TaskState | Iterable[str | TaskState] | None) -> list[TaskState]:
+    """Validate state names; ``None`` means all states.
+
+    Raises:
+        TaskError: a name is not one of queued, running, finished, failed.
+    """
+    if states is None:
+        return list(TASK_STATES)
+    if isinstance(states, (str, TaskState)):
+        states = [states]
+    out: list[TaskState] = []
+    for state in states:
+        try:
+            value = TaskState(state)
+        except ValueError:
+            raise TaskError(
+                f"unknown task state {state!r}: use any of {[s.value for s in TASK_STATES]}"
+            ) from None
+        if value not in out:
+            out.append(value)
+    return out
+
+
+class NetworkClient:
+    """Base of :class:`~rushpy.Controller` and :class:`~rushpy.Worker`.
+
+    Args:
+        network_id: Id of the network (letters, digits, ``_.-``).
+        config: Server settings; default :meth:`RedisConfig.from_env`.
+        prefix: First component of every key.
+    """
+
+    def __init__(
+        self,
+        network_id: str,
+        config: RedisConfig | str | None = None,
+        *,
+        prefix: str = DEFAULT_PREFIX,
+    ) -> None:
+        self.keys = Keys(network_id, prefix)
+        if config is None:
+            config = RedisConfig.from_env()
+        elif isinstance(config, str):
+            config = RedisConfig.from_url(config)
+        self.config: RedisConfig = config
+        self._client = create_client(config)
+        self.store = Store(self._client, self.keys)
+        self._listener: EventListener | None = None
+        self._cache: list[dict[str, Any]] = []
+        self._seen = 0
+        self._entered = False
+
+    @property
+    def network_id(self) -> str:
+        """Id of the network."""
+        return self.keys.network_id
+
+    def _channels(self) -> list[str]:
+        return [self.keys.events]
+
+    # -- life cycle -------------------------------------------------------------------
+    async def __aenter__(self) -> Self:
+        await check_connection(self._client, self.config)
+        await self.store.load_scripts()
+        self._listener = EventListener(self._client, self._channels())
+        await self._listener.start()
+        self._entered = True
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._entered = False
+        if self._listener is not None:
+            await self._listener.close()
+            self._listener = None
+        await self._client.aclose()
+
+    def _events(self) -> EventListener:
+        if self._listener is None:
+            raise RuntimeError(
+                f"{type(self).__name__} is not open: use `async with {type(self).__name__}(...)`"
+            )
+        return self._listener
+
+    # -- counts ----------------------------------------------------------------------
+    async def status(self) -> NetworkStatus:
+        """Counts of tasks per state and of workers, in one round trip."""
+        return await self.store.status()
+
+    async def n_queued_tasks(self) -> int:
+        """Tasks waiting in the shared queue and in priority queues."""
+        return (await self.status()).n_queued_tasks
+
+    async def n_queued_priority_tasks(self) -> int:
+        """Tasks waiting in workers' priority queues."""
+        return (await self.status()).n_queued_priority_tasks
+
+    async def n_running_tasks(self) -> int:
+        """Tasks being run."""
+        return (await self.status()).n_running_tasks
+
+    async def n_finished_tasks(self) -> int:
+        """Tasks with a result."""
+        return await self.store.n_finished()
+
+    async def n_failed_tasks(self) -> int:
+        """Tasks that failed."""
+        return (await self.status()).n_failed_tasks
+
+    async def n_tasks(self) -> int:
+        """All tasks of the network."""
+        return (await self.status()).n_tasks
+
+    async def n_workers(self) -> int:
+        """Workers that ever registered."""
+        return (await self.status()).n_workers
+
+    async def n_running_workers(self) -> int:
+        """Workers that are up."""
+        return (await self.status()).n_running_workers
+
+    # -- keys by state ---------------------------------------------------------------
+    async def tasks_with_state(
+        self, states: str | Iterable[str] | None = None
+    ) -> dict[str, list[str]]:
+        """Task keys per state (one consistent snapshot).
+
+        Args:
+            states: States to include (default all).
+        """
+        wanted = normalize_states(states)
+        snap = await self.store.snapshot()
+        return {s.value: snap[s] for s in wanted}
+
+    @overload
+    async def is_running_task(self, keys: str) -> bool: ...
+    @overload
+    async def is_running_task(self, keys: Sequence[str]) -> list[bool]: ...
+
+    async def is_running_task(self, keys: str | Sequence[str]) -> bool | list[bool]:
+        """Whether the task (or each task) is running."""
+        if isinstance(keys, str):
+            return (await self.store.in_set("running", [keys]))[0]
+        return await self.store.in_set("running", check_keys(keys))
+
+    @overload
+    async def is_failed_task(self, keys: str) -> bool: ...
+    @overload
+    async def is_failed_task(self, keys: Sequence[str]) -> list[bool]: ...
+
+    async def is_failed_task(self, keys: str | Sequence[str]) -> bool | list[bool]:
+        """Whether the task (or each task) failed."""
+        if isinstance(keys, str):
+            return (await self.store.in_set("failed", [keys]))[0]
+        return await self.store.in_set("failed", check_keys(keys))
+
+    # -- fetching ---------------------------------------------------------------------
+    async def _rows(self, keys: Sequence[str], state: TaskState | str) -> list[dict[str, Any]]:
+        tasks = await self.store.read_tasks(keys)
+        return [
+            flatten_task(k, str(state), t) for k, t in zip(keys, tasks, strict=True) if t is not None
+        ]
+
+    async def fetch_queued_tasks(self) -> Table:
+        """Queued tasks: the shared queue (head first), then priority queues."""
+        snap = await self.store.snapshot()
+        return Table(await self._rows(snap[TaskState.QUEUED], TaskState.QUEUED))
+
+    async def fetch_priority_tasks(self) -> Table:
+        """Tasks in workers' priority queues; column ``priority`` names the worker."""
+        rows: list[dict[str, Any]] = []
+        for worker_id, keys in (await self.store.priority_keys()).items():
+            for row in await self._rows(keys, TaskState.QUEUED):
+                row["priority"] = worker_id
+                rows.append(row)
+        return Table(rows)
+
+    async def fetch_running_tasks(self) -> Table:
+        """Tasks being run."""
+        snap = await self.store.snapshot()
+        return Table(await self._rows(snap[TaskState.RUNNING], TaskState.RUNNING))
+
+    async def fetch_failed_tasks(self) -> Table:
+        """Failed tasks, with their ``condition``."""
+        snap = await self.store.snapshot()
+        return Table(await self._rows(snap[TaskState.FAILED], TaskState.FAILED))
+
+    async def fetch_finished_tasks(self) -> Table:
+        """Every finished task in finish order (served from the cache plus new results)."""
+        await self._update_cache()
+        return Table(self._cache)
+
+    async def fetch_tasks(self) -> Table:
+        """Every task of the network with its state, in creation order."""
+        return await self.fetch_tasks_with_state(None)
+
+    async def fetch_tasks_with_state(self, states: str | Iterable[str] | None = None) -> Table:
+        """Tasks in the given states (default all), from one consistent snapshot.
+
+        Rows come in creation order; the ``state`` column says where each task was
+        at the moment of the snapshot.
+        """
+        wanted = normalize_states(states)
+        snap = await self.store.snapshot()
+        where = {k: s for s in wanted for k in snap[s]}
+        order = [k for k in await self.store.all_keys() if k in where]
+        if len(order) < len(where):
+            # Keys not in the creation list (created by an older writer): append them.
+            listed = set(order)
+            order += [k for k in where if k not in listed]
+        tasks = await self.store.read_tasks(order)
+        rows = [
+            flatten_task(k, where[k].value, t)
+            for k, t in zip(order, tasks, strict=True)
+            if t is not None
+        ]
+        return Table(rows)
+
+    async def _update_cache(self) -> int:
+        """Read finished tasks past the cached offset; returns how many were added."""
+        start = len(self._cache)
+        keys = await self.store.finished_keys(start)
+        if not keys:
+            return 0
+        self._cache.extend(await self._rows(keys, TaskState.FINISHED))
+        return len(keys)
+
+    async def fetch_new_tasks(self, timeout: float = 0) -> Table:
+        """Finished tasks not returned by an earlier call, waiting up to ``timeout`` s for one.
+
+        Cost grows with the number of new results, not with the cache.
+        """
+        check_timeout(timeout, allow_none=False)
+        await self._update_cache()
+        if len(self._cache) == self._seen and timeout > 0:
+            await self._wait_new(timeout)
+        new = self._cache[self._seen :]
+        self._seen = len(self._cache)
+        return Table(new)
+
+    async def wait_for_new_tasks(self, timeout: float | None = None) -> bool:
+        """Wait until finished tasks exist that :meth:`fetch_new_tasks` has not returned.
+
+        Returns:
+            ``True`` when there are new results, ``False`` when ``timeout`` passed first.
+        """
+        check_timeout(timeout, allow_none=True)
+        if len(self._cache) > self._seen:
+            return True
+        return await self._wait_new(timeout)
+
+    async def _wait_new(self, timeout: float | None) -> bool:
+        events = self._events()
+        channel = self.keys.events
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            seen = events.counter(channel)
+            if await self._update_cache() or len(self._cache) > self._seen:
+                return True
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                return False
+            await events.wait([channel], [seen], remaining)
+
+    async def wait_for_tasks(self, keys: Sequence[str], timeout: float | None = None) -> Table:
+        """Wait until every task in ``keys`` is finished or failed; return their rows.
+
+        Raises:
+            TaskTimeoutError: ``timeout`` passed first; the message says how many are open.
+            UnknownTaskError: a key is not a task of this network.
+        """
+        keys = check_keys(keys)
+        check_timeout(timeout, allow_none=True)
+        events = self._events()
+        channel = self.keys.events
+        deadline = None if timeout is None else time.monotonic() + timeout
+        wanted = list(dict.fromkeys(keys))
+        while True:
+            seen = events.counter(channel)
+            snap = await self.store.snapshot()
+            done = {k: TaskState.FINISHED for k in snap[TaskState.FINISHED]}
+            done.update({k: TaskState.FAILED for k in snap[TaskState.FAILED]})
+            open_keys = [k for k in wanted if k not in done]
+            if not open_keys:
+                tasks = await self.store.read_tasks(wanted)
+                return Table(
+                    [flatten_task(k, done[k].value, t) for k, t in zip(wanted, tasks, strict=True) if t]
+                )
+            known = {k for s in (TaskState.QUEUED, TaskState.RUNNING) for k in snap[s]}
+            unknown = [k for k in open_keys if k not in known]
+            if unknown:
+                raise UnknownTaskError(
+                    f"{len(unknown)} key(s) are not tasks of network {self.network_id!r}, e.g. "
+                    f"{unknown[0]!r}; pass keys returned by push_tasks()"
+                )
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                raise TaskTimeoutError(
+                    f"{len(open_keys)} of {len(wanted)} tasks still open after {timeout} s "
+                    "(queued or running); raise the timeout or check the workers with worker_info()"
+                )
+            await events.wait([channel], [seen], remaining)
+
+    def reset_cache(self) -> None:
+        """Forget cached finished tasks; the next fetch reads them again."""
+        self._cache = []
+        self._seen = 0
+
+    async def worker_info(self) -> Table:
+        """One row per worker: ``worker_id``, ``state``, ``pid``, ``hostname``, ``started_at``."""
+        infos = await self.store.worker_infos()
+        return Table(
+            [
+                {
+                    "worker_id": i.worker_id,
+                    "state": i.state.value,
+                    "pid": i.pid,
+                    "hostname": i.hostname,
+                    "started_at": i.started_at,
+                    "heartbeat": i.heartbeat,
+                    **i.extra,
+                }
+                for i in infos
+            ]
+        )

@@ -1,0 +1,46 @@
+-- Record results or failures: running -> finished | failed.
+-- KEYS[1] the running set
+-- KEYS[2] destination: the finished list or the failed set
+-- KEYS[3] the worker's running set
+-- KEYS[4..] task hashes, one per key in ARGV order
+-- ARGV[1] destination kind: "list" (finished) or "set" (failed)
+-- ARGV[2] pub/sub channel to announce to
+-- ARGV[3] number of fields per task (F), ARGV[4..] F field names, then per
+-- task its key and F values ("" = field left unset).
+-- First writer wins: a task no longer in the running set (finished, failed or
+-- re-queued by someone else) is left untouched and its result discarded.
+-- Returns, per task, 1 if recorded and 0 if discarded.
+local nfields = tonumber(ARGV[3])
+local names = {}
+for i = 1, nfields do names[i] = ARGV[3 + i] end
+local pos = 4 + nfields
+local out = {}
+local recorded = 0
+for t = 4, #KEYS do
+  local key = ARGV[pos]
+  pos = pos + 1
+  if redis.call("SREM", KEYS[1], key) == 1 then
+    redis.call("SREM", KEYS[3], key)
+    local args = {}
+    for i = 1, nfields do
+      local value = ARGV[pos + i - 1]
+      if value ~= "" then
+        args[#args + 1] = names[i]
+        args[#args + 1] = value
+      end
+    end
+    if #args > 0 then redis.call("HSET", KEYS[t], unpack(args)) end
+    if ARGV[1] == "set" then
+      redis.call("SADD", KEYS[2], key)
+    else
+      redis.call("RPUSH", KEYS[2], key)
+    end
+    out[#out + 1] = 1
+    recorded = recorded + 1
+  else
+    out[#out + 1] = 0
+  end
+  pos = pos + nfields
+end
+if recorded > 0 then redis.call("PUBLISH", ARGV[2], recorded) end
+return out

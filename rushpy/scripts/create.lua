@@ -1,0 +1,51 @@
+-- Create tasks directly in one state: nothing -> queued | finished | failed.
+-- KEYS[1]  destination (list for queued/finished, set for failed)
+-- KEYS[2]  list of every task key of the network (creation order)
+-- KEYS[3..] task hashes, one per task, in ARGV order
+-- ARGV[1]  destination kind: "list" or "set"
+-- ARGV[2]  pub/sub channel to announce to, or "" for none
+-- ARGV[3]  number of fields per task (F)
+-- ARGV[4]  field names, F of them, then per task: its key then F values
+-- First writer wins: a key whose hash already exists is skipped.
+-- Returns the number of tasks created.
+local nfields = tonumber(ARGV[3])
+local names = {}
+for i = 1, nfields do names[i] = ARGV[3 + i] end
+local pos = 4 + nfields
+local created = 0
+local batch = {}
+local function flush()
+  if #batch > 0 then
+    if ARGV[1] == "set" then
+      redis.call("SADD", KEYS[1], unpack(batch))
+    else
+      redis.call("RPUSH", KEYS[1], unpack(batch))
+    end
+    redis.call("RPUSH", KEYS[2], unpack(batch))
+    batch = {}
+  end
+end
+for t = 3, #KEYS do
+  local key = ARGV[pos]
+  pos = pos + 1
+  if redis.call("EXISTS", KEYS[t]) == 0 then
+    local args = {}
+    for i = 1, nfields do
+      local value = ARGV[pos + i - 1]
+      if value ~= "" then
+        args[#args + 1] = names[i]
+        args[#args + 1] = value
+      end
+    end
+    redis.call("HSET", KEYS[t], unpack(args))
+    batch[#batch + 1] = key
+    created = created + 1
+    if #batch >= 1000 then flush() end
+  end
+  pos = pos + nfields
+end
+flush()
+if created > 0 and ARGV[2] ~= "" then
+  redis.call("PUBLISH", ARGV[2], created)
+end
+return created

@@ -1,0 +1,598 @@
+"""The task store: the only module that issues task and worker Redis commands.
+
+Every state transition is a Lua script from :mod:`rushpy.scripts`, run by SHA,
+first-writer-wins, with every key it touches declared. Batches are split into
+chunks of :data:`CHUNK` tasks, and all chunks of one call travel in one
+pipeline, so pushing 10,000 tasks is one round trip.
+
+Task hash fields hold msgpack values (see :mod:`rushpy.codec`). Queues and state
+collections hold bare task keys (uuid hex); the hash of key ``k`` is
+``<prefix>:{<network>}:task:k``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from redis.asyncio import Redis
+from redis.exceptions import NoScriptError
+
+from rushpy.codec import decode, encode
+from rushpy.keys import Keys
+from rushpy.models import (
+    Condition,
+    PoppedTask,
+    TaskState,
+    WorkerInfo,
+    WorkerState,
+)
+from rushpy.scripts import Script, load_all, script
+
+__all__ = ["CHUNK", "NetworkStatus", "Store", "new_task_key"]
+
+CHUNK = 1000
+"""Tasks per script call inside one pipelined batch (keeps each call short)."""
+
+_CREATE_FIELDS = (
+    "xs",
+    "xs_extra",
+    "ys",
+    "ys_extra",
+    "condition",
+    "worker_id",
+    "created_at",
+    "started_at",
+    "finished_at",
+)
+_WORKER_SETS = {
+    WorkerState.RUNNING: "running_workers",
+    WorkerState.TERMINATED: "terminated_workers",
+    WorkerState.KILLED: "killed_workers",
+    WorkerState.LOST: "lost_workers",
+}
+
+
+def new_task_key() -> str:
+    """A fresh, globally unique task key."""
+    return uuid.uuid4().hex
+
+
+@dataclass(frozen=True, slots=True)
+class NetworkStatus:
+    """Counts of tasks per state and of workers, read in one round trip.
+
+    Attributes:
+        n_queued_tasks: Tasks in the shared queue and in priority queues.
+        n_queued_priority_tasks: Of those, tasks in workers' priority queues.
+        n_running_tasks: Tasks being run.
+        n_finished_tasks: Tasks with a result.
+        n_failed_tasks: Tasks that failed.
+        n_tasks: All tasks ever created.
+        n_workers: Workers that ever registered.
+        n_running_workers: Workers that are up.
+        n_terminated_workers: Workers that exited when asked to.
+        n_killed_workers: Workers that were killed.
+        n_lost_workers: Workers found lost.
+    """
+
+    n_queued_tasks: int
+    n_queued_priority_tasks: int
+    n_running_tasks: int
+    n_finished_tasks: int
+    n_failed_tasks: int
+    n_tasks: int
+    n_workers: int
+    n_running_workers: int
+    n_terminated_workers: int
+    n_killed_workers: int
+    n_lost_workers: int
+
+
+def _now() -> bytes:
+    return encode(dt.datetime.now(dt.UTC))
+
+
+def _decode_hash(raw: Mapping[bytes, bytes]) -> dict[str, Any]:
+    return {k.decode(): decode(v) for k, v in raw.items()}
+
+
+def _text(values: Iterable[bytes]) -> list[str]:
+    return [v.decode() for v in values]
+
+
+class Store:
+    """Task and worker operations of one network on one Redis client.
+
+    Args:
+        client: An asyncio client with ``decode_responses=False``.
+        keys: Key names of the network.
+    """
+
+    def __init__(self, client: Redis, keys: Keys) -> None:
+        self.client = client
+        self.keys = keys
+
+    # -- plumbing ---------------------------------------------------------------
+    async def load_scripts(self) -> None:
+        """Register every script on the server (needed before pipelined calls)."""
+        await load_all(self.client)
+
+    async def _run(self, name: str, keys: list[str], args: list[Any]) -> Any:
+        return await script(name)(self.client, keys, args)
+
+    async def _run_batched(self, calls: Sequence[tuple[Script, list[str], list[Any]]]) -> list[Any]:
+        """Run many script calls in one pipeline (one round trip)."""
+        if len(calls) == 1:
+            s, k, a = calls[0]
+            return [await s(self.client, k, a)]
+        for attempt in (1, 2):
+            try:
+                async with self.client.pipeline(transaction=False) as pipe:
+                    for s, k, a in calls:
+                        pipe.evalsha(s.sha, len(k), *k, *a)
+                    return list(await pipe.execute())
+            except NoScriptError:
+                # The server lost its script cache (restart, SCRIPT FLUSH): reload
+                # once. Every script is first-writer-wins, so running a chunk again is safe.
+                if attempt == 2:
+                    raise
+                await self.load_scripts()
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    # -- creating tasks -----------------------------------------------------------
+    async def create_tasks(
+        self,
+        state: Literal["queued", "finished", "failed"],
+        tasks: Sequence[Mapping[str, Any]],
+        *,
+        queue: str | None = None,
+    ) -> list[str]:
+        """Create tasks directly in ``state``; returns their new keys.
+
+        Args:
+            state: Target state.
+            tasks: Per task a mapping of hash fields (``xs``, ``ys``, ...) to values.
+            queue: For ``queued``: the list to push to (default the shared queue).
+        """
+        if not tasks:
+            return []
+        if state == "queued":
+            dest, kind, channel = queue or self.keys.queued, "list", ""
+        elif state == "finished":
+            dest, kind, channel = self.keys.finished, "list", self.keys.events
+        else:
+            dest, kind, channel = self.keys.failed, "set", self.keys.events
+        now = _now()
+        keys = [new_task_key() for _ in tasks]
+        create = script("create")
+        calls: list[tuple[Script, list[str], list[Any]]] = []
+        for start in range(0, len(tasks), CHUNK):
+            chunk_keys = keys[start : start + CHUNK]
+            args: list[Any] = [kind, channel, len(_CREATE_FIELDS), *_CREATE_FIELDS]
+            for key, task in zip(chunk_keys, tasks[start : start + CHUNK], strict=True):
+                args.append(key)
+                for name in _CREATE_FIELDS:
+                    if name == "created_at":
+                        args.append(now)
+                    elif name in task and task[name] is not None:
+                        args.append(encode(task[name]))
+                    else:
+                        args.append(b"")
+            calls.append((create, [dest, self.keys.all_tasks, *self.keys.tasks(chunk_keys)], args))
+        await self._run_batched(calls)
+        return keys
+
+    async def create_running(
+        self, worker_id: str, tasks: Sequence[Mapping[str, Any]]
+    ) -> list[str]:
+        """Create tasks that ``worker_id`` already runs (decentralized mode)."""
+        if not tasks:
+            return []
+        now = _now()
+        wid = encode(worker_id)
+        fields = ("xs", "xs_extra", "worker_id", "created_at", "started_at")
+        keys = [new_task_key() for _ in tasks]
+        running = script("running")
+        calls: list[tuple[Script, list[str], list[Any]]] = []
+        for start in range(0, len(tasks), CHUNK):
+            chunk_keys = keys[start : start + CHUNK]
+            args: list[Any] = [len(fields), *fields]
+            for key, task in zip(chunk_keys, tasks[start : start + CHUNK], strict=True):
+                extra = task.get("xs_extra")
+                args += [key, encode(task["xs"]), encode(extra) if extra else b"", wid, now, now]
+            calls.append(
+                (
+                    running,
+                    [
+                        self.keys.running,
+                        self.keys.worker_running(worker_id),
+                        self.keys.all_tasks,
+                        *self.keys.tasks(chunk_keys),
+                    ],
+                    args,
+                )
+            )
+        await self._run_batched(calls)
+        return keys
+
+    # -- worker side: pop, claim, complete ----------------------------------------
+    async def pop(self, worker_id: str, n: int) -> list[PoppedTask]:
+        """Pop up to ``n`` tasks (pending first, then priority, then shared) and claim them."""
+        raw = await self._run(
+            "pop",
+            [
+                self.keys.pending(worker_id),
+                self.keys.priority_queue(worker_id),
+                self.keys.queued,
+            ],
+            [n],
+        )
+        if not raw:
+            return []
+        return await self.claim(worker_id, _text(raw))
+
+    async def block_move(self, source: str, worker_id: str, timeout: float) -> str | None:
+        """Block until a key arrives in ``source`` and move it to the worker's pending list.
+
+        The key is never in no state: ``BLMOVE`` puts it in the pending list in the
+        same step that removes it from the queue.
+        """
+        raw = await self.client.blmove(
+            source, self.keys.pending(worker_id), timeout, src="LEFT", dest="RIGHT"
+        )
+        return None if raw is None else raw.decode()
+
+    async def claim(self, worker_id: str, keys: Sequence[str]) -> list[PoppedTask]:
+        """Move keys from the worker's pending list to running; return their inputs."""
+        if not keys:
+            return []
+        raw = await self._run(
+            "claim",
+            [
+                self.keys.pending(worker_id),
+                self.keys.running,
+                self.keys.worker_running(worker_id),
+                *self.keys.tasks(keys),
+            ],
+            [encode(worker_id), _now(), *keys],
+        )
+        out: list[PoppedTask] = []
+        for key, item in zip(keys, raw, strict=True):
+            if not item:
+                continue
+            xs_raw, extra_raw = item
+            out.append(
+                PoppedTask(
+                    key=key,
+                    xs=decode(xs_raw) if xs_raw else {},
+                    xs_extra=decode(extra_raw) if extra_raw else None,
+                )
+            )
+        return out
+
+    async def complete(
+        self,
+        worker_id: str,
+        state: Literal["finished", "failed"],
+        items: Sequence[tuple[str, Mapping[str, Any]]],
+    ) -> list[bool]:
+        """Record results (``finished``) or failures (``failed``) of running tasks.
+
+        Args:
+            worker_id: The worker that ran them.
+            state: Target state.
+            items: ``(key, fields)`` pairs; fields are ``ys``/``ys_extra`` or ``condition``.
+
+        Returns:
+            Per item whether it was recorded (``False``: the task was no longer
+            running, its result is discarded).
+        """
+        if not items:
+            return []
+        fields = ("ys", "ys_extra", "finished_at") if state == "finished" else ("condition", "finished_at")
+        dest, kind = (
+            (self.keys.finished, "list") if state == "finished" else (self.keys.failed, "set")
+        )
+        now = _now()
+        complete = script("complete")
+        calls: list[tuple[Script, list[str], list[Any]]] = []
+        for start in range(0, len(items), CHUNK):
+            chunk = items[start : start + CHUNK]
+            args: list[Any] = [kind, self.keys.events, len(fields), *fields]
+            for key, values in chunk:
+                args.append(key)
+                for name in fields:
+                    if name == "finished_at":
+                        args.append(now)
+                    else:
+                        value = values.get(name)
+                        args.append(b"" if value is None else encode(value))
+            hashes = self.keys.tasks(key for key, _ in chunk)
+            calls.append(
+                (
+                    complete,
+                    [self.keys.running, dest, self.keys.worker_running(worker_id), *hashes],
+                    args,
+                )
+            )
+        results = await self._run_batched(calls)
+        return [bool(flag) for chunk_result in results for flag in chunk_result]
+
+    async def release_pending(self, worker_id: str) -> int:
+        """Return a worker's popped-but-unclaimed tasks to the head of the shared queue."""
+        moved = await self._run(
+            "release", [self.keys.pending(worker_id), self.keys.queued], []
+        )
+        return int(moved)
+
+    async def abandon_running(self, worker_id: str, condition: Condition) -> list[str]:
+        """Fail every task still running on a worker that is gone; returns their keys."""
+        keys = _text(await self.client.smembers(self.keys.worker_running(worker_id)))
+        if not keys:
+            return []
+        failed = await self._run(
+            "abandon",
+            [
+                self.keys.running,
+                self.keys.failed,
+                self.keys.worker_running(worker_id),
+                *self.keys.tasks(keys),
+            ],
+            [encode(condition.to_dict()), _now(), self.keys.events, *keys],
+        )
+        return _text(failed)
+
+    # -- controller side: queue removal ------------------------------------------------
+    async def dequeue(self, queue: str, condition: Condition, keys: Sequence[str] | None = None) -> int:
+        """Move queued keys (all of ``queue`` by default) to failed with ``condition``."""
+        if keys is None:
+            keys = _text(await self.client.lrange(queue, 0, -1))
+        if not keys:
+            return 0
+        moved = await self._run(
+            "dequeue",
+            [queue, self.keys.failed, *self.keys.tasks(keys)],
+            [encode(condition.to_dict()), _now(), self.keys.events, *keys],
+        )
+        return int(moved)
+
+    # -- reads ----------------------------------------------------------------------------
+    async def read_tasks(self, keys: Sequence[str]) -> list[dict[str, Any] | None]:
+        """Decoded hashes of ``keys`` in order (``None`` for a key that does not exist)."""
+        if not keys:
+            return []
+        async with self.client.pipeline(transaction=False) as pipe:
+            for name in self.keys.tasks(keys):
+                pipe.hgetall(name)
+            raw = await pipe.execute()
+        return [_decode_hash(h) if h else None for h in raw]
+
+    async def finished_keys(self, start: int = 0, stop: int = -1) -> list[str]:
+        """Keys of the finished list from index ``start`` on, in finish order."""
+        return _text(await self.client.lrange(self.keys.finished, start, stop))
+
+    async def all_keys(self) -> list[str]:
+        """Every task key in creation order."""
+        return _text(await self.client.lrange(self.keys.all_tasks, 0, -1))
+
+    async def snapshot(self) -> dict[TaskState, list[str]]:
+        """Keys per state, read atomically (``MULTI``).
+
+        Queued covers the shared queue, every priority queue and every pending
+        list (popped, not yet marked running).
+        """
+        worker_ids = await self.worker_ids()
+        async with self.client.pipeline(transaction=True) as pipe:
+            pipe.lrange(self.keys.queued, 0, -1)
+            for wid in worker_ids:
+                pipe.lrange(self.keys.priority_queue(wid), 0, -1)
+                pipe.lrange(self.keys.pending(wid), 0, -1)
+            pipe.smembers(self.keys.running)
+            pipe.lrange(self.keys.finished, 0, -1)
+            pipe.smembers(self.keys.failed)
+            raw = await pipe.execute()
+        queued: list[str] = []
+        for part in raw[: 1 + 2 * len(worker_ids)]:
+            queued += _text(part)
+        return {
+            TaskState.QUEUED: queued,
+            TaskState.RUNNING: sorted(_text(raw[-3])),
+            TaskState.FINISHED: _text(raw[-2]),
+            TaskState.FAILED: sorted(_text(raw[-1])),
+        }
+
+    async def queue_keys(self, queue: str) -> list[str]:
+        """Keys in one queue list, head first."""
+        return _text(await self.client.lrange(queue, 0, -1))
+
+    async def priority_keys(self) -> dict[str, list[str]]:
+        """Keys in every worker's priority queue, by worker id."""
+        worker_ids = await self.worker_ids()
+        if not worker_ids:
+            return {}
+        async with self.client.pipeline(transaction=False) as pipe:
+            for wid in worker_ids:
+                pipe.lrange(self.keys.priority_queue(wid), 0, -1)
+            raw = await pipe.execute()
+        return {wid: _text(part) for wid, part in zip(worker_ids, raw, strict=True) if part}
+
+    async def states_of(self, keys: Sequence[str]) -> list[TaskState | None]:
+        """The state of each key (``None`` if it does not exist), from one snapshot."""
+        snap = await self.snapshot()
+        where = {k: state for state, ks in snap.items() for k in ks}
+        return [where.get(k) for k in keys]
+
+    async def in_set(self, state: Literal["running", "failed"], keys: Sequence[str]) -> list[bool]:
+        """Whether each key is in the running or failed set (one ``SMISMEMBER``)."""
+        if not keys:
+            return []
+        name = self.keys.running if state == "running" else self.keys.failed
+        return [bool(x) for x in await self.client.smismember(name, list(keys))]
+
+    async def status(self) -> NetworkStatus:
+        """All counts in one pipelined round trip (plus one to list workers)."""
+        worker_ids = await self.worker_ids()
+        k = self.keys
+        async with self.client.pipeline(transaction=True) as pipe:
+            pipe.llen(k.queued)
+            for wid in worker_ids:
+                pipe.llen(k.priority_queue(wid))
+                pipe.llen(k.pending(wid))
+            pipe.scard(k.running)
+            pipe.llen(k.finished)
+            pipe.scard(k.failed)
+            pipe.llen(k.all_tasks)
+            pipe.scard(k.workers)
+            pipe.scard(k.running_workers)
+            pipe.scard(k.terminated_workers)
+            pipe.scard(k.killed_workers)
+            pipe.scard(k.lost_workers)
+            raw = [int(x) for x in await pipe.execute()]
+        n_worker_parts = 2 * len(worker_ids)
+        per_worker = raw[1 : 1 + n_worker_parts]
+        priority = sum(per_worker[0::2])
+        rest = raw[1 + n_worker_parts :]
+        return NetworkStatus(
+            n_queued_tasks=raw[0] + sum(per_worker),
+            n_queued_priority_tasks=priority,
+            n_running_tasks=rest[0],
+            n_finished_tasks=rest[1],
+            n_failed_tasks=rest[2],
+            n_tasks=rest[3],
+            n_workers=rest[4],
+            n_running_workers=rest[5],
+            n_terminated_workers=rest[6],
+            n_killed_workers=rest[7],
+            n_lost_workers=rest[8],
+        )
+
+    async def n_finished(self) -> int:
+        """Length of the finished list."""
+        return int(await self.client.llen(self.keys.finished))
+
+    # -- workers ----------------------------------------------------------------------------
+    async def register_worker(self, worker_id: str, info: Mapping[str, Any]) -> None:
+        """Record a worker as running with its registration data."""
+        k = self.keys
+        async with self.client.pipeline(transaction=True) as pipe:
+            pipe.hset(
+                k.worker(worker_id),
+                mapping={name: encode(value) for name, value in {**info, "state": "running"}.items()},
+            )
+            pipe.sadd(k.workers, worker_id)
+            pipe.sadd(k.running_workers, worker_id)
+            for state in (WorkerState.TERMINATED, WorkerState.KILLED, WorkerState.LOST):
+                pipe.srem(getattr(k, _WORKER_SETS[state]), worker_id)
+            pipe.delete(k.terminate_signal(worker_id))
+            await pipe.execute()
+
+    async def set_worker_state(self, worker_id: str, state: WorkerState) -> bool:
+        """Move a running worker to ``state``; ``False`` if it was not running."""
+        k = self.keys
+        async with self.client.pipeline(transaction=True) as pipe:
+            pipe.smove(k.running_workers, getattr(k, _WORKER_SETS[state]), worker_id)
+            pipe.hset(k.worker(worker_id), "state", encode(state.value))
+            moved, _ = await pipe.execute()
+        return bool(moved)
+
+    async def worker_ids(self, state: WorkerState | None = None) -> list[str]:
+        """Ids of every worker, or of the workers in ``state``, sorted."""
+        name = self.keys.workers if state is None else getattr(self.keys, _WORKER_SETS[state])
+        return sorted(_text(await self.client.smembers(name)))
+
+    async def running_worker_flags(self, worker_ids: Sequence[str]) -> list[bool]:
+        """Whether each worker id is in the running set."""
+        if not worker_ids:
+            return []
+        return [bool(x) for x in await self.client.smismember(self.keys.running_workers, list(worker_ids))]
+
+    async def worker_infos(self, worker_ids: Sequence[str] | None = None) -> list[WorkerInfo]:
+        """Registration data of the given (default: all) workers that exist."""
+        ids = list(worker_ids) if worker_ids is not None else await self.worker_ids()
+        if not ids:
+            return []
+        async with self.client.pipeline(transaction=False) as pipe:
+            for wid in ids:
+                pipe.hgetall(self.keys.worker(wid))
+            raw = await pipe.execute()
+        out = []
+        for wid, h in zip(ids, raw, strict=True):
+            if not h:
+                continue
+            data = _decode_hash(h)
+            out.append(
+                WorkerInfo(
+                    worker_id=wid,
+                    state=WorkerState(data.pop("state", "running")),
+                    pid=data.pop("pid", None),
+                    hostname=data.pop("hostname", None),
+                    started_at=data.pop("started_at", None),
+                    heartbeat=bool(data.pop("heartbeat", False)),
+                    extra=data,
+                )
+            )
+        return out
+
+    async def request_terminate(self, worker_ids: Sequence[str]) -> None:
+        """Set each worker's terminate key and wake it through the events channel."""
+        if not worker_ids:
+            return
+        async with self.client.pipeline(transaction=False) as pipe:
+            for wid in worker_ids:
+                pipe.set(self.keys.terminate_signal(wid), b"1")
+                pipe.publish(self.keys.terminate_signal(wid), b"terminate")
+            await pipe.execute()
+
+    async def terminate_requested(self, worker_id: str) -> bool:
+        """Whether the worker or the whole network was asked to terminate."""
+        raw = await self.client.exists(
+            self.keys.terminate_signal(worker_id), self.keys.terminate_all
+        )
+        return int(raw) > 0
+
+    async def request_terminate_all(self) -> None:
+        """Ask every worker of the network, present and future, to terminate."""
+        async with self.client.pipeline(transaction=False) as pipe:
+            pipe.set(self.keys.terminate_all, b"1")
+            pipe.publish(self.keys.terminate_all, b"terminate")
+            await pipe.execute()
+
+    # -- start arguments --------------------------------------------------------------------
+    async def set_start_args(self, args: Mapping[str, Any]) -> None:
+        """Store the arguments that ``python -m rushpy.worker`` uses without ``--fun``."""
+        await self.client.set(self.keys.start_args, encode(dict(args)))
+
+    async def get_start_args(self) -> dict[str, Any] | None:
+        """The stored start arguments, or ``None``."""
+        raw = await self.client.get(self.keys.start_args)
+        return None if raw is None else dict(decode(raw))
+
+    # -- reset --------------------------------------------------------------------------------
+    async def delete_all(self, *, keep_workers: bool = False) -> int:
+        """Delete every key of the network (``keep_workers``: keep worker registrations).
+
+        Returns the number of keys deleted.
+        """
+        keep: set[str] = set()
+        if keep_workers:
+            ids = await self.worker_ids()
+            k = self.keys
+            keep = {k.workers, k.running_workers, k.terminated_workers, k.killed_workers,
+                    k.lost_workers, k.start_args}
+            keep |= {k.worker(w) for w in ids} | {k.log(w) for w in ids}
+        deleted = 0
+        batch: list[bytes] = []
+        async for name in self.client.scan_iter(match=self.keys.pattern, count=1000):
+            if name.decode() in keep:
+                continue
+            batch.append(name)
+            if len(batch) >= 1000:
+                deleted += int(await self.client.unlink(*batch))
+                batch = []
+        if batch:
+            deleted += int(await self.client.unlink(*batch))
+        return deleted

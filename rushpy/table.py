@@ -1,0 +1,158 @@
+"""Tables of task rows returned by every ``fetch_*`` method.
+
+A :class:`Table` is a list of rows (plain dicts) with column access and
+conversion to pandas or polars when those libraries are installed. Rows carry
+``key``, ``state``, ``worker_id``, the entries of ``xs``, ``ys``, ``xs_extra``
+and ``ys_extra`` as flat columns, ``condition`` (failed tasks) and the
+timestamps ``created_at``, ``started_at``, ``finished_at`` (UTC datetimes). An
+entry whose name is already taken by an earlier column is prefixed with its
+group, e.g. ``ys.key``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, overload
+
+if TYPE_CHECKING:
+    import pandas
+    import polars
+
+__all__ = ["RESERVED_COLUMNS", "Table", "flatten_task"]
+
+RESERVED_COLUMNS = ("key", "state", "worker_id")
+"""Columns every row starts with."""
+
+_GROUPS = ("xs", "ys", "xs_extra", "ys_extra")
+_TRAILING = ("condition", "created_at", "started_at", "finished_at")
+
+
+def flatten_task(key: str, state: str, task: Mapping[str, Any]) -> dict[str, Any]:
+    """Turn a decoded task hash into a flat row."""
+    row: dict[str, Any] = {"key": key, "state": state, "worker_id": task.get("worker_id")}
+    for group in _GROUPS:
+        values = task.get(group)
+        if not values:
+            continue
+        for name, value in values.items():
+            column = str(name)
+            if column in row or column in _TRAILING:
+                column = f"{group}.{column}"
+            row[column] = value
+    for name in _TRAILING:
+        if name in task:
+            row[name] = task[name]
+    return row
+
+
+class Table(Sequence[dict[str, Any]]):
+    """Rows of tasks; index by position for a row or by name for a column.
+
+    Example:
+        >>> table = await rush.fetch_finished_tasks()
+        >>> table["y"]            # one column as a list
+        >>> table.to_pandas()     # needs pandas
+    """
+
+    __slots__ = ("_columns", "_rows")
+
+    def __init__(self, rows: Sequence[dict[str, Any]] = ()) -> None:
+        """Wrap rows (dicts); columns are the union of their keys, in first-seen order."""
+        self._rows: list[dict[str, Any]] = list(rows)
+        seen: dict[str, None] = {}
+        for row in self._rows:
+            for name in row:
+                seen.setdefault(name, None)
+        self._columns = list(seen)
+
+    @property
+    def columns(self) -> list[str]:
+        """Column names in order."""
+        return list(self._columns)
+
+    @property
+    def rows(self) -> list[dict[str, Any]]:
+        """The rows (a copy of the list; the dicts are shared)."""
+        return list(self._rows)
+
+    @property
+    def keys(self) -> list[str]:
+        """Task keys in row order."""
+        return [row["key"] for row in self._rows]
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    @overload
+    def __getitem__(self, index: int) -> dict[str, Any]: ...
+    @overload
+    def __getitem__(self, index: slice) -> Table: ...
+    @overload
+    def __getitem__(self, index: str) -> list[Any]: ...
+
+    def __getitem__(self, index: int | slice | str) -> Any:
+        """Row by position, sub-table by slice, or column (missing cells are ``None``)."""
+        if isinstance(index, str):
+            if index not in self._columns:
+                raise KeyError(f"no column {index!r}; columns are {self._columns}")
+            return [row.get(index) for row in self._rows]
+        if isinstance(index, slice):
+            return Table(self._rows[index])
+        return self._rows[index]
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        return iter(self._rows)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Table):
+            return self._rows == other._rows
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"Table({len(self._rows)} rows, columns={self._columns})"
+
+    def to_records(self) -> list[dict[str, Any]]:
+        """Rows with every column present (missing cells ``None``)."""
+        return [{c: row.get(c) for c in self._columns} for row in self._rows]
+
+    def to_pandas(self) -> pandas.DataFrame:
+        """Convert to a pandas DataFrame (``pip install pandas``)."""
+        try:
+            import pandas as pd
+        except ImportError as exc:  # pragma: no cover - depends on the environment
+            raise ImportError("Table.to_pandas() needs pandas: pip install pandas") from exc
+        return pd.DataFrame.from_records(self.to_records(), columns=self._columns)
+
+    def to_polars(self) -> polars.DataFrame:
+        """Convert to a polars DataFrame (``pip install polars``)."""
+        try:
+            import polars as pl
+        except ImportError as exc:  # pragma: no cover - depends on the environment
+            raise ImportError("Table.to_polars() needs polars: pip install polars") from exc
+        return pl.from_dicts(self.to_records(), infer_schema_length=None)
+
+    def format(self, max_rows: int = 20, columns: Sequence[str] | None = None) -> str:
+        """Render as a plain-text table (for printing in terminals and demos)."""
+        cols = list(columns) if columns is not None else self._columns
+        shown = self._rows[:max_rows]
+        cells = [[_cell(row.get(c)) for c in cols] for row in shown]
+        widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(cols)]
+        lines = ["  ".join(c.ljust(w) for c, w in zip(cols, widths, strict=True))]
+        lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)) for r in cells]
+        if len(self._rows) > max_rows:
+            lines.append(f"... {len(self._rows) - max_rows} more rows")
+        return "\n".join(lines)
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    if isinstance(value, dt.datetime):
+        return value.strftime("%H:%M:%S.%f")[:-3]
+    text = str(value)
+    return text if len(text) <= 24 else text[:21] + "..."

@@ -1,0 +1,69 @@
+"""Checks of user input shared by Controller and Worker; errors name the bad value."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, TypeVar
+
+from rushpy.errors import TaskError
+
+__all__ = ["check_keys", "check_mappings", "check_same_length", "check_timeout"]
+
+T = TypeVar("T")
+
+
+def _is_list_like(value: object) -> bool:
+    return isinstance(value, Sequence) and not isinstance(value, (str, bytes, bytearray))
+
+
+def check_mappings(values: Any, name: str) -> list[dict[str, Any]]:
+    """Check a list of mappings with string keys; return plain dicts.
+
+    Raises:
+        TaskError: not a list, an element is not a mapping, or a key is not a string.
+    """
+    if isinstance(values, Mapping):
+        raise TaskError(f"{name} must be a list of mappings; got one mapping - wrap it: [{name}]")
+    if not _is_list_like(values):
+        raise TaskError(f"{name} must be a list of mappings, got {type(values).__name__}: {values!r:.80}")
+    out = []
+    for i, item in enumerate(values):
+        if not isinstance(item, Mapping):
+            raise TaskError(
+                f"{name}[{i}] must be a mapping such as {{'x': 1}}, got {type(item).__name__}: {item!r:.80}"
+            )
+        for key in item:
+            if not isinstance(key, str):
+                raise TaskError(f"{name}[{i}] has key {key!r} of type {type(key).__name__}; keys must be strings")
+        out.append(dict(item))
+    return out
+
+
+def check_same_length(ref: Sequence[Any], values: Sequence[T] | None, name: str) -> list[T | None]:
+    """Check that ``values`` (optional) has one entry per entry of ``ref``."""
+    if values is None:
+        return [None] * len(ref)
+    if not _is_list_like(values):
+        raise TaskError(f"{name} must be a list with one entry per task, got {type(values).__name__}")
+    if len(values) != len(ref):
+        raise TaskError(f"{name} has {len(values)} entries but there are {len(ref)} tasks; pass one per task")
+    return list(values)
+
+
+def check_keys(keys: Any) -> list[str]:
+    """Check a list of task keys."""
+    if not _is_list_like(keys):
+        raise TaskError(f"expected a list of task keys, got {type(keys).__name__}: {keys!r:.80}")
+    for k in keys:
+        if not isinstance(k, str):
+            raise TaskError(f"task keys are strings; got {k!r} of type {type(k).__name__}")
+    return list(keys)
+
+
+def check_timeout(timeout: Any, *, allow_none: bool) -> None:
+    """Check a timeout in seconds (``None`` allowed when ``allow_none``)."""
+    if timeout is None and allow_none:
+        return
+    if not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or timeout < 0:
+        hint = "a number of seconds >= 0" + (" or None to wait forever" if allow_none else "")
+        raise TaskError(f"invalid timeout {timeout!r}: use {hint}")

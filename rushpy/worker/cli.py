@@ -1,0 +1,130 @@
+"""Command line of a worker: ``python -m rushpy.worker --network ID [options]``.
+
+Without ``--fun`` the worker uses the start arguments the controller stored
+for the network (``Controller.start_local_workers`` stores them). The server
+comes from ``--url``, else ``RUSHPY_REDIS_URL``, else ``REDIS_URL``; a password
+missing from the URL is read from ``RUSHPY_REDIS_PASSWORD``, so it never has
+to appear on a command line.
+
+Signals: SIGTERM or a first SIGINT terminate the worker (it finishes the tasks
+it runs, then exits); a second SIGINT kills it at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import structlog
+
+from rushpy.config import RedisConfig
+from rushpy.connection import check_connection, create_client
+from rushpy.errors import NoStartArgumentsError, RushError
+from rushpy.functions import resolve_function
+from rushpy.keys import DEFAULT_PREFIX, Keys
+from rushpy.models import WorkerState
+from rushpy.store import Store
+from rushpy.worker.core import Worker
+from rushpy.worker.runner import run_function
+
+__all__ = ["build_parser", "main"]
+
+log = structlog.get_logger("rushpy.worker")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``python -m rushpy.worker``."""
+    parser = argparse.ArgumentParser(
+        prog="python -m rushpy.worker",
+        description="Run a rushpy worker that pops tasks of a network and runs a function on them.",
+    )
+    parser.add_argument("--network", required=True, help="id of the network to join")
+    parser.add_argument("--url", help="server URL (default: $RUSHPY_REDIS_URL, then $REDIS_URL)")
+    parser.add_argument("--fun", help="function to run, as module:function or file.py:function")
+    parser.add_argument("--worker-id", help="id to register under (default: generated)")
+    parser.add_argument("--concurrency", type=int, default=None, help="tasks in flight at once")
+    parser.add_argument("--prefix", default=DEFAULT_PREFIX, help="key prefix (default: rush)")
+    parser.add_argument(
+        "--log-level", default="warning", choices=["debug", "info", "warning", "error"]
+    )
+    return parser
+
+
+def configure_logging(level: str) -> None:
+    """Log structured lines to stderr at ``level``."""
+    structlog.configure(
+        wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, level.upper())),
+        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+    )
+
+
+async def _start_args(config: RedisConfig, network: str, prefix: str) -> dict[str, Any]:
+    client = create_client(config)
+    try:
+        await check_connection(client, config)
+        args = await Store(client, Keys(network, prefix)).get_start_args()
+    finally:
+        await client.aclose()
+    if not args:
+        raise NoStartArgumentsError(
+            f"network {network!r} stores no start arguments and no --fun was given: pass "
+            "--fun module:function, or start workers once with Controller.start_local_workers()"
+        )
+    return args
+
+
+async def run(options: argparse.Namespace) -> int:
+    """Run one worker until it is terminated; returns the exit code."""
+    config = RedisConfig.from_url(options.url) if options.url else RedisConfig.from_env()
+    if options.fun:
+        stored: dict[str, Any] = {"fun": options.fun}
+    else:
+        stored = await _start_args(config, options.network, options.prefix)
+    fun = resolve_function(str(stored["fun"]))
+    concurrency = options.concurrency or int(stored.get("concurrency") or 1)
+    if concurrency < 1:
+        raise RushError(f"invalid --concurrency {concurrency}: use 1 or more")
+
+    loop = asyncio.get_running_loop()
+    main_task = asyncio.current_task()
+    worker = Worker(options.network, config, worker_id=options.worker_id, prefix=options.prefix)
+    interrupts = 0
+
+    def on_sigint() -> None:
+        nonlocal interrupts
+        interrupts += 1
+        if interrupts == 1:
+            log.warning("SIGINT: terminating after running tasks; press Ctrl-C again to kill")
+            worker.set_terminated()
+        else:
+            worker._final_state = WorkerState.KILLED
+            if main_task is not None:
+                main_task.cancel()
+
+    loop.add_signal_handler(signal.SIGTERM, worker.set_terminated)
+    loop.add_signal_handler(signal.SIGINT, on_sigint)
+    try:
+        async with worker:
+            await run_function(worker, fun, concurrency=concurrency)
+    except asyncio.CancelledError:
+        return 130
+    finally:
+        loop.remove_signal_handler(signal.SIGTERM)
+        loop.remove_signal_handler(signal.SIGINT)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parse arguments and run the worker; errors print one clear line and exit 2."""
+    options = build_parser().parse_args(argv)
+    configure_logging(options.log_level)
+    try:
+        return asyncio.run(run(options))
+    except RushError as exc:
+        print(f"rushpy.worker: error: {exc}", file=sys.stderr)
+        return 2

@@ -1,0 +1,255 @@
+"""The :class:`Worker`: registration, popping, and recording results.
+
+A worker pops from its own priority queue first, then from the shared FIFO
+queue. Waiting for work is event-driven: blocking ``BLMOVE`` calls on both
+queues move an arriving key straight into the worker's pending list (so a
+popped key is never in no state), and a claim script marks it running.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import contextlib
+import os
+import secrets
+import socket
+import time
+from collections.abc import Mapping, Sequence
+from types import TracebackType
+from typing import Any
+
+import structlog
+
+from rushpy.config import RedisConfig, validate_identifier
+from rushpy.errors import TaskError
+from rushpy.keys import DEFAULT_PREFIX
+from rushpy.models import Condition, PoppedTask, WorkerState
+from rushpy.reader import NetworkClient
+from rushpy.validation import check_keys, check_mappings, check_same_length
+
+__all__ = ["Worker", "new_worker_id"]
+
+log = structlog.get_logger("rushpy.worker")
+
+_BLOCK_SLICE = 30.0
+"""Seconds one background BLMOVE blocks before it is re-armed."""
+
+
+def new_worker_id() -> str:
+    """A readable, unique worker id: ``<host>-<random hex>``."""
+    host = "".join(c if c.isalnum() or c in "-_." else "-" for c in socket.gethostname())[:40]
+    return f"{host.strip('-._') or 'host'}-{secrets.token_hex(4)}"
+
+
+class Worker(NetworkClient):
+    """A worker of a network.
+
+    Example:
+        >>> async with Worker("my-net") as worker:
+        ...     task = await worker.pop_task(timeout=1)
+        ...     if task:
+        ...         await worker.finish_tasks([task.key], [{"y": task.xs["x"] ** 2}])
+
+    Args:
+        network_id: Id of the network.
+        config: Server settings; default :meth:`RedisConfig.from_env`.
+        worker_id: Id to register under; a unique one is generated if omitted.
+        prefix: First component of every key.
+    """
+
+    def __init__(
+        self,
+        network_id: str,
+        config: RedisConfig | str | None = None,
+        *,
+        worker_id: str | None = None,
+        prefix: str = DEFAULT_PREFIX,
+    ) -> None:
+        super().__init__(network_id, config, prefix=prefix)
+        self.worker_id = validate_identifier(worker_id or new_worker_id(), "worker id")
+        self._terminated = False
+        self._blockers: dict[str, asyncio.Task[str | None]] = {}
+        self._final_state = WorkerState.TERMINATED
+
+    def _channels(self) -> list[str]:
+        return [
+            self.keys.events,
+            self.keys.terminate_signal(self.worker_id),
+            self.keys.terminate_all,
+        ]
+
+    async def __aenter__(self) -> Worker:
+        await super().__aenter__()
+        await self.store.register_worker(
+            self.worker_id,
+            {
+                "pid": os.getpid(),
+                "hostname": socket.gethostname(),
+                "started_at": dt.datetime.now(dt.UTC),
+                "heartbeat": False,
+            },
+        )
+        await self._client.publish(self.keys.events, b"worker")
+        if await self.store.terminate_requested(self.worker_id):
+            self._terminated = True
+        log.debug("worker registered", network=self.network_id, worker_id=self.worker_id)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        # Cleanup must run even when the caller is being cancelled.
+        with anyio_shield(10.0):
+            for task in self._blockers.values():
+                task.cancel()
+            for task in self._blockers.values():
+                with contextlib.suppress(BaseException):
+                    await task
+            self._blockers.clear()
+            with contextlib.suppress(Exception):
+                released = await self.store.release_pending(self.worker_id)
+                if released:
+                    log.info("returned popped tasks to the queue", n=released)
+            with contextlib.suppress(Exception):
+                await self.store.set_worker_state(self.worker_id, self._final_state)
+                await self._client.publish(self.keys.events, b"worker")
+            await super().__aexit__(exc_type, exc, tb)
+
+    # -- termination ------------------------------------------------------------------------
+    @property
+    def terminated(self) -> bool:
+        """Whether the worker was asked to stop (by the controller, a signal, or itself)."""
+        if not self._terminated and self._listener is not None:
+            # A message on a terminate channel means the controller asked us to stop.
+            if self._listener.counter(self.keys.terminate_signal(self.worker_id)) or (
+                self._listener.counter(self.keys.terminate_all)
+            ):
+                self._terminated = True
+        return self._terminated
+
+    def set_terminated(self) -> None:
+        """Ask this worker to stop: loops end after the tasks they are running."""
+        self._terminated = True
+
+    # -- popping ----------------------------------------------------------------------------
+    async def pop_task(self, timeout: float | None = 0) -> PoppedTask | None:
+        """Pop one task, waiting up to ``timeout`` seconds (``None``: until one comes).
+
+        Returns:
+            The task, already marked running on this worker, or ``None``.
+        """
+        tasks = await self.pop_tasks(1, timeout=timeout)
+        return tasks[0] if tasks else None
+
+    async def pop_tasks(self, n: int, timeout: float | None = 0) -> list[PoppedTask]:
+        """Pop up to ``n`` tasks at once (one round trip when tasks are waiting).
+
+        Waits up to ``timeout`` seconds for the first one; returns early (empty)
+        when the worker is terminated.
+        """
+        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+            raise TaskError(f"invalid n={n!r}: pop at least 1 task")
+        if timeout is not None and (not isinstance(timeout, (int, float)) or timeout < 0):
+            raise TaskError(f"invalid timeout {timeout!r}: use seconds >= 0 or None")
+        deadline = None if timeout is None else time.monotonic() + timeout
+        events = self._events()
+        term_channels = [self.keys.terminate_signal(self.worker_id), self.keys.terminate_all]
+        while True:
+            seen = [events.counter(c) for c in term_channels]
+            tasks = await self.store.pop(self.worker_id, n)
+            if tasks or self.terminated:
+                return tasks
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                return []
+            await self._wait_for_work(remaining, term_channels, seen)
+
+    async def _wait_for_work(
+        self, timeout: float | None, term_channels: list[str], seen: list[int]
+    ) -> None:
+        """Block until a key lands in the pending list, a terminate request, or timeout."""
+        for source in (self.keys.priority_queue(self.worker_id), self.keys.queued):
+            task = self._blockers.get(source)
+            if task is None or task.done():
+                self._blockers[source] = asyncio.create_task(
+                    self.store.block_move(source, self.worker_id, _BLOCK_SLICE)
+                )
+        terminate = asyncio.create_task(self._events().wait(term_channels, seen, None))
+        try:
+            done, _ = await asyncio.wait(
+                [*self._blockers.values(), terminate],
+                timeout=timeout,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+        finally:
+            terminate.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await terminate
+        for source, task in list(self._blockers.items()):
+            if task in done:
+                del self._blockers[source]
+                # Surface connection errors; a moved key is in the pending list and
+                # the next pop claims it.
+                task.result()
+
+    # -- writing ----------------------------------------------------------------------------
+    async def push_running_tasks(
+        self,
+        xss: Sequence[Mapping[str, Any]],
+        xss_extra: Sequence[Mapping[str, Any] | None] | None = None,
+    ) -> list[str]:
+        """Create tasks that this worker runs itself (decentralized mode); returns keys."""
+        xss = check_mappings(xss, "xss")
+        extras = check_same_length(xss, xss_extra, "xss_extra")
+        tasks = [{"xs": xs, "xs_extra": extra} for xs, extra in zip(xss, extras, strict=True)]
+        return await self.store.create_running(self.worker_id, tasks)
+
+    async def finish_tasks(
+        self,
+        keys: Sequence[str],
+        yss: Sequence[Mapping[str, Any]],
+        yss_extra: Sequence[Mapping[str, Any] | None] | None = None,
+    ) -> list[bool]:
+        """Record results of running tasks.
+
+        Returns:
+            Per key whether the result was recorded; ``False`` when the task was no
+            longer running on this network (first writer wins).
+        """
+        keys = check_keys(keys)
+        yss = check_mappings(yss, "yss")
+        check_same_length(keys, yss, "yss")
+        extras = check_same_length(keys, yss_extra, "yss_extra")
+        items = [
+            (k, {"ys": ys, "ys_extra": extra})
+            for k, ys, extra in zip(keys, yss, extras, strict=True)
+        ]
+        return await self.store.complete(self.worker_id, "finished", items)
+
+    async def fail_tasks(
+        self,
+        keys: Sequence[str],
+        conditions: Sequence[Condition | BaseException | Mapping[str, Any] | str],
+    ) -> list[bool]:
+        """Record failures of running tasks; a condition may be an exception or a message."""
+        keys = check_keys(keys)
+        check_same_length(keys, conditions, "conditions")
+        items = [
+            (k, {"condition": Condition.coerce(c).to_dict()})
+            for k, c in zip(keys, conditions, strict=True)
+        ]
+        return await self.store.complete(self.worker_id, "failed", items)
+
+
+@contextlib.contextmanager
+def anyio_shield(deadline: float) -> Any:
+    """Shield cleanup from cancellation, bounded by ``deadline`` seconds."""
+    import anyio
+
+    with anyio.CancelScope(shield=True) as scope:
+        scope.deadline = anyio.current_time() + deadline
+        yield scope
