@@ -1,0 +1,38 @@
+"""Functions run by worker processes in the tests (importable as tests.funcs)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from typing import Any
+
+
+def square(x: float) -> dict[str, float]:
+    return {"y": x * x}
+
+
+async def async_square(x: float) -> dict[str, float]:
+    await asyncio.sleep(0)
+    return {"y": x * x}
+
+
+def fail_on_odd(x: int) -> dict[str, int]:
+    if x % 2:
+        raise ValueError(f"odd input {x}")
+    return {"y": x}
+
+
+def bad_return(x: int) -> Any:
+    return [x]
+
+
+def sleepy(x: float, duration: float = 0.2) -> dict[str, float]:
+    time.sleep(duration)
+    return {"y": x}
+
+
+async def async_sleepy(x: float, duration: float = 0.2) -> dict[str, Any]:
+    started = time.monotonic()
+    await asyncio.sleep(duration)
+    return {"y": x, "start": started, "pid": os.getpid()}
