@@ -24,9 +24,7 @@ __all__ = ["main"]
 
 
 def _server(options: argparse.Namespace) -> int:
-    server = EmbeddedServer(
-        port=options.port, unix_socket=options.unix_socket, appendonly=options.appendonly
-    )
+    server = EmbeddedServer(port=options.port, unix_socket=options.unix_socket, appendonly=options.appendonly)
     server.start()
     print(f"rushpy server running at {server.url} (pid {server.pid}); Ctrl-C stops it", flush=True)
     stop = threading.Event()

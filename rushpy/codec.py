@@ -13,7 +13,7 @@ import decimal
 import sys
 from typing import Any
 
-import msgpack
+import msgpack  # type: ignore[import-untyped]
 
 from rushpy.errors import TaskError
 
@@ -33,9 +33,7 @@ def _default(obj: Any) -> Any:
     if isinstance(obj, dt.date):
         return msgpack.ExtType(_EXT_DATE, obj.isoformat().encode())
     if isinstance(obj, dt.timedelta):
-        return msgpack.ExtType(
-            _EXT_TIMEDELTA, msgpack.packb([obj.days, obj.seconds, obj.microseconds])
-        )
+        return msgpack.ExtType(_EXT_TIMEDELTA, msgpack.packb([obj.days, obj.seconds, obj.microseconds]))
     if isinstance(obj, decimal.Decimal):
         return msgpack.ExtType(_EXT_DECIMAL, str(obj).encode())
     np = sys.modules.get("numpy")
@@ -68,7 +66,7 @@ def _ext_hook(code: int, data: bytes) -> Any:
     if code == _EXT_DECIMAL:
         return decimal.Decimal(data.decode())
     if code == _EXT_NDARRAY:
-        import numpy as np  # only needed when an array was stored
+        import numpy as np  # noqa: PLC0415 - optional; only needed when an array was stored
 
         dtype, shape, raw = msgpack.unpackb(data)
         return np.frombuffer(raw, dtype=np.dtype(dtype)).reshape(shape).copy()
@@ -80,9 +78,11 @@ def encode(value: Any) -> bytes:
 
     Raises:
         TaskError: the value (or something inside it) has an unsupported type.
+
     """
     try:
-        return msgpack.packb(value, default=_default, datetime=True, use_bin_type=True)
+        packed: bytes = msgpack.packb(value, default=_default, datetime=True, use_bin_type=True)
+        return packed
     except (TypeError, ValueError, OverflowError) as exc:
         if isinstance(exc, TaskError):
             raise
@@ -91,6 +91,4 @@ def encode(value: Any) -> bytes:
 
 def decode(data: bytes) -> Any:
     """Decode one value written by :func:`encode`."""
-    return msgpack.unpackb(
-        data, ext_hook=_ext_hook, timestamp=3, raw=False, strict_map_key=False
-    )
+    return msgpack.unpackb(data, ext_hook=_ext_hook, timestamp=3, raw=False, strict_map_key=False)

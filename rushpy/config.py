@@ -32,7 +32,7 @@ ENV_URL = "RUSHPY_REDIS_URL"
 """First environment variable consulted for the server URL."""
 ENV_URL_FALLBACK = "REDIS_URL"
 """Second environment variable consulted for the server URL."""
-ENV_PASSWORD = "RUSHPY_REDIS_PASSWORD"
+ENV_PASSWORD = "RUSHPY_REDIS_PASSWORD"  # noqa: S105 - a variable name, not a secret
 """Password used when the URL carries none; lets command lines stay password-free."""
 DEFAULT_URL = "redis://127.0.0.1:6379/0"
 """URL used when neither argument nor environment names a server."""
@@ -49,6 +49,7 @@ def validate_identifier(value: object, what: str) -> str:
 
     Raises:
         ConfigError: the id is not 1-128 characters of letters, digits, ``_.-``.
+
     """
     if not isinstance(value, str) or not _IDENTIFIER.match(value):
         raise ConfigError(
@@ -73,6 +74,7 @@ class RedisConfig(BaseModel):
         connect_timeout: Seconds to establish a connection.
         ssl_cert_reqs: Certificate check for ``rediss``: ``required`` (default) or ``none``.
         ssl_ca_certs: Path of a CA bundle for ``rediss``.
+
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -104,13 +106,16 @@ class RedisConfig(BaseModel):
 
     @classmethod
     def from_url(cls, url: str, **overrides: Any) -> RedisConfig:
-        """Parse ``redis://[user[:password]@]host[:port][/db]``, ``rediss://...`` or
+        """Parse a ``redis://``, ``rediss://`` or ``unix://`` URL.
+
+        Forms: ``redis://[user[:password]@]host[:port][/db]``, ``rediss://...`` (TLS),
         ``unix:///path/to.sock[?db=N]``.
 
         A URL without a password takes it from ``RUSHPY_REDIS_PASSWORD`` when set.
 
         Raises:
             ConfigError: the URL is malformed; the message shows it (password masked).
+
         """
         if not isinstance(url, str) or not url.strip():
             raise ConfigError(f"invalid Redis URL {url!r}: expected e.g. redis://localhost:6379/0")
@@ -163,6 +168,7 @@ class RedisConfig(BaseModel):
         Args:
             include_password: Put the password in the URL. Keep the default
                 (``False``) for anything that may be printed or put on a command line.
+
         """
         auth = ""
         if self.username or (include_password and self.password):

@@ -48,9 +48,7 @@ def create_client(config: RedisConfig, *, max_connections: int | None = None) ->
             kwargs["ssl_ca_certs"] = config.ssl_ca_certs
         else:
             connection_class = Connection
-    pool = ConnectionPool(
-        connection_class=connection_class, max_connections=max_connections, **kwargs
-    )
+    pool = ConnectionPool(connection_class=connection_class, max_connections=max_connections, **kwargs)
     return Redis(connection_pool=pool)
 
 
@@ -60,6 +58,7 @@ async def check_connection(client: Redis, config: RedisConfig) -> None:
     Raises:
         ConnectionFailedError: the server is unreachable or refused the credentials;
             the message names the URL (without password) and what to check.
+
     """
     try:
         await client.ping()

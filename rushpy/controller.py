@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import contextlib
+import datetime as dt
 import os
 import shlex
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -32,6 +33,7 @@ from rushpy.functions import function_path
 from rushpy.keys import DEFAULT_PREFIX
 from rushpy.models import Condition, WorkerState
 from rushpy.reader import NetworkClient
+from rushpy.store import new_worker_id
 from rushpy.validation import check_mappings, check_same_length, check_timeout
 
 __all__ = ["Controller", "LocalWorker", "StopResult"]
@@ -47,6 +49,7 @@ class StopResult:
         stopped: Ids of workers asked to stop (terminate) or stopped (kill).
         unknown: Ids that are not workers of the network (reported, not fatal).
         not_running: Ids of workers that had already stopped.
+
     """
 
     stopped: list[str] = field(default_factory=list)
@@ -62,6 +65,7 @@ class LocalWorker:
         worker_id: Its id.
         process: The process handle.
         log_path: File receiving its stdout and stderr.
+
     """
 
     worker_id: str
@@ -91,6 +95,7 @@ class Controller(NetworkClient):
         prefix: First component of every key.
         shutdown_timeout: Seconds local workers get to exit when the controller
             closes before they are killed.
+
     """
 
     def __init__(
@@ -133,6 +138,7 @@ class Controller(NetworkClient):
             xss: One mapping of inputs per task.
             xss_extra: Optional extra inputs per task (stored, not passed to the function).
             terminate_workers: Ask every worker to stop once the queue is drained.
+
         """
         xss = check_mappings(xss, "xss")
         extras = check_same_length(xss, xss_extra, "xss_extra")
@@ -158,6 +164,7 @@ class Controller(NetworkClient):
             xss: One mapping of inputs per task.
             priority: One worker id (or ``None``) per task.
             xss_extra: Optional extra inputs per task.
+
         """
         xss = check_mappings(xss, "xss")
         priority_list = check_same_length(xss, priority, "priority")
@@ -166,9 +173,7 @@ class Controller(NetworkClient):
             if wid is not None and not isinstance(wid, str):
                 raise TaskError(f"priority entries are worker ids (str) or None, got {wid!r}")
         candidates = sorted({w for w in priority_list if w is not None})
-        running = dict(
-            zip(candidates, await self.store.running_worker_flags(candidates), strict=True)
-        )
+        running = dict(zip(candidates, await self.store.running_worker_flags(candidates), strict=True))
         rerouted = sorted(w for w, up in running.items() if not up)
         if rerouted:
             log.warning("workers not running; their tasks go to the shared queue", workers=rerouted)
@@ -269,6 +274,7 @@ class Controller(NetworkClient):
             concurrency: Tasks in flight per worker.
             log_level: Log level of the workers (their output goes to log files,
                 see :attr:`local_workers`).
+
         """
         if not isinstance(n_workers, int) or isinstance(n_workers, bool) or n_workers < 1:
             raise ConfigError(f"invalid n_workers={n_workers!r}: start at least 1 worker")
@@ -290,19 +296,25 @@ class Controller(NetworkClient):
             p for p in [os.getcwd(), *sys.path, env.get("PYTHONPATH", "")] if p
         )
         ids = []
-        from rushpy.worker import new_worker_id  # a helper only: no Worker import cycle
-
         for _ in range(n_workers):
             wid = new_worker_id()
             log_path = self._log_dir / f"{wid}.log"
             cmd = [
-                sys.executable, "-m", "rushpy.worker",
-                "--network", self.network_id,
-                "--prefix", self.keys.prefix,
-                "--worker-id", wid,
-                "--fun", str(args["fun"]),
-                "--concurrency", str(args.get("concurrency", 1)),
-                "--log-level", log_level,
+                sys.executable,
+                "-m",
+                "rushpy.worker",
+                "--network",
+                self.network_id,
+                "--prefix",
+                self.keys.prefix,
+                "--worker-id",
+                wid,
+                "--fun",
+                str(args["fun"]),
+                "--concurrency",
+                str(args.get("concurrency", 1)),
+                "--log-level",
+                log_level,
             ]
             with open(log_path, "wb") as out:
                 process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
@@ -357,6 +369,7 @@ class Controller(NetworkClient):
             WorkerTimeoutError: not enough workers came up in time.
             WorkerError: a local worker process exited before it registered (the
                 message includes the end of its output).
+
         """
         check_timeout(timeout, allow_none=True)
         if worker_ids is not None:
@@ -373,9 +386,7 @@ class Controller(NetworkClient):
             seen = events.counter(self.keys.events)
             running = await self.store.worker_ids(WorkerState.RUNNING)
             running_set = set(running)
-            ok = (n is None or len(running) >= n) and all(
-                w in running_set for w in worker_ids or []
-            )
+            ok = (n is None or len(running) >= n) and all(w in running_set for w in worker_ids or [])
             if ok:
                 return running
             self._check_local_alive(await self.store.worker_ids())
@@ -450,8 +461,6 @@ class Controller(NetworkClient):
         else:
             info = await self.store.worker_infos([worker_id])
             pid = info[0].pid if info else None
-            import socket
-
             if info and info[0].hostname == socket.gethostname() and pid:
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.kill(pid, signal.SIGKILL)
@@ -493,6 +502,7 @@ class Controller(NetworkClient):
             workers: Also stop every worker (local ones are killed, remote ones asked
                 to terminate) and forget them; with ``False`` only task data is
                 deleted and running workers stay registered.
+
         """
         if workers:
             for wid in await self.store.worker_ids(WorkerState.RUNNING):

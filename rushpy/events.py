@@ -32,6 +32,7 @@ class EventListener:
     Args:
         client: Client to open the subscription connection from.
         channels: Channels to subscribe to.
+
     """
 
     def __init__(self, client: Redis, channels: Sequence[str]) -> None:
@@ -84,7 +85,7 @@ class EventListener:
                 backoff = min(backoff * 2, 2.0)
                 with contextlib.suppress(Exception):
                     if self._pubsub is not None:
-                        await self._pubsub.aclose()
+                        await self._pubsub.aclose()  # type: ignore[no-untyped-call]
                 try:
                     self._pubsub = await self._subscribe()
                 except (RedisConnectionError, RedisTimeoutError, OSError):
@@ -103,6 +104,7 @@ class EventListener:
 
         Returns:
             ``True`` if one moved, ``False`` on timeout.
+
         """
 
         def moved() -> bool:
@@ -128,5 +130,5 @@ class EventListener:
             self._task = None
         if self._pubsub is not None:
             with contextlib.suppress(Exception):
-                await self._pubsub.aclose()
+                await self._pubsub.aclose()  # type: ignore[no-untyped-call]
             self._pubsub = None

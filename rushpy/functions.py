@@ -30,6 +30,7 @@ def function_path(fun: Callable[..., Any] | str) -> str:
     Raises:
         WorkerFunctionError: ``fun`` is a lambda, a nested function, or otherwise
             not reachable by import; the message says how to fix it.
+
     """
     if isinstance(fun, str):
         _split(fun)
@@ -68,6 +69,7 @@ def resolve_function(path: str) -> Callable[..., Any]:
 
     Raises:
         WorkerFunctionError: the module or attribute cannot be found, or is not callable.
+
     """
     module_name, qualname = _split(path)
     try:

@@ -25,6 +25,7 @@ class Keys:
     Attributes:
         network_id: The network's id.
         prefix: First component of every key.
+
     """
 
     network_id: str

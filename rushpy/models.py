@@ -5,7 +5,7 @@ from __future__ import annotations
 import traceback as tb
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 __all__ = [
@@ -18,7 +18,7 @@ __all__ = [
 ]
 
 
-class TaskState(str, Enum):
+class TaskState(StrEnum):
     """The state a task is in; exactly one at any time."""
 
     QUEUED = "queued"
@@ -34,7 +34,7 @@ TASK_STATES: tuple[TaskState, ...] = tuple(TaskState)
 """All task states in life-cycle order."""
 
 
-class WorkerState(str, Enum):
+class WorkerState(StrEnum):
     """The state of a worker as recorded in the network."""
 
     RUNNING = "running"
@@ -54,6 +54,7 @@ class Condition:
         type: Exception class name or a rushpy reason (``Cancelled``, ``Lost``, ...).
         message: Human-readable message.
         traceback: Formatted traceback, if the failure was an exception.
+
     """
 
     type: str
@@ -105,6 +106,7 @@ class PoppedTask:
         key: The task key.
         xs: Input mapping.
         xs_extra: Extra inputs stored with the task, if any.
+
     """
 
     key: str
@@ -124,6 +126,7 @@ class WorkerInfo:
         started_at: Registration time (Unix seconds).
         heartbeat: Whether it keeps a heartbeat key.
         extra: Other registration fields.
+
     """
 
     worker_id: str

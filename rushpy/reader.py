@@ -35,6 +35,7 @@ def normalize_states(states: str | TaskState | Iterable[str | TaskState] | None)
 
     Raises:
         TaskError: a name is not one of queued, running, finished, failed.
+
     """
     if states is None:
         return list(TASK_STATES)
@@ -60,6 +61,7 @@ class NetworkClient:
         network_id: Id of the network (letters, digits, ``_.-``).
         config: Server settings; default :meth:`RedisConfig.from_env`.
         prefix: First component of every key.
+
     """
 
     def __init__(
@@ -156,20 +158,19 @@ class NetworkClient:
         return (await self.status()).n_running_workers
 
     # -- keys by state ---------------------------------------------------------------
-    async def tasks_with_state(
-        self, states: str | Iterable[str] | None = None
-    ) -> dict[str, list[str]]:
+    async def tasks_with_state(self, states: str | Iterable[str] | None = None) -> dict[str, list[str]]:
         """Task keys per state (one consistent snapshot).
 
         Args:
             states: States to include (default all).
+
         """
         wanted = normalize_states(states)
         snap = await self.store.snapshot()
         return {s.value: snap[s] for s in wanted}
 
     @overload
-    async def is_running_task(self, keys: str) -> bool: ...
+    async def is_running_task(self, keys: str) -> bool: ...  # type: ignore[overload-overlap]
     @overload
     async def is_running_task(self, keys: Sequence[str]) -> list[bool]: ...
 
@@ -180,7 +181,7 @@ class NetworkClient:
         return await self.store.in_set("running", check_keys(keys))
 
     @overload
-    async def is_failed_task(self, keys: str) -> bool: ...
+    async def is_failed_task(self, keys: str) -> bool: ...  # type: ignore[overload-overlap]
     @overload
     async def is_failed_task(self, keys: Sequence[str]) -> list[bool]: ...
 
@@ -193,9 +194,7 @@ class NetworkClient:
     # -- fetching ---------------------------------------------------------------------
     async def _rows(self, keys: Sequence[str], state: TaskState | str) -> list[dict[str, Any]]:
         tasks = await self.store.read_tasks(keys)
-        return [
-            flatten_task(k, str(state), t) for k, t in zip(keys, tasks, strict=True) if t is not None
-        ]
+        return [flatten_task(k, str(state), t) for k, t in zip(keys, tasks, strict=True) if t is not None]
 
     async def fetch_queued_tasks(self) -> Table:
         """Queued tasks: the shared queue (head first), then priority queues."""
@@ -246,9 +245,7 @@ class NetworkClient:
             order += [k for k in where if k not in listed]
         tasks = await self.store.read_tasks(order)
         rows = [
-            flatten_task(k, where[k].value, t)
-            for k, t in zip(order, tasks, strict=True)
-            if t is not None
+            flatten_task(k, where[k].value, t) for k, t in zip(order, tasks, strict=True) if t is not None
         ]
         return Table(rows)
 
@@ -279,6 +276,7 @@ class NetworkClient:
 
         Returns:
             ``True`` when there are new results, ``False`` when ``timeout`` passed first.
+
         """
         check_timeout(timeout, allow_none=True)
         if len(self._cache) > self._seen:
@@ -304,6 +302,7 @@ class NetworkClient:
         Raises:
             TaskTimeoutError: ``timeout`` passed first; the message says how many are open.
             UnknownTaskError: a key is not a task of this network.
+
         """
         keys = check_keys(keys)
         check_timeout(timeout, allow_none=True)

@@ -28,6 +28,8 @@ import time
 from pathlib import Path
 from types import TracebackType
 
+import anyio.to_thread
+
 from rushpy.config import RedisConfig
 from rushpy.errors import EmbeddedServerError
 
@@ -42,6 +44,7 @@ def find_server_binary() -> Path:
 
     Raises:
         EmbeddedServerError: none was found; the message lists what to install.
+
     """
     explicit = os.environ.get(ENV_BINARY)
     if explicit:
@@ -102,6 +105,7 @@ class EmbeddedServer:
         password: Require this password (``requirepass``).
         start_timeout: Seconds to wait for the server to answer.
         extra_args: More ``--name value`` arguments for the server.
+
     """
 
     def __init__(
@@ -172,6 +176,7 @@ class EmbeddedServer:
         Raises:
             EmbeddedServerError: no binary, or the server did not come up in time
                 (the message includes the server's own output).
+
         """
         if self.running:
             return self
@@ -200,15 +205,24 @@ class EmbeddedServer:
     def _spawn(self, binary: Path) -> None:
         args = [
             str(binary),
-            "--bind", "127.0.0.1",
-            "--port", "0" if self.unix_socket else str(self.port),
-            "--dir", str(self.data_dir),
-            "--save", "",
-            "--appendonly", "yes" if self.appendonly else "no",
-            "--daemonize", "no",
-            "--protected-mode", "yes",
-            "--loglevel", "warning",
-            "--logfile", "",
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            "0" if self.unix_socket else str(self.port),
+            "--dir",
+            str(self.data_dir),
+            "--save",
+            "",
+            "--appendonly",
+            "yes" if self.appendonly else "no",
+            "--daemonize",
+            "no",
+            "--protected-mode",
+            "yes",
+            "--loglevel",
+            "warning",
+            "--logfile",
+            "",
         ]
         if self.unix_socket:
             args += ["--unixsocket", str(self.socket_path), "--unixsocketperm", "700"]
@@ -306,8 +320,6 @@ class EmbeddedServer:
         self.stop()
 
     async def __aenter__(self) -> EmbeddedServer:
-        import anyio.to_thread
-
         return await anyio.to_thread.run_sync(self.start)
 
     async def __aexit__(
@@ -316,8 +328,6 @@ class EmbeddedServer:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        import anyio.to_thread
-
         await anyio.to_thread.run_sync(self.stop)
 
     def __repr__(self) -> str:

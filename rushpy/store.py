@@ -13,6 +13,8 @@ collections hold bare task keys (uuid hex); the hash of key ``k`` is
 from __future__ import annotations
 
 import datetime as dt
+import secrets
+import socket
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -32,7 +34,7 @@ from rushpy.models import (
 )
 from rushpy.scripts import Script, load_all, script
 
-__all__ = ["CHUNK", "NetworkStatus", "Store", "new_task_key"]
+__all__ = ["CHUNK", "NetworkStatus", "Store", "new_task_key", "new_worker_id"]
 
 CHUNK = 1000
 """Tasks per script call inside one pipelined batch (keeps each call short)."""
@@ -56,6 +58,12 @@ _WORKER_SETS = {
 }
 
 
+def new_worker_id() -> str:
+    """A readable, unique worker id: ``<host>-<random hex>``."""
+    host = "".join(c if c.isalnum() or c in "-_." else "-" for c in socket.gethostname())[:40]
+    return f"{host.strip('-._') or 'host'}-{secrets.token_hex(4)}"
+
+
 def new_task_key() -> str:
     """A fresh, globally unique task key."""
     return uuid.uuid4().hex
@@ -77,6 +85,7 @@ class NetworkStatus:
         n_terminated_workers: Workers that exited when asked to.
         n_killed_workers: Workers that were killed.
         n_lost_workers: Workers found lost.
+
     """
 
     n_queued_tasks: int
@@ -100,8 +109,8 @@ def _decode_hash(raw: Mapping[bytes, bytes]) -> dict[str, Any]:
     return {k.decode(): decode(v) for k, v in raw.items()}
 
 
-def _text(values: Iterable[bytes]) -> list[str]:
-    return [v.decode() for v in values]
+def _text(values: Iterable[bytes | str]) -> list[str]:
+    return [v.decode() if isinstance(v, bytes) else v for v in values]
 
 
 class Store:
@@ -110,6 +119,7 @@ class Store:
     Args:
         client: An asyncio client with ``decode_responses=False``.
         keys: Key names of the network.
+
     """
 
     def __init__(self, client: Redis, keys: Keys) -> None:
@@ -157,6 +167,7 @@ class Store:
             state: Target state.
             tasks: Per task a mapping of hash fields (``xs``, ``ys``, ...) to values.
             queue: For ``queued``: the list to push to (default the shared queue).
+
         """
         if not tasks:
             return []
@@ -186,9 +197,7 @@ class Store:
         await self._run_batched(calls)
         return keys
 
-    async def create_running(
-        self, worker_id: str, tasks: Sequence[Mapping[str, Any]]
-    ) -> list[str]:
+    async def create_running(self, worker_id: str, tasks: Sequence[Mapping[str, Any]]) -> list[str]:
         """Create tasks that ``worker_id`` already runs (decentralized mode)."""
         if not tasks:
             return []
@@ -242,9 +251,13 @@ class Store:
         same step that removes it from the queue.
         """
         raw = await self.client.blmove(
-            source, self.keys.pending(worker_id), timeout, src="LEFT", dest="RIGHT"
+            source,
+            self.keys.pending(worker_id),
+            timeout,  # type: ignore[arg-type]  # the server takes fractional seconds
+            src="LEFT",
+            dest="RIGHT",
         )
-        return None if raw is None else raw.decode()
+        return None if raw is None else _text([raw])[0]
 
     async def claim(self, worker_id: str, keys: Sequence[str]) -> list[PoppedTask]:
         """Move keys from the worker's pending list to running; return their inputs."""
@@ -290,13 +303,12 @@ class Store:
         Returns:
             Per item whether it was recorded (``False``: the task was no longer
             running, its result is discarded).
+
         """
         if not items:
             return []
         fields = ("ys", "ys_extra", "finished_at") if state == "finished" else ("condition", "finished_at")
-        dest, kind = (
-            (self.keys.finished, "list") if state == "finished" else (self.keys.failed, "set")
-        )
+        dest, kind = (self.keys.finished, "list") if state == "finished" else (self.keys.failed, "set")
         now = _now()
         complete = script("complete")
         calls: list[tuple[Script, list[str], list[Any]]] = []
@@ -324,9 +336,7 @@ class Store:
 
     async def release_pending(self, worker_id: str) -> int:
         """Return a worker's popped-but-unclaimed tasks to the head of the shared queue."""
-        moved = await self._run(
-            "release", [self.keys.pending(worker_id), self.keys.queued], []
-        )
+        moved = await self._run("release", [self.keys.pending(worker_id), self.keys.queued], [])
         return int(moved)
 
     async def abandon_running(self, worker_id: str, condition: Condition) -> list[str]:
@@ -549,9 +559,7 @@ class Store:
 
     async def terminate_requested(self, worker_id: str) -> bool:
         """Whether the worker or the whole network was asked to terminate."""
-        raw = await self.client.exists(
-            self.keys.terminate_signal(worker_id), self.keys.terminate_all
-        )
+        raw = await self.client.exists(self.keys.terminate_signal(worker_id), self.keys.terminate_all)
         return int(raw) > 0
 
     async def request_terminate_all(self) -> None:
@@ -569,7 +577,7 @@ class Store:
     async def get_start_args(self) -> dict[str, Any] | None:
         """The stored start arguments, or ``None``."""
         raw = await self.client.get(self.keys.start_args)
-        return None if raw is None else dict(decode(raw))
+        return None if raw is None else dict(decode(raw if isinstance(raw, bytes) else raw.encode()))
 
     # -- reset --------------------------------------------------------------------------------
     async def delete_all(self, *, keep_workers: bool = False) -> int:
@@ -581,8 +589,14 @@ class Store:
         if keep_workers:
             ids = await self.worker_ids()
             k = self.keys
-            keep = {k.workers, k.running_workers, k.terminated_workers, k.killed_workers,
-                    k.lost_workers, k.start_args}
+            keep = {
+                k.workers,
+                k.running_workers,
+                k.terminated_workers,
+                k.killed_workers,
+                k.lost_workers,
+                k.start_args,
+            }
             keep |= {k.worker(w) for w in ids} | {k.log(w) for w in ids}
         deleted = 0
         batch: list[bytes] = []

@@ -53,6 +53,7 @@ class Table(Sequence[dict[str, Any]]):
         >>> table = await rush.fetch_finished_tasks()
         >>> table["y"]            # one column as a list
         >>> table.to_pandas()     # needs pandas
+
     """
 
     __slots__ = ("_columns", "_rows")
@@ -121,7 +122,7 @@ class Table(Sequence[dict[str, Any]]):
     def to_pandas(self) -> pandas.DataFrame:
         """Convert to a pandas DataFrame (``pip install pandas``)."""
         try:
-            import pandas as pd
+            import pandas as pd  # noqa: PLC0415 - optional dependency
         except ImportError as exc:  # pragma: no cover - depends on the environment
             raise ImportError("Table.to_pandas() needs pandas: pip install pandas") from exc
         return pd.DataFrame.from_records(self.to_records(), columns=self._columns)
@@ -129,7 +130,7 @@ class Table(Sequence[dict[str, Any]]):
     def to_polars(self) -> polars.DataFrame:
         """Convert to a polars DataFrame (``pip install polars``)."""
         try:
-            import polars as pl
+            import polars as pl  # noqa: PLC0415 - optional dependency
         except ImportError as exc:  # pragma: no cover - depends on the environment
             raise ImportError("Table.to_polars() needs polars: pip install polars") from exc
         return pl.from_dicts(self.to_records(), infer_schema_length=None)

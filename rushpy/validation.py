@@ -21,6 +21,7 @@ def check_mappings(values: Any, name: str) -> list[dict[str, Any]]:
 
     Raises:
         TaskError: not a list, an element is not a mapping, or a key is not a string.
+
     """
     if isinstance(values, Mapping):
         raise TaskError(f"{name} must be a list of mappings; got one mapping - wrap it: [{name}]")
@@ -34,7 +35,9 @@ def check_mappings(values: Any, name: str) -> list[dict[str, Any]]:
             )
         for key in item:
             if not isinstance(key, str):
-                raise TaskError(f"{name}[{i}] has key {key!r} of type {type(key).__name__}; keys must be strings")
+                raise TaskError(
+                    f"{name}[{i}] has key {key!r} of type {type(key).__name__}; keys must be strings"
+                )
         out.append(dict(item))
     return out
 

@@ -31,6 +31,7 @@ class Script:
         name: File name without extension.
         source: Lua source code.
         sha: Hex SHA1 of the source, as ``EVALSHA`` expects.
+
     """
 
     name: str
@@ -50,7 +51,8 @@ class Script:
 def script(name: str) -> Script:
     """Return the bundled script ``name`` (cached after the first read)."""
     source = resources.files(__package__).joinpath(f"{name}.lua").read_text(encoding="utf-8")
-    return Script(name, source, hashlib.sha1(source.encode()).hexdigest())
+    sha = hashlib.sha1(source.encode()).hexdigest()  # noqa: S324 - EVALSHA names scripts by SHA1
+    return Script(name, source, sha)
 
 
 async def load_all(client: Redis) -> None:

@@ -27,7 +27,6 @@ from rushpy.connection import check_connection, create_client
 from rushpy.errors import NoStartArgumentsError, RushError
 from rushpy.functions import resolve_function
 from rushpy.keys import DEFAULT_PREFIX, Keys
-from rushpy.models import WorkerState
 from rushpy.store import Store
 from rushpy.worker.core import Worker
 from rushpy.worker.runner import run_function
@@ -49,9 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--worker-id", help="id to register under (default: generated)")
     parser.add_argument("--concurrency", type=int, default=None, help="tasks in flight at once")
     parser.add_argument("--prefix", default=DEFAULT_PREFIX, help="key prefix (default: rush)")
-    parser.add_argument(
-        "--log-level", default="warning", choices=["debug", "info", "warning", "error"]
-    )
+    parser.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
     return parser
 
 
@@ -102,7 +99,7 @@ async def run(options: argparse.Namespace) -> int:
             log.warning("SIGINT: terminating after running tasks; press Ctrl-C again to kill")
             worker.set_terminated()
         else:
-            worker._final_state = WorkerState.KILLED
+            worker.mark_killed()
             if main_task is not None:
                 main_task.cancel()
 

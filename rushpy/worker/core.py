@@ -9,16 +9,16 @@ popped key is never in no state), and a claim script marks it running.
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import contextlib
+import datetime as dt
 import os
-import secrets
 import socket
 import time
 from collections.abc import Mapping, Sequence
 from types import TracebackType
 from typing import Any
 
+import anyio
 import structlog
 
 from rushpy.config import RedisConfig, validate_identifier
@@ -26,20 +26,15 @@ from rushpy.errors import TaskError
 from rushpy.keys import DEFAULT_PREFIX
 from rushpy.models import Condition, PoppedTask, WorkerState
 from rushpy.reader import NetworkClient
+from rushpy.store import new_worker_id
 from rushpy.validation import check_keys, check_mappings, check_same_length
 
-__all__ = ["Worker", "new_worker_id"]
+__all__ = ["Worker"]
 
 log = structlog.get_logger("rushpy.worker")
 
 _BLOCK_SLICE = 30.0
 """Seconds one background BLMOVE blocks before it is re-armed."""
-
-
-def new_worker_id() -> str:
-    """A readable, unique worker id: ``<host>-<random hex>``."""
-    host = "".join(c if c.isalnum() or c in "-_." else "-" for c in socket.gethostname())[:40]
-    return f"{host.strip('-._') or 'host'}-{secrets.token_hex(4)}"
 
 
 class Worker(NetworkClient):
@@ -56,6 +51,7 @@ class Worker(NetworkClient):
         config: Server settings; default :meth:`RedisConfig.from_env`.
         worker_id: Id to register under; a unique one is generated if omitted.
         prefix: First component of every key.
+
     """
 
     def __init__(
@@ -69,6 +65,7 @@ class Worker(NetworkClient):
         super().__init__(network_id, config, prefix=prefix)
         self.worker_id = validate_identifier(worker_id or new_worker_id(), "worker id")
         self._terminated = False
+        self._wake = asyncio.Event()
         self._blockers: dict[str, asyncio.Task[str | None]] = {}
         self._final_state = WorkerState.TERMINATED
 
@@ -115,6 +112,18 @@ class Worker(NetworkClient):
                 if released:
                     log.info("returned popped tasks to the queue", n=released)
             with contextlib.suppress(Exception):
+                # Tasks still running here were interrupted (kill, crash of the loop):
+                # settle them so none stays "running" forever.
+                abandoned = await self.store.abandon_running(
+                    self.worker_id,
+                    Condition(
+                        "WorkerExited",
+                        f"worker {self.worker_id} exited ({self._final_state.value}) while running the task",
+                    ),
+                )
+                if abandoned:
+                    log.warning("failed tasks interrupted by the exit", n=len(abandoned))
+            with contextlib.suppress(Exception):
                 await self.store.set_worker_state(self.worker_id, self._final_state)
                 await self._client.publish(self.keys.events, b"worker")
             await super().__aexit__(exc_type, exc, tb)
@@ -123,17 +132,30 @@ class Worker(NetworkClient):
     @property
     def terminated(self) -> bool:
         """Whether the worker was asked to stop (by the controller, a signal, or itself)."""
-        if not self._terminated and self._listener is not None:
-            # A message on a terminate channel means the controller asked us to stop.
-            if self._listener.counter(self.keys.terminate_signal(self.worker_id)) or (
-                self._listener.counter(self.keys.terminate_all)
-            ):
-                self._terminated = True
+        # A message on a terminate channel means the controller asked us to stop.
+        if (
+            not self._terminated
+            and self._listener is not None
+            and (
+                self._listener.counter(self.keys.terminate_signal(self.worker_id))
+                or self._listener.counter(self.keys.terminate_all)
+            )
+        ):
+            self._terminated = True
         return self._terminated
 
     def set_terminated(self) -> None:
-        """Ask this worker to stop: loops end after the tasks they are running."""
+        """Ask this worker to stop: loops end after the tasks they are running.
+
+        A :meth:`pop_task` that is waiting returns ``None`` at once.
+        """
         self._terminated = True
+        self._wake.set()
+
+    def mark_killed(self) -> None:
+        """Record the exit as a kill (state ``killed``) instead of a termination."""
+        self._final_state = WorkerState.KILLED
+        self.set_terminated()
 
     # -- popping ----------------------------------------------------------------------------
     async def pop_task(self, timeout: float | None = 0) -> PoppedTask | None:
@@ -141,6 +163,7 @@ class Worker(NetworkClient):
 
         Returns:
             The task, already marked running on this worker, or ``None``.
+
         """
         tasks = await self.pop_tasks(1, timeout=timeout)
         return tasks[0] if tasks else None
@@ -168,9 +191,7 @@ class Worker(NetworkClient):
                 return []
             await self._wait_for_work(remaining, term_channels, seen)
 
-    async def _wait_for_work(
-        self, timeout: float | None, term_channels: list[str], seen: list[int]
-    ) -> None:
+    async def _wait_for_work(self, timeout: float | None, term_channels: list[str], seen: list[int]) -> None:
         """Block until a key lands in the pending list, a terminate request, or timeout."""
         for source in (self.keys.priority_queue(self.worker_id), self.keys.queued):
             task = self._blockers.get(source)
@@ -179,16 +200,18 @@ class Worker(NetworkClient):
                     self.store.block_move(source, self.worker_id, _BLOCK_SLICE)
                 )
         terminate = asyncio.create_task(self._events().wait(term_channels, seen, None))
+        woken = asyncio.create_task(self._wake.wait())
         try:
             done, _ = await asyncio.wait(
-                [*self._blockers.values(), terminate],
+                [*self._blockers.values(), terminate, woken],
                 timeout=timeout,
                 return_when=asyncio.FIRST_COMPLETED,
             )
         finally:
-            terminate.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await terminate
+            for waiter in (terminate, woken):
+                waiter.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await waiter
         for source, task in list(self._blockers.items()):
             if task in done:
                 del self._blockers[source]
@@ -219,15 +242,13 @@ class Worker(NetworkClient):
         Returns:
             Per key whether the result was recorded; ``False`` when the task was no
             longer running on this network (first writer wins).
+
         """
         keys = check_keys(keys)
         yss = check_mappings(yss, "yss")
         check_same_length(keys, yss, "yss")
         extras = check_same_length(keys, yss_extra, "yss_extra")
-        items = [
-            (k, {"ys": ys, "ys_extra": extra})
-            for k, ys, extra in zip(keys, yss, extras, strict=True)
-        ]
+        items = [(k, {"ys": ys, "ys_extra": extra}) for k, ys, extra in zip(keys, yss, extras, strict=True)]
         return await self.store.complete(self.worker_id, "finished", items)
 
     async def fail_tasks(
@@ -239,8 +260,7 @@ class Worker(NetworkClient):
         keys = check_keys(keys)
         check_same_length(keys, conditions, "conditions")
         items = [
-            (k, {"condition": Condition.coerce(c).to_dict()})
-            for k, c in zip(keys, conditions, strict=True)
+            (k, {"condition": Condition.coerce(c).to_dict()}) for k, c in zip(keys, conditions, strict=True)
         ]
         return await self.store.complete(self.worker_id, "failed", items)
 
@@ -248,8 +268,6 @@ class Worker(NetworkClient):
 @contextlib.contextmanager
 def anyio_shield(deadline: float) -> Any:
     """Shield cleanup from cancellation, bounded by ``deadline`` seconds."""
-    import anyio
-
     with anyio.CancelScope(shield=True) as scope:
         scope.deadline = anyio.current_time() + deadline
         yield scope

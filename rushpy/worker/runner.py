@@ -131,6 +131,7 @@ async def run_function(
         fun: Called with each task's ``xs`` as keyword arguments; returns a mapping (``ys``).
         concurrency: Tasks in flight at once (async functions) or worker threads (plain ones).
         max_batch: Most tasks one slot pops at once.
+
     """
     if concurrency < 1:
         raise ValueError(f"invalid concurrency={concurrency!r}: use 1 or more")
