@@ -19,8 +19,6 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal
 
-import structlog
-
 from rushpy.config import ENV_URL, RedisConfig, validate_identifier
 from rushpy.errors import (
     ConfigError,
@@ -31,6 +29,7 @@ from rushpy.errors import (
 )
 from rushpy.functions import function_path
 from rushpy.keys import DEFAULT_PREFIX
+from rushpy.logs import get_logger
 from rushpy.models import Condition, WorkerState
 from rushpy.reader import NetworkClient
 from rushpy.store import new_worker_id
@@ -38,7 +37,7 @@ from rushpy.validation import check_mappings, check_same_length, check_timeout
 
 __all__ = ["Controller", "LocalWorker", "StopResult"]
 
-log = structlog.get_logger("rushpy.controller")
+log = get_logger("rushpy.controller")
 
 
 @dataclass(frozen=True, slots=True)

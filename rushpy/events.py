@@ -15,15 +15,16 @@ import asyncio
 import contextlib
 from collections.abc import Sequence
 
-import structlog
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from rushpy.logs import get_logger
+
 __all__ = ["EventListener"]
 
-log = structlog.get_logger("rushpy.events")
+log = get_logger("rushpy.events")
 
 
 class EventListener:

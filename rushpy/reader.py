@@ -13,13 +13,12 @@ from collections.abc import Iterable, Sequence
 from types import TracebackType
 from typing import Any, Self, overload
 
-import structlog
-
 from rushpy.config import RedisConfig
 from rushpy.connection import check_connection, create_client
 from rushpy.errors import TaskError, TaskTimeoutError, UnknownTaskError
 from rushpy.events import EventListener
 from rushpy.keys import DEFAULT_PREFIX, Keys
+from rushpy.logs import get_logger
 from rushpy.models import TASK_STATES, TaskState
 from rushpy.store import NetworkStatus, Store
 from rushpy.table import Table, flatten_task
@@ -27,7 +26,7 @@ from rushpy.validation import check_keys, check_timeout
 
 __all__ = ["NetworkClient", "normalize_states"]
 
-log = structlog.get_logger("rushpy")
+log = get_logger("rushpy")
 
 
 def normalize_states(states: str | TaskState | Iterable[str | TaskState] | None) -> list[TaskState]:

@@ -14,26 +14,24 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import signal
 import sys
 from collections.abc import Sequence
 from typing import Any
-
-import structlog
 
 from rushpy.config import RedisConfig
 from rushpy.connection import check_connection, create_client
 from rushpy.errors import NoStartArgumentsError, RushError
 from rushpy.functions import resolve_function
 from rushpy.keys import DEFAULT_PREFIX, Keys
+from rushpy.logs import configure_cli_logging, get_logger
 from rushpy.store import Store
 from rushpy.worker.core import Worker
 from rushpy.worker.runner import run_function
 
 __all__ = ["build_parser", "main"]
 
-log = structlog.get_logger("rushpy.worker")
+log = get_logger("rushpy.worker")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -50,14 +48,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--prefix", default=DEFAULT_PREFIX, help="key prefix (default: rush)")
     parser.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
     return parser
-
-
-def configure_logging(level: str) -> None:
-    """Log structured lines to stderr at ``level``."""
-    structlog.configure(
-        wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, level.upper())),
-        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
-    )
 
 
 async def _start_args(config: RedisConfig, network: str, prefix: str) -> dict[str, Any]:
@@ -119,7 +109,7 @@ async def run(options: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse arguments and run the worker; errors print one clear line and exit 2."""
     options = build_parser().parse_args(argv)
-    configure_logging(options.log_level)
+    configure_cli_logging(options.log_level)
     try:
         return asyncio.run(run(options))
     except RushError as exc:

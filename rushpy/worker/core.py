@@ -19,11 +19,11 @@ from types import TracebackType
 from typing import Any
 
 import anyio
-import structlog
 
 from rushpy.config import RedisConfig, validate_identifier
 from rushpy.errors import TaskError
 from rushpy.keys import DEFAULT_PREFIX
+from rushpy.logs import get_logger
 from rushpy.models import Condition, PoppedTask, WorkerState
 from rushpy.reader import NetworkClient
 from rushpy.store import new_worker_id
@@ -31,7 +31,7 @@ from rushpy.validation import check_keys, check_mappings, check_same_length
 
 __all__ = ["Worker"]
 
-log = structlog.get_logger("rushpy.worker")
+log = get_logger("rushpy.worker")
 
 _BLOCK_SLICE = 30.0
 """Seconds one background BLMOVE blocks before it is re-armed."""

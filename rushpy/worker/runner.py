@@ -21,16 +21,16 @@ from typing import Any
 
 import anyio
 import anyio.to_thread
-import structlog
 
 from rushpy.codec import encode
 from rushpy.functions import is_async_function
+from rushpy.logs import get_logger
 from rushpy.models import Condition, PoppedTask
 from rushpy.worker.core import Worker
 
 __all__ = ["FAST_BATCH", "MAX_BATCH", "SLOW_BATCH", "run_function"]
 
-log = structlog.get_logger("rushpy.worker")
+log = get_logger("rushpy.worker")
 
 FAST_BATCH = 0.005
 """A batch faster than this (seconds) doubles the next batch."""
