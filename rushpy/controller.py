@@ -472,7 +472,7 @@ class Controller(NetworkClient):
             worker_id,
             Condition("WorkerKilled", f"worker {worker_id} was killed while running the task"),
         )
-        await self._client.publish(self.keys.events, b"worker")
+        await self.store.publish_event()
 
     async def _shutdown_local(self) -> None:
         alive = [w for w in self._local.values() if w.process.poll() is None]

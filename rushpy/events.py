@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
@@ -33,11 +33,19 @@ class EventListener:
     Args:
         client: Client to open the subscription connection from.
         channels: Channels to subscribe to.
+        on_message: Called with channel and payload of every message, before
+            waiters are woken.
 
     """
 
-    def __init__(self, client: Redis, channels: Sequence[str]) -> None:
+    def __init__(
+        self,
+        client: Redis,
+        channels: Sequence[str],
+        on_message: Callable[[str, bytes], None] | None = None,
+    ) -> None:
         self._client = client
+        self._on_message = on_message
         self._channels = list(channels)
         self._counters = dict.fromkeys(self._channels, 0)
         self._changed = asyncio.Condition()
@@ -77,6 +85,9 @@ class EventListener:
                 channel = msg["channel"]
                 name = channel.decode() if isinstance(channel, bytes) else str(channel)
                 if name in self._counters:
+                    if self._on_message is not None:
+                        data = msg["data"]
+                        self._on_message(name, data if isinstance(data, bytes) else str(data).encode())
                     await self._bump([name])
             except asyncio.CancelledError:
                 raise

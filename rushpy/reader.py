@@ -81,6 +81,9 @@ class NetworkClient:
         self._listener: EventListener | None = None
         self._cache: list[dict[str, Any]] = []
         self._seen = 0
+        # Finished keys announced on the events channel, by index in the finished
+        # list: lets a waiter read new results without reading the list first.
+        self._announced: dict[int, str] = {}
         self._entered = False
 
     @property
@@ -95,7 +98,7 @@ class NetworkClient:
     async def __aenter__(self) -> Self:
         await check_connection(self._client, self.config)
         await self.store.load_scripts()
-        self._listener = EventListener(self._client, self._channels())
+        self._listener = EventListener(self._client, self._channels(), self._on_event)
         await self._listener.start()
         self._entered = True
         return self
@@ -111,6 +114,19 @@ class NetworkClient:
             await self._listener.close()
             self._listener = None
         await self._client.aclose()
+
+    def _on_event(self, channel: str, data: bytes) -> None:
+        if channel != self.keys.events or not data.startswith(b"F "):
+            return
+        parts = data.split(b" ")
+        try:
+            first = int(parts[1])
+        except ValueError:
+            return
+        if first + len(parts) - 2 <= len(self._cache):
+            return  # already cached
+        for offset, key in enumerate(parts[2:]):
+            self._announced[first + offset] = key.decode()
 
     def _events(self) -> EventListener:
         if self._listener is None:
@@ -248,10 +264,22 @@ class NetworkClient:
         ]
         return Table(rows)
 
-    async def _update_cache(self) -> int:
-        """Read finished tasks past the cached offset; returns how many were added."""
+    async def _update_cache(self, *, announced_only: bool = False) -> int:
+        """Read finished tasks past the cached offset; returns how many were added.
+
+        With ``announced_only``, use the keys announced on the events channel when
+        they continue the cache (one round trip instead of two); fall back to
+        reading the finished list otherwise.
+        """
         start = len(self._cache)
-        keys = await self.store.finished_keys(start)
+        keys: list[str] = []
+        if announced_only:
+            while (start + len(keys)) in self._announced:
+                keys.append(self._announced[start + len(keys)])
+        if not keys:
+            keys = await self.store.finished_keys(start)
+        if self._announced:
+            self._announced = {i: k for i, k in self._announced.items() if i >= start + len(keys)}
         if not keys:
             return 0
         self._cache.extend(await self._rows(keys, TaskState.FINISHED))
@@ -286,14 +314,15 @@ class NetworkClient:
         events = self._events()
         channel = self.keys.events
         deadline = None if timeout is None else time.monotonic() + timeout
+        woken = False
         while True:
             seen = events.counter(channel)
-            if await self._update_cache() or len(self._cache) > self._seen:
+            if await self._update_cache(announced_only=woken) or len(self._cache) > self._seen:
                 return True
             remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:
                 return False
-            await events.wait([channel], [seen], remaining)
+            woken = await events.wait([channel], [seen], remaining)
 
     async def wait_for_tasks(self, keys: Sequence[str], timeout: float | None = None) -> Table:
         """Wait until every task in ``keys`` is finished or failed; return their rows.

@@ -547,6 +547,10 @@ class Store:
             )
         return out
 
+    async def publish_event(self, kind: bytes = b"W") -> None:
+        """Wake listeners of the events channel (e.g. after a worker registered)."""
+        await self.client.publish(self.keys.events, kind)
+
     async def request_terminate(self, worker_ids: Sequence[str]) -> None:
         """Set each worker's terminate key and wake it through the events channel."""
         if not worker_ids:

@@ -36,3 +36,21 @@ async def async_sleepy(x: float, duration: float = 0.2) -> dict[str, Any]:
     started = time.monotonic()
     await asyncio.sleep(duration)
     return {"y": x, "start": started, "pid": os.getpid()}
+
+
+def bad_return_on_odd(x: int) -> Any:
+    if x % 2:
+        return [x]
+    return {"y": x}
+
+
+def interval(x: float, duration: float = 0.3) -> dict[str, float]:
+    started = time.monotonic()
+    time.sleep(duration)
+    return {"y": x, "start": started, "end": time.monotonic()}
+
+
+async def async_interval(x: float, duration: float = 0.3) -> dict[str, float]:
+    started = time.monotonic()
+    await asyncio.sleep(duration)
+    return {"y": x, "start": started, "end": time.monotonic()}

@@ -15,5 +15,5 @@ for i = 4, #KEYS do
     out[#out + 1] = key
   end
 end
-if #out > 0 then redis.call("PUBLISH", ARGV[3], #out) end
+if #out > 0 then redis.call("PUBLISH", ARGV[3], "X") end
 return out

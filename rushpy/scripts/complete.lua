@@ -9,6 +9,8 @@
 -- task its key and F values ("" = field left unset).
 -- First writer wins: a task no longer in the running set (finished, failed or
 -- re-queued by someone else) is left untouched and its result discarded.
+-- Publishes on ARGV[2]: "F <first index> <keys...>" for finished tasks, "X"
+-- for failed ones.
 -- Returns, per task, 1 if recorded and 0 if discarded.
 local nfields = tonumber(ARGV[3])
 local names = {}
@@ -16,6 +18,7 @@ for i = 1, nfields do names[i] = ARGV[3 + i] end
 local pos = 4 + nfields
 local out = {}
 local recorded = 0
+local announce = {}
 for t = 4, #KEYS do
   local key = ARGV[pos]
   pos = pos + 1
@@ -34,6 +37,7 @@ for t = 4, #KEYS do
       redis.call("SADD", KEYS[2], key)
     else
       redis.call("RPUSH", KEYS[2], key)
+      announce[#announce + 1] = key
     end
     out[#out + 1] = 1
     recorded = recorded + 1
@@ -42,5 +46,12 @@ for t = 4, #KEYS do
   end
   pos = pos + nfields
 end
-if recorded > 0 then redis.call("PUBLISH", ARGV[2], recorded) end
+if #announce > 0 then
+  -- "F <index of the first key in the finished list> <key> <key> ...": lets
+  -- listeners read new results without first reading the list.
+  local first = redis.call("LLEN", KEYS[2]) - #announce
+  redis.call("PUBLISH", ARGV[2], "F " .. first .. " " .. table.concat(announce, " "))
+elseif recorded > 0 then
+  redis.call("PUBLISH", ARGV[2], "X")
+end
 return out

@@ -14,6 +14,7 @@ for i = 1, nfields do names[i] = ARGV[3 + i] end
 local pos = 4 + nfields
 local created = 0
 local batch = {}
+local all = {}
 local function flush()
   if #batch > 0 then
     if ARGV[1] == "set" then
@@ -39,6 +40,7 @@ for t = 3, #KEYS do
     end
     redis.call("HSET", KEYS[t], unpack(args))
     batch[#batch + 1] = key
+    all[#all + 1] = key
     created = created + 1
     if #batch >= 1000 then flush() end
   end
@@ -46,6 +48,12 @@ for t = 3, #KEYS do
 end
 flush()
 if created > 0 and ARGV[2] ~= "" then
-  redis.call("PUBLISH", ARGV[2], created)
+  if ARGV[1] == "list" then
+    -- Finished tasks: announce their positions, as complete.lua does.
+    local first = redis.call("LLEN", KEYS[1]) - created
+    redis.call("PUBLISH", ARGV[2], "F " .. first .. " " .. table.concat(all, " "))
+  else
+    redis.call("PUBLISH", ARGV[2], "X")
+  end
 end
 return created

@@ -29,6 +29,6 @@ if moved > 0 then
   for i = 1, #keep, 1000 do
     redis.call("RPUSH", KEYS[1], unpack(keep, i, math.min(i + 999, #keep)))
   end
-  redis.call("PUBLISH", ARGV[3], moved)
+  redis.call("PUBLISH", ARGV[3], "X")
 end
 return moved

@@ -87,7 +87,7 @@ class Worker(NetworkClient):
                 "heartbeat": False,
             },
         )
-        await self._client.publish(self.keys.events, b"worker")
+        await self.store.publish_event()
         if await self.store.terminate_requested(self.worker_id):
             self._terminated = True
         log.debug("worker registered", network=self.network_id, worker_id=self.worker_id)
@@ -125,7 +125,7 @@ class Worker(NetworkClient):
                     log.warning("failed tasks interrupted by the exit", n=len(abandoned))
             with contextlib.suppress(Exception):
                 await self.store.set_worker_state(self.worker_id, self._final_state)
-                await self._client.publish(self.keys.events, b"worker")
+                await self.store.publish_event()
             await super().__aexit__(exc_type, exc, tb)
 
     # -- termination ------------------------------------------------------------------------
@@ -181,18 +181,30 @@ class Worker(NetworkClient):
         deadline = None if timeout is None else time.monotonic() + timeout
         events = self._events()
         term_channels = [self.keys.terminate_signal(self.worker_id), self.keys.terminate_all]
+        moved: list[str] = []
         while True:
             seen = [events.counter(c) for c in term_channels]
-            tasks = await self.store.pop(self.worker_id, n)
+            if moved:
+                # A blocking move just handed us these keys: claim them directly
+                # (one round trip) instead of running the pop script first.
+                tasks = await self.store.claim(self.worker_id, moved)
+                moved = []
+            else:
+                tasks = await self.store.pop(self.worker_id, n)
             if tasks or self.terminated:
                 return tasks
             remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:
                 return []
-            await self._wait_for_work(remaining, term_channels, seen)
+            moved = await self._wait_for_work(remaining, term_channels, seen)
 
-    async def _wait_for_work(self, timeout: float | None, term_channels: list[str], seen: list[int]) -> None:
-        """Block until a key lands in the pending list, a terminate request, or timeout."""
+    async def _wait_for_work(
+        self, timeout: float | None, term_channels: list[str], seen: list[int]
+    ) -> list[str]:
+        """Block until a key lands in the pending list, a terminate request, or timeout.
+
+        Returns the keys the blocking moves delivered (they are in the pending list).
+        """
         for source in (self.keys.priority_queue(self.worker_id), self.keys.queued):
             task = self._blockers.get(source)
             if task is None or task.done():
@@ -212,12 +224,15 @@ class Worker(NetworkClient):
                 waiter.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await waiter
+        moved = []
         for source, task in list(self._blockers.items()):
             if task in done:
                 del self._blockers[source]
-                # Surface connection errors; a moved key is in the pending list and
-                # the next pop claims it.
-                task.result()
+                # Surface connection errors; a moved key is in the pending list.
+                key = task.result()
+                if key is not None:
+                    moved.append(key)
+        return moved
 
     # -- writing ----------------------------------------------------------------------------
     async def push_running_tasks(
