@@ -23,9 +23,8 @@ import time
 import uuid
 
 import rushpy
-from rushpy.config import configured_url
-
 from benchmarks.funcs import async_noop, noop
+from rushpy.config import configured_url
 
 
 async def w1(config: rushpy.RedisConfig, n_tasks: int, fun: object) -> float:
@@ -109,7 +108,9 @@ async def run(config: rushpy.RedisConfig, only: set[str]) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--only", default="W1,W2,W3", help="comma-separated subset of W1,W2,W3")
     options = parser.parse_args()
     only = {w.strip().upper() for w in options.only.split(",")}

@@ -205,10 +205,12 @@ class Controller(NetworkClient):
         ye = check_same_length(xss, yss_extra, "yss_extra")
         now = dt.datetime.now(dt.UTC)
         tasks = [
-            {"xs": x, "ys": y, "xs_extra": a, "ys_extra": b, "started_at": now, "finished_at": now}
+            {"xs": x, "ys": y, "xs_extra": a, "ys_extra": b}
             for x, y, a, b in zip(xss, yss, xe, ye, strict=True)
         ]
-        return await self.store.create_tasks("finished", tasks)
+        return await self.store.create_tasks(
+            "finished", tasks, common={"started_at": now, "finished_at": now}
+        )
 
     async def push_failed_tasks(
         self,
@@ -224,12 +226,8 @@ class Controller(NetworkClient):
             conds = [Condition.coerce(c).to_dict() for c in conditions]
         except TypeError as exc:
             raise TaskError(str(exc)) from None
-        now = dt.datetime.now(dt.UTC)
-        tasks = [
-            {"xs": x, "xs_extra": e, "condition": c, "finished_at": now}
-            for x, e, c in zip(xss, extras, conds, strict=True)
-        ]
-        return await self.store.create_tasks("failed", tasks)
+        tasks = [{"xs": x, "xs_extra": e, "condition": c} for x, e, c in zip(xss, extras, conds, strict=True)]
+        return await self.store.create_tasks("failed", tasks, common={"finished_at": dt.datetime.now(dt.UTC)})
 
     async def empty_queue(self) -> int:
         """Remove every queued task (shared and priority queues); they become failed.

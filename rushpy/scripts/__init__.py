@@ -19,7 +19,7 @@ from redis.exceptions import NoScriptError
 
 __all__ = ["SCRIPT_NAMES", "Script", "load_all", "script"]
 
-SCRIPT_NAMES = ("abandon", "claim", "complete", "create", "dequeue", "pop", "release", "running")
+SCRIPT_NAMES = ("abandon", "claim", "complete", "create", "dequeue", "pop", "read", "release", "running")
 """Names of the bundled scripts (file names without ``.lua``)."""
 
 

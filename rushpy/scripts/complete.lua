@@ -5,17 +5,23 @@
 -- KEYS[4..] task hashes, one per key in ARGV order
 -- ARGV[1] destination kind: "list" (finished) or "set" (failed)
 -- ARGV[2] pub/sub channel to announce to
--- ARGV[3] number of fields per task (F), ARGV[4..] F field names, then per
+-- ARGV[3] C, the number of fields common to every task, then C name/value
+-- pairs, then F, the number of per-task fields, then F field names, then per
 -- task its key and F values ("" = field left unset).
 -- First writer wins: a task no longer in the running set (finished, failed or
 -- re-queued by someone else) is left untouched and its result discarded.
 -- Publishes on ARGV[2]: "F <first index> <keys...>" for finished tasks, "X"
 -- for failed ones.
 -- Returns, per task, 1 if recorded and 0 if discarded.
-local nfields = tonumber(ARGV[3])
+local pos = 3
+local common = {}
+local ncommon = tonumber(ARGV[pos])
+for i = 1, ncommon * 2 do common[i] = ARGV[pos + i] end
+pos = pos + ncommon * 2 + 1
+local nfields = tonumber(ARGV[pos])
 local names = {}
-for i = 1, nfields do names[i] = ARGV[3 + i] end
-local pos = 4 + nfields
+for i = 1, nfields do names[i] = ARGV[pos + i] end
+pos = pos + nfields + 1
 local out = {}
 local recorded = 0
 local announce = {}
@@ -25,6 +31,7 @@ for t = 4, #KEYS do
   if redis.call("SREM", KEYS[1], key) == 1 then
     redis.call("SREM", KEYS[3], key)
     local args = {}
+    for i = 1, #common do args[i] = common[i] end
     for i = 1, nfields do
       local value = ARGV[pos + i - 1]
       if value ~= "" then

@@ -4,14 +4,20 @@
 -- KEYS[3..] task hashes, one per task, in ARGV order
 -- ARGV[1]  destination kind: "list" or "set"
 -- ARGV[2]  pub/sub channel to announce to, or "" for none
--- ARGV[3]  number of fields per task (F)
--- ARGV[4]  field names, F of them, then per task: its key then F values
+-- ARGV[3]  C, the number of fields common to every task, then C name/value pairs
+-- then     F, the number of per-task fields, then F field names,
+-- then     per task: its key followed by F values ("" = field absent)
 -- First writer wins: a key whose hash already exists is skipped.
 -- Returns the number of tasks created.
-local nfields = tonumber(ARGV[3])
+local pos = 3
+local common = {}
+local ncommon = tonumber(ARGV[pos])
+for i = 1, ncommon * 2 do common[i] = ARGV[pos + i] end
+pos = pos + ncommon * 2 + 1
+local nfields = tonumber(ARGV[pos])
 local names = {}
-for i = 1, nfields do names[i] = ARGV[3 + i] end
-local pos = 4 + nfields
+for i = 1, nfields do names[i] = ARGV[pos + i] end
+pos = pos + nfields + 1
 local created = 0
 local batch = {}
 local all = {}
@@ -31,6 +37,7 @@ for t = 3, #KEYS do
   pos = pos + 1
   if redis.call("EXISTS", KEYS[t]) == 0 then
     local args = {}
+    for i = 1, #common do args[i] = common[i] end
     for i = 1, nfields do
       local value = ARGV[pos + i - 1]
       if value ~= "" then

@@ -111,7 +111,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     options = build_parser().parse_args(argv)
     configure_cli_logging(options.log_level)
     try:
-        return asyncio.run(run(options))
+        import uvloop
+
+        return uvloop.run(run(options))
     except RushError as exc:
         print(f"rushpy.worker: error: {exc}", file=sys.stderr)
         return 2
