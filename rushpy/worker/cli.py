@@ -111,9 +111,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     options = build_parser().parse_args(argv)
     configure_cli_logging(options.log_level)
     try:
-        import uvloop
-
-        return uvloop.run(run(options))
+        return asyncio.run(run(options))
     except RushError as exc:
         print(f"rushpy.worker: error: {exc}", file=sys.stderr)
         return 2
