@@ -83,7 +83,8 @@ def create_client(config: RedisConfig, *, max_connections: int | None = None) ->
         else:
             connection_class = _TCPConnection if _hiredis_pack is not None else Connection
     pool = ConnectionPool(connection_class=connection_class, max_connections=max_connections, **kwargs)
-    return Redis(connection_pool=pool)
+    # from_pool: the client owns the pool, so aclose() disconnects every connection.
+    return Redis.from_pool(pool)
 
 
 async def check_connection(client: Redis, config: RedisConfig) -> None:

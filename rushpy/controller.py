@@ -180,13 +180,19 @@ class Controller(NetworkClient):
         for i, wid in enumerate(priority_list):
             target = wid if wid is not None and running.get(wid) else None
             groups.setdefault(target, []).append(i)
+        targets = list(groups)
+        created = await self.store.create_queued_groups(
+            [
+                (
+                    self.keys.queued if t is None else self.keys.priority_queue(t),
+                    [{"xs": xss[i], "xs_extra": extras[i]} for i in groups[t]],
+                )
+                for t in targets
+            ]
+        )
         keys: list[str] = [""] * len(xss)
-        for target, idx in groups.items():
-            queue = self.keys.queued if target is None else self.keys.priority_queue(target)
-            new = await self.store.create_tasks(
-                "queued", [{"xs": xss[i], "xs_extra": extras[i]} for i in idx], queue=queue
-            )
-            for i, key in zip(idx, new, strict=True):
+        for target, new_keys in zip(targets, created, strict=True):
+            for i, key in zip(groups[target], new_keys, strict=True):
                 keys[i] = key
         return keys
 

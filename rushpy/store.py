@@ -172,6 +172,35 @@ class Store:
         """
         if not tasks:
             return []
+        calls, keys = self._create_calls(state, tasks, queue, common)
+        await self._run_batched(calls)
+        return keys
+
+    async def create_queued_groups(
+        self, groups: Sequence[tuple[str, Sequence[Mapping[str, Any]]]]
+    ) -> list[list[str]]:
+        """Queue several groups of tasks, each on its own queue, in one round trip.
+
+        Every value is encoded before anything is written, so an unencodable value
+        creates no task at all.
+        """
+        calls: list[tuple[Script, list[str], list[Any]]] = []
+        out = []
+        for queue, tasks in groups:
+            group_calls, keys = self._create_calls("queued", tasks, queue, None)
+            calls += group_calls
+            out.append(keys)
+        if calls:
+            await self._run_batched(calls)
+        return out
+
+    def _create_calls(
+        self,
+        state: Literal["queued", "finished", "failed"],
+        tasks: Sequence[Mapping[str, Any]],
+        queue: str | None,
+        common: Mapping[str, Any] | None,
+    ) -> tuple[list[tuple[Script, list[str], list[Any]]], list[str]]:
         if state == "queued":
             dest, kind, channel = queue or self.keys.queued, "list", ""
         elif state == "finished":
@@ -200,8 +229,7 @@ class Store:
                         value = task.get(name)
                         args.append(b"" if value is None else encode(value))
             calls.append((create, [dest, self.keys.all_tasks, *self.keys.tasks(chunk_keys)], args))
-        await self._run_batched(calls)
-        return keys
+        return calls, keys
 
     async def create_running(self, worker_id: str, tasks: Sequence[Mapping[str, Any]]) -> list[str]:
         """Create tasks that ``worker_id`` already runs (decentralized mode)."""
@@ -517,12 +545,13 @@ class Store:
             await pipe.execute()
 
     async def set_worker_state(self, worker_id: str, state: WorkerState) -> bool:
-        """Move a running worker to ``state``; ``False`` if it was not running."""
+        """Move a running worker to ``state``; ``False`` (nothing written) if it was not running."""
         k = self.keys
-        async with self.client.pipeline(transaction=True) as pipe:
-            pipe.smove(k.running_workers, getattr(k, _WORKER_SETS[state]), worker_id)
-            pipe.hset(k.worker(worker_id), "state", encode(state.value))
-            moved, _ = await pipe.execute()
+        moved = await self._run(
+            "worker_state",
+            [k.running_workers, getattr(k, _WORKER_SETS[state]), k.worker(worker_id)],
+            [worker_id, encode(state.value)],
+        )
         return bool(moved)
 
     async def worker_ids(self, state: WorkerState | None = None) -> list[str]:

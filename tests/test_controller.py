@@ -13,6 +13,7 @@ from typing import Any
 
 import anyio
 import pytest
+import redis.asyncio
 
 import rushpy
 from rushpy import Controller, RedisConfig, Worker
@@ -758,8 +759,7 @@ async def test_wait_for_workers_returns_when_the_worker_registers(
         await anyio.sleep(0.1)
         assert result == []
         async with Worker(controller.network_id, config=config, worker_id=wid):
-            with anyio.fail_after(15):
-                await eventually(lambda: bool(result), "wait_for_workers to return", timeout=12)
+            await eventually(lambda: bool(result), "wait_for_workers to return", timeout=12)
     assert wid in result
 
     # Once registered (and running) a zero timeout answers at once.
@@ -851,6 +851,32 @@ async def test_unreachable_server_raises_connection_failed(network_id: str) -> N
             pass
     assert f"redis://127.0.0.1:{port}/0" in str(info.value)
     assert isinstance(info.value, ConnectionError)
+
+
+async def test_closing_controller_and_worker_releases_connections(
+    config: RedisConfig, network_id: str
+) -> None:
+    probe = redis.asyncio.Redis(host=config.host, port=config.port)
+    try:
+
+        async def client_ids() -> set[int]:
+            return {int(c["id"]) for c in await probe.client_list()}
+
+        before = await client_ids()
+        async with Controller(network_id, config=config) as rush:
+            async with Worker(network_id, config=config) as worker:
+                await rush.push_tasks([{"x": 1}])
+                assert await worker.pop_task() is not None
+                assert await client_ids() - before  # both are connected now
+            await rush.reset(workers=True)
+
+        async def all_closed() -> bool:
+            return not (await client_ids() - before)
+
+        # The server sees a closed socket almost at once; allow it a moment.
+        await eventually(all_closed, "the server sees every connection of the closed clients go")
+    finally:
+        await probe.aclose()
 
 
 # -- first writer wins ------------------------------------------------------------------------

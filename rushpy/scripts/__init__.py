@@ -19,7 +19,18 @@ from redis.exceptions import NoScriptError
 
 __all__ = ["SCRIPT_NAMES", "Script", "load_all", "script"]
 
-SCRIPT_NAMES = ("abandon", "claim", "complete", "create", "dequeue", "pop", "read", "release", "running")
+SCRIPT_NAMES = (
+    "abandon",
+    "claim",
+    "complete",
+    "create",
+    "dequeue",
+    "pop",
+    "read",
+    "release",
+    "running",
+    "worker_state",
+)
 """Names of the bundled scripts (file names without ``.lua``)."""
 
 
