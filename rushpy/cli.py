@@ -25,12 +25,13 @@ __all__ = ["main"]
 
 def _server(options: argparse.Namespace) -> int:
     server = EmbeddedServer(port=options.port, unix_socket=options.unix_socket, appendonly=options.appendonly)
-    server.start()
-    print(f"rushpy server running at {server.url} (pid {server.pid}); Ctrl-C stops it", flush=True)
+    # Handlers first: a signal that arrives while starting or printing must stop cleanly.
     stop = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    server.start()
     try:
+        print(f"rushpy server running at {server.url} (pid {server.pid}); Ctrl-C stops it", flush=True)
         while not stop.wait(0.5):
             if not server.running:
                 print("rushpy server exited unexpectedly", file=sys.stderr)

@@ -42,12 +42,23 @@ def _default(obj: Any) -> Any:
             if obj.dtype.hasobject:
                 return obj.tolist()
             arr = np.ascontiguousarray(obj)
-            payload = msgpack.packb([arr.dtype.str, list(arr.shape), arr.tobytes()])
+            payload = msgpack.packb([arr.dtype.str, list(obj.shape), arr.tobytes()])
             return msgpack.ExtType(_EXT_NDARRAY, payload)
         if isinstance(obj, np.generic):
-            return obj.item()
+            value = obj.item()
+            # datetime64/timedelta64 scalars become datetime/date/timedelta, which
+            # msgpack does not pass back through this hook: convert them here.
+            return _default(value) if isinstance(value, (dt.date, dt.timedelta)) else value
+    if isinstance(obj, int):
+        raise TaskError(
+            f"cannot encode integer {obj}: it is outside the 64-bit range msgpack stores; "
+            "store it as a string or a float"
+        )
     if isinstance(obj, (set, frozenset)):
-        return sorted(obj, key=repr)
+        try:
+            return sorted(obj)
+        except TypeError:  # mixed types: any stable order will do
+            return sorted(obj, key=repr)
     raise TaskError(
         f"cannot encode value {obj!r} of type {type(obj).__name__}: task values must be "
         "None, bool, int, float, str, bytes, lists, mappings, datetimes, Decimal or numpy "
@@ -86,9 +97,36 @@ def encode(value: Any) -> bytes:
     except (TypeError, ValueError, OverflowError) as exc:
         if isinstance(exc, TaskError):
             raise
-        raise TaskError(f"cannot encode value {value!r}: {exc}") from exc
+        raise TaskError(f"cannot encode value {value!r:.80}: {exc}") from exc
 
 
 def decode(data: bytes) -> Any:
-    """Decode one value written by :func:`encode`."""
-    return msgpack.unpackb(data, ext_hook=_ext_hook, timestamp=3, raw=False, strict_map_key=False)
+    """Decode one value written by :func:`encode`.
+
+    Mappings with tuple keys were written with list keys; they are read back with
+    tuple keys (a slower path taken only for them).
+    """
+    try:
+        return msgpack.unpackb(data, ext_hook=_ext_hook, timestamp=3, raw=False, strict_map_key=False)
+    except TypeError:
+        value = msgpack.unpackb(
+            data,
+            ext_hook=_ext_hook,
+            timestamp=3,
+            raw=False,
+            strict_map_key=False,
+            object_pairs_hook=_pairs_with_tuple_keys,
+            list_hook=tuple,
+        )
+        return _lists(value)
+
+
+def _lists(value: Any) -> Any:
+    # With list_hook=tuple every array arrives as a tuple; values go back to lists.
+    if isinstance(value, tuple):
+        return [_lists(v) for v in value]
+    return value
+
+
+def _pairs_with_tuple_keys(pairs: list[tuple[Any, Any]]) -> dict[Any, Any]:
+    return {k: _lists(v) for k, v in pairs}

@@ -51,7 +51,7 @@ def validate_identifier(value: object, what: str) -> str:
         ConfigError: the id is not 1-128 characters of letters, digits, ``_.-``.
 
     """
-    if not isinstance(value, str) or not _IDENTIFIER.match(value):
+    if not isinstance(value, str) or not _IDENTIFIER.fullmatch(value):
         raise ConfigError(
             f"invalid {what} {value!r}: use 1-128 characters from letters, digits, '_', '.', '-', "
             "starting with a letter or digit (no braces, colons or spaces)"
@@ -204,6 +204,8 @@ def _explain(exc: ValidationError) -> str:
     for err in exc.errors():
         where = ".".join(str(p) for p in err["loc"]) or "config"
         value = err.get("input")
+        if isinstance(value, dict) and value.get("password") is not None:
+            value = {**value, "password": "***"}
         shown = "***" if where == "password" else repr(value)
         problems.append(f"{where}={shown}: {err['msg']}")
     return "invalid Redis configuration: " + "; ".join(problems)

@@ -46,7 +46,7 @@ def function_path(fun: Callable[..., Any] | str) -> str:
         )
     if module == "__main__":
         main_file = getattr(sys.modules["__main__"], "__file__", None)
-        if not main_file:
+        if not main_file or not Path(main_file).is_file():
             raise WorkerFunctionError(
                 f"function {qualname!r} lives in an interactive session; define it in a module "
                 "file and pass it or 'module:function'"

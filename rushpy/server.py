@@ -195,6 +195,9 @@ class EmbeddedServer:
                 output = self._stop_process()
                 if "Address already in use" in output and not fixed_port:
                     continue  # another process took the free port first; pick again
+                if self._own_dir and self._data_dir is not None:
+                    shutil.rmtree(self._data_dir, ignore_errors=True)
+                    self._data_dir = None
                 raise EmbeddedServerError(
                     f"server {binary} did not start: {output.strip()[-2000:] or 'no output'}"
                 ) from None

@@ -37,7 +37,7 @@ def flatten_task(key: str, state: str, task: Mapping[str, Any]) -> dict[str, Any
             continue
         for name, value in values.items():
             column = str(name)
-            if column in row or column in _TRAILING:
+            while column in row or column in _TRAILING:
                 column = f"{group}.{column}"
             row[column] = value
     for name in _TRAILING:
@@ -133,6 +133,8 @@ class Table(Sequence[dict[str, Any]]):
             import polars as pl  # noqa: PLC0415 - optional dependency
         except ImportError as exc:  # pragma: no cover - depends on the environment
             raise ImportError("Table.to_polars() needs polars: pip install polars") from exc
+        if not self._rows:
+            return pl.DataFrame()
         return pl.from_dicts(self.to_records(), infer_schema_length=None)
 
     def format(self, max_rows: int = 20, columns: Sequence[str] | None = None) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any, TypeVar
 
@@ -67,6 +68,11 @@ def check_timeout(timeout: Any, *, allow_none: bool) -> None:
     """Check a timeout in seconds (``None`` allowed when ``allow_none``)."""
     if timeout is None and allow_none:
         return
-    if not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or timeout < 0:
+    if (
+        not isinstance(timeout, (int, float))
+        or isinstance(timeout, bool)
+        or math.isnan(timeout)
+        or timeout < 0
+    ):
         hint = "a number of seconds >= 0" + (" or None to wait forever" if allow_none else "")
         raise TaskError(f"invalid timeout {timeout!r}: use {hint}")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -73,7 +74,9 @@ async def run(options: argparse.Namespace) -> int:
     else:
         stored = await _start_args(config, options.network, options.prefix)
     fun = resolve_function(str(stored["fun"]))
-    concurrency = options.concurrency or int(stored.get("concurrency") or 1)
+    concurrency = (
+        options.concurrency if options.concurrency is not None else int(stored.get("concurrency") or 1)
+    )
     if concurrency < 1:
         raise RushError(f"invalid --concurrency {concurrency}: use 1 or more")
 
@@ -111,7 +114,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     options = build_parser().parse_args(argv)
     configure_cli_logging(options.log_level)
     try:
-        return asyncio.run(run(options))
+        code = asyncio.run(run(options))
     except RushError as exc:
         print(f"rushpy.worker: error: {exc}", file=sys.stderr)
         return 2
+    if code == 130:
+        # Killed: the worker's cleanup has run; do not wait for a thread still
+        # running a plain function (threads cannot be interrupted).
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(130)
+    return code

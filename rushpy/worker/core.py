@@ -27,7 +27,7 @@ from rushpy.logs import get_logger
 from rushpy.models import Condition, PoppedTask, WorkerState
 from rushpy.reader import NetworkClient
 from rushpy.store import new_worker_id
-from rushpy.validation import check_keys, check_mappings, check_same_length
+from rushpy.validation import check_keys, check_mappings, check_same_length, check_timeout
 
 __all__ = ["Worker"]
 
@@ -101,12 +101,7 @@ class Worker(NetworkClient):
     ) -> None:
         # Cleanup must run even when the caller is being cancelled.
         with anyio_shield(10.0):
-            for task in self._blockers.values():
-                task.cancel()
-            for task in self._blockers.values():
-                with contextlib.suppress(BaseException):
-                    await task
-            self._blockers.clear()
+            await self._stop_blockers()
             with contextlib.suppress(Exception):
                 released = await self.store.release_pending(self.worker_id)
                 if released:
@@ -176,8 +171,7 @@ class Worker(NetworkClient):
         """
         if not isinstance(n, int) or isinstance(n, bool) or n < 1:
             raise TaskError(f"invalid n={n!r}: pop at least 1 task")
-        if timeout is not None and (not isinstance(timeout, (int, float)) or timeout < 0):
-            raise TaskError(f"invalid timeout {timeout!r}: use seconds >= 0 or None")
+        check_timeout(timeout, allow_none=True)
         deadline = None if timeout is None else time.monotonic() + timeout
         events = self._events()
         term_channels = [self.keys.terminate_signal(self.worker_id), self.keys.terminate_all]
@@ -186,17 +180,31 @@ class Worker(NetworkClient):
             seen = [events.counter(c) for c in term_channels]
             if moved:
                 # A blocking move just handed us these keys: claim them directly
-                # (one round trip) instead of running the pop script first.
-                tasks = await self.store.claim(self.worker_id, moved)
+                # (one round trip) instead of running the pop script first. Keys
+                # beyond n stay in the pending list for the next pop.
+                tasks = await self.store.claim(self.worker_id, moved[:n])
                 moved = []
             else:
                 tasks = await self.store.pop(self.worker_id, n)
-            if tasks or self.terminated:
+            if tasks:
                 return tasks
             remaining = None if deadline is None else deadline - time.monotonic()
-            if remaining is not None and remaining <= 0:
+            if self.terminated or (remaining is not None and remaining <= 0):
+                # Nobody waits any more: stop the blocking moves so they take no task
+                # that another worker could run, and give back what they took.
+                await self._stop_blockers()
+                await self.store.release_pending(self.worker_id)
                 return []
             moved = await self._wait_for_work(remaining, term_channels, seen)
+
+    async def _stop_blockers(self) -> None:
+        tasks = list(self._blockers.values())
+        self._blockers.clear()
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(BaseException):
+                await task
 
     async def _wait_for_work(
         self, timeout: float | None, term_channels: list[str], seen: list[int]
@@ -232,6 +240,17 @@ class Worker(NetworkClient):
                 key = task.result()
                 if key is not None:
                     moved.append(key)
+        shared = self._blockers.pop(self.keys.queued, None)
+        if shared is not None and moved:
+            # Work arrived on the priority queue: stop waiting on the shared queue, or
+            # it would take a task while this worker is busy. (The priority wait may
+            # stay armed: only this worker pops from its priority queue.) A key it
+            # moved meanwhile is in the pending list and is claimed by the next pop.
+            shared.cancel()
+            with contextlib.suppress(BaseException):
+                await shared
+        elif shared is not None:
+            self._blockers[self.keys.queued] = shared
         return moved
 
     # -- writing ----------------------------------------------------------------------------
@@ -274,9 +293,13 @@ class Worker(NetworkClient):
         """Record failures of running tasks; a condition may be an exception or a message."""
         keys = check_keys(keys)
         check_same_length(keys, conditions, "conditions")
-        items = [
-            (k, {"condition": Condition.coerce(c).to_dict()}) for k, c in zip(keys, conditions, strict=True)
-        ]
+        try:
+            items = [
+                (k, {"condition": Condition.coerce(c).to_dict()})
+                for k, c in zip(keys, conditions, strict=True)
+            ]
+        except TypeError as exc:
+            raise TaskError(str(exc)) from None
         return await self.store.complete(self.worker_id, "failed", items)
 
 

@@ -23,6 +23,7 @@ import anyio
 import anyio.to_thread
 
 from rushpy.codec import encode
+from rushpy.errors import ConfigError
 from rushpy.functions import is_async_function
 from rushpy.logs import get_logger
 from rushpy.models import Condition, PoppedTask
@@ -133,15 +134,18 @@ async def run_function(
         max_batch: Most tasks one slot pops at once.
 
     """
-    if concurrency < 1:
-        raise ValueError(f"invalid concurrency={concurrency!r}: use 1 or more")
+    if not isinstance(concurrency, int) or isinstance(concurrency, bool) or concurrency < 1:
+        raise ConfigError(f"invalid concurrency={concurrency!r}: use an integer >= 1")
     is_async = is_async_function(fun)
     writer = _ResultWriter(worker)
     limiter = anyio.CapacityLimiter(concurrency)
 
     async def run_batch(tasks: list[PoppedTask]) -> list[Outcome]:
         if not is_async:
-            return await anyio.to_thread.run_sync(_run_sync_batch, fun, tasks, limiter=limiter)
+            # abandon_on_cancel: a kill must not wait for a plain function to return.
+            return await anyio.to_thread.run_sync(
+                _run_sync_batch, fun, tasks, limiter=limiter, abandon_on_cancel=True
+            )
         out = []
         for task in tasks:
             try:
