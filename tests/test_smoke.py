@@ -1,5 +1,4 @@
 from rushpy import Controller
-
 from tests.funcs import square
 
 

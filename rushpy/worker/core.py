@@ -66,6 +66,7 @@ class Worker(NetworkClient):
         self.worker_id = validate_identifier(worker_id or new_worker_id(), "worker id")
         self._terminated = False
         self._wake = asyncio.Event()
+        self._active_pops = 0
         self._blockers: dict[str, asyncio.Task[str | None]] = {}
         self._final_state = WorkerState.TERMINATED
 
@@ -172,6 +173,13 @@ class Worker(NetworkClient):
         if not isinstance(n, int) or isinstance(n, bool) or n < 1:
             raise TaskError(f"invalid n={n!r}: pop at least 1 task")
         check_timeout(timeout, allow_none=True)
+        self._active_pops += 1
+        try:
+            return await self._pop_tasks(n, timeout)
+        finally:
+            self._active_pops -= 1
+
+    async def _pop_tasks(self, n: int, timeout: float | None) -> list[PoppedTask]:
         deadline = None if timeout is None else time.monotonic() + timeout
         events = self._events()
         term_channels = [self.keys.terminate_signal(self.worker_id), self.keys.terminate_all]
@@ -190,10 +198,13 @@ class Worker(NetworkClient):
                 return tasks
             remaining = None if deadline is None else deadline - time.monotonic()
             if self.terminated or (remaining is not None and remaining <= 0):
-                # Nobody waits any more: stop the blocking moves so they take no task
-                # that another worker could run, and give back what they took.
-                await self._stop_blockers()
-                await self.store.release_pending(self.worker_id)
+                if self._active_pops == 1:
+                    # Nobody waits any more: stop the blocking moves so they take no
+                    # task that another worker could run, and give back what they took.
+                    # (Not while another pop of this worker runs: it may be about to
+                    # claim keys from the pending list.)
+                    await self._stop_blockers()
+                    await self.store.release_pending(self.worker_id)
                 return []
             moved = await self._wait_for_work(remaining, term_channels, seen)
 
