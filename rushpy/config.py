@@ -9,6 +9,7 @@ and never appears in ``repr``, logs or generated command lines.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from typing import Any, Literal
@@ -25,6 +26,7 @@ __all__ = [
     "ENV_URL_FALLBACK",
     "RedisConfig",
     "configured_url",
+    "heartbeat_settings",
     "validate_identifier",
 ]
 
@@ -183,6 +185,40 @@ class RedisConfig(BaseModel):
 
     def __str__(self) -> str:
         return self.to_url()
+
+
+def heartbeat_settings(period: float | None, expire: float | None) -> tuple[float, float] | None:
+    """Validate heartbeat settings; ``None`` when the worker keeps no heartbeat.
+
+    ``expire`` defaults to three periods. Both must be positive numbers and
+    ``expire`` at least twice ``period``, so one late beat does not make a
+    healthy worker look lost.
+
+    Raises:
+        ConfigError: a value is not a positive number, or expire < 2 x period.
+
+    """
+    if period is None and expire is None:
+        return None
+    if period is None:
+        raise ConfigError(f"heartbeat_expire={expire!r} needs heartbeat_period as well")
+    for name, value in (("heartbeat_period", period), ("heartbeat_expire", expire)):
+        if value is None:
+            continue
+        if (
+            not isinstance(value, (int, float))
+            or isinstance(value, bool)
+            or not math.isfinite(value)
+            or value <= 0
+        ):
+            raise ConfigError(f"invalid {name}={value!r}: use a number of seconds > 0")
+    expire = 3 * period if expire is None else expire
+    if expire < 2 * period:
+        raise ConfigError(
+            f"invalid heartbeat_expire={expire!r}: it must be at least twice "
+            f"heartbeat_period={period!r}; use heartbeat_expire >= {2 * period!r}"
+        )
+    return float(period), float(expire)
 
 
 def configured_url() -> str | None:

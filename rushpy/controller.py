@@ -19,7 +19,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal
 
-from rushpy.config import ENV_URL, RedisConfig, validate_identifier
+from rushpy.config import ENV_URL, RedisConfig, heartbeat_settings, validate_identifier
 from rushpy.errors import (
     ConfigError,
     NoStartArgumentsError,
@@ -262,6 +262,8 @@ class Controller(NetworkClient):
         fun: Callable[..., Any] | str | None = None,
         *,
         concurrency: int = 1,
+        heartbeat_period: float | None = None,
+        heartbeat_expire: float | None = None,
         log_level: str = "warning",
     ) -> list[str]:
         """Start ``n_workers`` worker processes on this host; returns their ids.
@@ -275,13 +277,18 @@ class Controller(NetworkClient):
             fun: The function (importable, or defined in the running script) or its
                 path ``module:function``; default the stored start arguments.
             concurrency: Tasks in flight per worker.
+            heartbeat_period: Seconds between the workers' heartbeats (``None``: none).
+            heartbeat_expire: Seconds until a heartbeat expires (default 3 periods).
             log_level: Log level of the workers (their output goes to log files,
                 see :attr:`local_workers`).
 
         """
         if not isinstance(n_workers, int) or isinstance(n_workers, bool) or n_workers < 1:
             raise ConfigError(f"invalid n_workers={n_workers!r}: start at least 1 worker")
+        heartbeat = heartbeat_settings(heartbeat_period, heartbeat_expire)
         args = self._resolve_start_args(fun, concurrency)
+        if args is not None and heartbeat is not None:
+            args["heartbeat_period"], args["heartbeat_expire"] = heartbeat
         if args is None:
             args = await self.store.get_start_args()
             if args is None:
@@ -319,6 +326,9 @@ class Controller(NetworkClient):
                 "--log-level",
                 log_level,
             ]
+            if args.get("heartbeat_period"):
+                cmd += ["--heartbeat-period", str(args["heartbeat_period"])]
+                cmd += ["--heartbeat-expire", str(args["heartbeat_expire"])]
             with open(log_path, "wb") as out:
                 process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
                     cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env=env

@@ -122,6 +122,10 @@ class Keys:
         """Set of keys a worker is running."""
         return f"{self.base}:worker:{worker_id}:running"
 
+    def heartbeat(self, worker_id: str) -> str:
+        """String with an expiry, refreshed by a worker that keeps a heartbeat."""
+        return f"{self.base}:worker:{worker_id}:heartbeat"
+
     def terminate_signal(self, worker_id: str) -> str:
         """String set when a worker is asked to terminate."""
         return f"{self.base}:worker:{worker_id}:terminate"

@@ -544,6 +544,15 @@ class Store:
             pipe.delete(k.terminate_signal(worker_id))
             await pipe.execute()
 
+    async def beat(self, worker_id: str, expire: float) -> bool:
+        """Refresh the worker's heartbeat key; ``False`` if the worker is not running."""
+        beat = await self._run(
+            "heartbeat",
+            [self.keys.running_workers, self.keys.heartbeat(worker_id)],
+            [worker_id, max(1, int(expire * 1000))],
+        )
+        return bool(beat)
+
     async def set_worker_state(self, worker_id: str, state: WorkerState) -> bool:
         """Move a running worker to ``state``; ``False`` (nothing written) if it was not running."""
         k = self.keys

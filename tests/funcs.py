@@ -54,3 +54,12 @@ async def async_interval(x: float, duration: float = 0.3) -> dict[str, float]:
     started = time.monotonic()
     await asyncio.sleep(duration)
     return {"y": x, "start": started, "end": time.monotonic()}
+
+
+def burn(seconds: float) -> dict[str, int]:
+    """Busy-loop on the CPU (holding the GIL as much as Python does) for ``seconds``."""
+    deadline = time.monotonic() + seconds
+    n = 0
+    while time.monotonic() < deadline:
+        n += 1
+    return {"loops": n}

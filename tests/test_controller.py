@@ -84,9 +84,7 @@ async def test_push_tasks_returns_keys_in_order_and_rows_are_flat(controller: Co
 
 
 async def test_push_tasks_stores_xss_extra(controller: Controller, config: RedisConfig) -> None:
-    keys = await controller.push_tasks(
-        [{"x": 1}, {"x": 2}], xss_extra=[{"tag": "warm", "x": 99}, None]
-    )
+    keys = await controller.push_tasks([{"x": 1}, {"x": 2}], xss_extra=[{"tag": "warm", "x": 99}, None])
     rows = by_key(await controller.fetch_queued_tasks())
     assert rows[keys[0]]["tag"] == "warm"
     # An extra entry whose name is taken by xs is prefixed with its group.

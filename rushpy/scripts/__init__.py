@@ -25,6 +25,7 @@ SCRIPT_NAMES = (
     "complete",
     "create",
     "dequeue",
+    "heartbeat",
     "pop",
     "read",
     "release",

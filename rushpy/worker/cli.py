@@ -47,6 +47,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--worker-id", help="id to register under (default: generated)")
     parser.add_argument("--concurrency", type=int, default=None, help="tasks in flight at once")
     parser.add_argument("--prefix", default=DEFAULT_PREFIX, help="key prefix (default: rush)")
+    parser.add_argument("--heartbeat-period", type=float, default=None, help="seconds between heartbeats")
+    parser.add_argument(
+        "--heartbeat-expire",
+        type=float,
+        default=None,
+        help="seconds until the heartbeat key expires (default: 3 periods)",
+    )
     parser.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
     return parser
 
@@ -82,7 +89,18 @@ async def run(options: argparse.Namespace) -> int:
 
     loop = asyncio.get_running_loop()
     main_task = asyncio.current_task()
-    worker = Worker(options.network, config, worker_id=options.worker_id, prefix=options.prefix)
+    period = options.heartbeat_period
+    expire = options.heartbeat_expire
+    if period is None and expire is None:
+        period, expire = stored.get("heartbeat_period"), stored.get("heartbeat_expire")
+    worker = Worker(
+        options.network,
+        config,
+        worker_id=options.worker_id,
+        prefix=options.prefix,
+        heartbeat_period=period,
+        heartbeat_expire=expire,
+    )
     interrupts = 0
 
     def on_sigint() -> None:

@@ -20,7 +20,7 @@ from typing import Any
 
 import anyio
 
-from rushpy.config import RedisConfig, validate_identifier
+from rushpy.config import RedisConfig, heartbeat_settings, validate_identifier
 from rushpy.errors import TaskError
 from rushpy.keys import DEFAULT_PREFIX
 from rushpy.logs import get_logger
@@ -51,6 +51,9 @@ class Worker(NetworkClient):
         config: Server settings; default :meth:`RedisConfig.from_env`.
         worker_id: Id to register under; a unique one is generated if omitted.
         prefix: First component of every key.
+        heartbeat_period: Seconds between heartbeats; ``None`` keeps no heartbeat.
+        heartbeat_expire: Seconds after the last beat at which the heartbeat key
+            expires (default three periods; at least two).
 
     """
 
@@ -61,8 +64,12 @@ class Worker(NetworkClient):
         *,
         worker_id: str | None = None,
         prefix: str = DEFAULT_PREFIX,
+        heartbeat_period: float | None = None,
+        heartbeat_expire: float | None = None,
     ) -> None:
         super().__init__(network_id, config, prefix=prefix)
+        self.heartbeat = heartbeat_settings(heartbeat_period, heartbeat_expire)
+        self._heartbeat_task: asyncio.Task[None] | None = None
         self.worker_id = validate_identifier(worker_id or new_worker_id(), "worker id")
         self._terminated = False
         self._wake = asyncio.Event()
@@ -85,9 +92,19 @@ class Worker(NetworkClient):
                 "pid": os.getpid(),
                 "hostname": socket.gethostname(),
                 "started_at": dt.datetime.now(dt.UTC),
-                "heartbeat": False,
+                "heartbeat": self.heartbeat is not None,
+                **(
+                    {"heartbeat_period": self.heartbeat[0], "heartbeat_expire": self.heartbeat[1]}
+                    if self.heartbeat
+                    else {}
+                ),
             },
         )
+        if self.heartbeat is not None:
+            await self.store.beat(self.worker_id, self.heartbeat[1])
+            self._heartbeat_task = asyncio.create_task(
+                self._beat_forever(*self.heartbeat), name=f"rushpy-heartbeat-{self.worker_id}"
+            )
         await self.store.publish_event()
         if await self.store.terminate_requested(self.worker_id):
             self._terminated = True
@@ -102,6 +119,11 @@ class Worker(NetworkClient):
     ) -> None:
         # Cleanup must run even when the caller is being cancelled.
         with anyio_shield(10.0):
+            if self._heartbeat_task is not None:
+                self._heartbeat_task.cancel()
+                with contextlib.suppress(BaseException):
+                    await self._heartbeat_task
+                self._heartbeat_task = None
             await self._stop_blockers()
             with contextlib.suppress(Exception):
                 released = await self.store.release_pending(self.worker_id)
@@ -123,6 +145,26 @@ class Worker(NetworkClient):
                 await self.store.set_worker_state(self.worker_id, self._final_state)
                 await self.store.publish_event()
             await super().__aexit__(exc_type, exc, tb)
+
+    async def _beat_forever(self, period: float, expire: float) -> None:
+        """Refresh the heartbeat every ``period`` s on the event loop.
+
+        Plain task functions run in threads, so a busy function never stops the
+        beat. A beat that fails (connection trouble) is retried next period; a
+        worker that is no longer running in the network stops beating and
+        terminates.
+        """
+        while True:
+            await asyncio.sleep(period)
+            try:
+                alive = await self.store.beat(self.worker_id, expire)
+            except Exception as exc:  # keep beating through passing faults
+                log.warning("heartbeat failed; retrying", error=str(exc))
+                continue
+            if not alive:
+                log.warning("worker no longer counts as running; terminating")
+                self.set_terminated()
+                return
 
     # -- termination ------------------------------------------------------------------------
     @property
