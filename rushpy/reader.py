@@ -227,13 +227,11 @@ class NetworkClient:
 
     async def fetch_running_tasks(self) -> Table:
         """Tasks being run."""
-        snap = await self.store.snapshot()
-        return Table(await self._rows(snap[TaskState.RUNNING], TaskState.RUNNING))
+        return Table(await self._rows(await self.store.members("running"), TaskState.RUNNING))
 
     async def fetch_failed_tasks(self) -> Table:
         """Failed tasks, with their ``condition``."""
-        snap = await self.store.snapshot()
-        return Table(await self._rows(snap[TaskState.FAILED], TaskState.FAILED))
+        return Table(await self._rows(await self.store.members("failed"), TaskState.FAILED))
 
     async def fetch_finished_tasks(self) -> Table:
         """Every finished task in finish order (served from the cache plus new results)."""

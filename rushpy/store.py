@@ -459,10 +459,6 @@ class Store:
             TaskState.FAILED: sorted(_text(raw[-1])),
         }
 
-    async def queue_keys(self, queue: str) -> list[str]:
-        """Keys in one queue list, head first."""
-        return _text(await self.client.lrange(queue, 0, -1))
-
     async def priority_keys(self) -> dict[str, list[str]]:
         """Keys in every worker's priority queue, by worker id."""
         worker_ids = await self.worker_ids()
@@ -474,11 +470,10 @@ class Store:
             raw = await pipe.execute()
         return {wid: _text(part) for wid, part in zip(worker_ids, raw, strict=True) if part}
 
-    async def states_of(self, keys: Sequence[str]) -> list[TaskState | None]:
-        """The state of each key (``None`` if it does not exist), from one snapshot."""
-        snap = await self.snapshot()
-        where = {k: state for state, ks in snap.items() for k in ks}
-        return [where.get(k) for k in keys]
+    async def members(self, state: Literal["running", "failed"]) -> list[str]:
+        """Keys in the running or failed set, sorted (one ``SMEMBERS``)."""
+        name = self.keys.running if state == "running" else self.keys.failed
+        return sorted(_text(await self.client.smembers(name)))
 
     async def in_set(self, state: Literal["running", "failed"], keys: Sequence[str]) -> list[bool]:
         """Whether each key is in the running or failed set (one ``SMISMEMBER``)."""
