@@ -30,14 +30,58 @@ from rushpy.errors import (
 from rushpy.functions import function_path
 from rushpy.keys import DEFAULT_PREFIX
 from rushpy.logs import get_logger
-from rushpy.models import Condition, WorkerState
+from rushpy.lost import pid_alive
+from rushpy.models import Condition, TaskState, WorkerState
 from rushpy.reader import NetworkClient
 from rushpy.store import new_worker_id
-from rushpy.validation import check_mappings, check_same_length, check_timeout
+from rushpy.validation import (
+    check_keys,
+    check_mappings,
+    check_max_retries,
+    check_same_length,
+    check_task_timeouts,
+    check_timeout,
+)
 
-__all__ = ["Controller", "LocalWorker", "StopResult"]
+__all__ = ["Controller", "LocalWorker", "StopResult", "next_seed"]
 
 log = get_logger("rushpy.controller")
+
+
+_MASK64 = (1 << 64) - 1
+
+
+def next_seed(seed: int) -> int:
+    """The seed a retried task gets with ``retry_tasks(..., next_seed=True)``.
+
+    One SplitMix64 step: deterministic (the same seed always gives the same next
+    seed, on any machine) and well mixed, so consecutive seeds give unrelated
+    random streams.
+    """
+    z = (seed + 0x9E3779B97F4A7C15) & _MASK64
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
+    return z ^ (z >> 31)
+
+
+def next_seed_of(seed: int | None) -> int | None:
+    """:func:`next_seed` of ``seed``, or ``None`` for a task without a seed."""
+    return None if seed is None else next_seed(int(seed))
+
+
+def _check_seeds(seeds: Any, n: int) -> list[int | None]:
+    if seeds is None:
+        return [None] * n
+    if isinstance(seeds, (str, bytes)) or not isinstance(seeds, Sequence):
+        raise TaskError(f"seeds must be a list with one integer (or None) per task, got {seeds!r:.80}")
+    if len(seeds) != n:
+        raise TaskError(f"seeds has {len(seeds)} entries but there are {n} tasks; pass one per task")
+    for i, seed in enumerate(seeds):
+        if seed is not None and (
+            not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed <= _MASK64
+        ):
+            raise TaskError(f"invalid seeds[{i}]={seed!r}: use an integer in [0, 2**64), or None")
+    return list(seeds)
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +114,8 @@ class LocalWorker:
     worker_id: str
     process: subprocess.Popen[bytes]
     log_path: Path
+    idle_timeout: float | None = None
+    log_level: str = "warning"
 
     def log_tail(self, n: int = 2000) -> str:
         """The last ``n`` characters of its output."""
@@ -94,6 +140,10 @@ class Controller(NetworkClient):
         prefix: First component of every key.
         shutdown_timeout: Seconds local workers get to exit when the controller
             closes before they are killed.
+        detect_lost_every: Run :meth:`detect_lost_workers` in the background every
+            this many seconds while the controller is open (``None``: only on request).
+        restart_lost_workers: Replace lost local workers, in the background check
+            and in ``wait_for_tasks(..., detect_lost_workers=True)``.
 
     """
 
@@ -104,11 +154,30 @@ class Controller(NetworkClient):
         *,
         prefix: str = DEFAULT_PREFIX,
         shutdown_timeout: float = 10.0,
+        detect_lost_every: float | None = None,
+        restart_lost_workers: bool = False,
     ) -> None:
         super().__init__(network_id, config, prefix=prefix)
+        if detect_lost_every is not None:
+            check_timeout(detect_lost_every, allow_none=False)
+            if detect_lost_every <= 0:
+                raise ConfigError(
+                    f"invalid detect_lost_every={detect_lost_every!r}: use seconds > 0, or None"
+                )
         self.shutdown_timeout = shutdown_timeout
+        self.detect_lost_every = detect_lost_every
+        self.restart_lost_workers = restart_lost_workers
         self._local: dict[str, LocalWorker] = {}
         self._log_dir: Path | None = None
+        self._watcher: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> Controller:
+        await super().__aenter__()
+        if self.detect_lost_every is not None:
+            self._watcher = asyncio.create_task(
+                self._watch_workers(self.detect_lost_every), name=f"rushpy-lost-{self.network_id}"
+            )
+        return self
 
     async def __aexit__(
         self,
@@ -117,9 +186,23 @@ class Controller(NetworkClient):
         tb: TracebackType | None,
     ) -> None:
         try:
+            if self._watcher is not None:
+                self._watcher.cancel()
+                with contextlib.suppress(BaseException):
+                    await self._watcher
+                self._watcher = None
             await asyncio.shield(self._shutdown_local())
         finally:
             await super().__aexit__(exc_type, exc, tb)
+
+    async def _watch_workers(self, every: float) -> None:
+        """Background lost-worker detection; survives connection trouble."""
+        while True:
+            await asyncio.sleep(every)
+            try:
+                await self.detect_lost_workers(restart_local_workers=self.restart_lost_workers)
+            except Exception as exc:  # keep watching through passing faults
+                log.warning("lost-worker check failed; retrying", error=f"{type(exc).__name__}: {exc}")
 
     # -- pushing tasks -------------------------------------------------------------------
     async def push_tasks(
@@ -127,6 +210,9 @@ class Controller(NetworkClient):
         xss: Sequence[Mapping[str, Any]],
         xss_extra: Sequence[Mapping[str, Any] | None] | None = None,
         *,
+        seeds: Sequence[int | None] | None = None,
+        timeouts: float | Sequence[float | None] | None = None,
+        max_retries: int | Sequence[int | None] | None = None,
         terminate_workers: bool = False,
     ) -> list[str]:
         """Queue tasks on the shared FIFO queue; returns their keys in order.
@@ -136,23 +222,52 @@ class Controller(NetworkClient):
         Args:
             xss: One mapping of inputs per task.
             xss_extra: Optional extra inputs per task (stored, not passed to the function).
-            terminate_workers: Ask every worker to stop once the queue is drained.
+            seeds: One integer seed (or ``None``) per task, stored with it and handed
+                to the worker (``PoppedTask.seed``).
+            timeouts: Seconds each task may run: one value for all or one per task
+                (``None``: no limit). A task past its deadline fails (or retries)
+                with a ``TaskTimeout`` condition.
+            max_retries: How often a task that fails (its function raises, times out,
+                or its worker is lost) goes back to the queue before it fails for
+                good: one value for all or one per task (default 0: no retry).
+            terminate_workers: Ask every worker to exit once it finds the queue empty.
 
         """
-        xss = check_mappings(xss, "xss")
-        extras = check_same_length(xss, xss_extra, "xss_extra")
-        keys = await self.store.create_tasks(
-            "queued", [{"xs": xs, "xs_extra": e} for xs, e in zip(xss, extras, strict=True)]
-        )
+        tasks = self._task_fields(xss, xss_extra, seeds, timeouts, max_retries)
+        keys = await self.store.create_tasks("queued", tasks)
         if terminate_workers:
             await self.store.request_terminate_all()
         return keys
+
+    @staticmethod
+    def _task_fields(
+        xss: Sequence[Mapping[str, Any]],
+        xss_extra: Sequence[Mapping[str, Any] | None] | None,
+        seeds: Sequence[int | None] | None,
+        timeouts: float | Sequence[float | None] | None,
+        max_retries: int | Sequence[int | None] | None,
+    ) -> list[dict[str, Any]]:
+        xss = check_mappings(xss, "xss")
+        extras = check_same_length(xss, xss_extra, "xss_extra")
+        seed_list = _check_seeds(seeds, len(xss))
+        timeout_list = check_task_timeouts(timeouts, len(xss))
+        retry_list = check_max_retries(max_retries, len(xss))
+        return [
+            {"xs": xs, "xs_extra": extra, "seed": seed, "timeout": timeout, "max_retries": retries}
+            for xs, extra, seed, timeout, retries in zip(
+                xss, extras, seed_list, timeout_list, retry_list, strict=True
+            )
+        ]
 
     async def push_priority_tasks(
         self,
         xss: Sequence[Mapping[str, Any]],
         priority: Sequence[str | None],
         xss_extra: Sequence[Mapping[str, Any] | None] | None = None,
+        *,
+        seeds: Sequence[int | None] | None = None,
+        timeouts: float | Sequence[float | None] | None = None,
+        max_retries: int | Sequence[int | None] | None = None,
     ) -> list[str]:
         """Queue tasks on given workers' own queues; returns keys in input order.
 
@@ -163,11 +278,13 @@ class Controller(NetworkClient):
             xss: One mapping of inputs per task.
             priority: One worker id (or ``None``) per task.
             xss_extra: Optional extra inputs per task.
+            seeds: As for :meth:`push_tasks`.
+            timeouts: As for :meth:`push_tasks`.
+            max_retries: As for :meth:`push_tasks`; a retry goes to the shared queue.
 
         """
-        xss = check_mappings(xss, "xss")
-        priority_list = check_same_length(xss, priority, "priority")
-        extras = check_same_length(xss, xss_extra, "xss_extra")
+        tasks = self._task_fields(xss, xss_extra, seeds, timeouts, max_retries)
+        priority_list = check_same_length(tasks, priority, "priority")
         for wid in priority_list:
             if wid is not None and not isinstance(wid, str):
                 raise TaskError(f"priority entries are worker ids (str) or None, got {wid!r}")
@@ -185,12 +302,12 @@ class Controller(NetworkClient):
             [
                 (
                     self.keys.queued if t is None else self.keys.priority_queue(t),
-                    [{"xs": xss[i], "xs_extra": extras[i]} for i in groups[t]],
+                    [tasks[i] for i in groups[t]],
                 )
                 for t in targets
             ]
         )
-        keys: list[str] = [""] * len(xss)
+        keys: list[str] = [""] * len(tasks)
         for target, new_keys in zip(targets, created, strict=True):
             for i, key in zip(groups[target], new_keys, strict=True):
                 keys[i] = key
@@ -246,6 +363,73 @@ class Controller(NetworkClient):
             moved += await self.store.dequeue(self.keys.priority_queue(wid), condition)
         return moved
 
+    async def cancel_tasks(self, keys: Sequence[str]) -> list[str]:
+        """Cancel tasks that are queued or running; returns the keys cancelled.
+
+        Each ends ``failed`` with a ``Cancelled`` condition and is never retried
+        automatically (:meth:`retry_tasks` with ``ignore_max_retries=True`` can).
+        A running task is interrupted on its worker: an ``async`` function is
+        cancelled, a child process (plain function with a timeout) killed, a
+        thread (other plain functions) interrupted at its next Python bytecode.
+        A result that still arrives is discarded. Keys already finished or failed
+        are left alone and not returned.
+        """
+        keys = list(dict.fromkeys(check_keys(keys)))
+        condition = Condition("Cancelled", "the task was cancelled by cancel_tasks()")
+        cancelled: list[str] = []
+        todo = keys
+        for _ in range(3):
+            # A worker that registered after the lists were read may hold a key in
+            # its pending list: look again for keys that are still open.
+            queued, running = await self.store.cancel(todo, condition)
+            cancelled += queued + running
+            done = set(cancelled)
+            todo = [k for k in todo if k not in done]
+            if not todo:
+                break
+            snap = await self.store.snapshot()
+            waiting = set(snap[TaskState.QUEUED]) | set(snap[TaskState.RUNNING])
+            todo = [k for k in todo if k in waiting]
+            if not todo:
+                break
+        return [k for k in keys if k in set(cancelled)]
+
+    async def retry_tasks(
+        self,
+        keys: Sequence[str],
+        ignore_max_retries: bool = False,
+        next_seed: bool = False,
+    ) -> list[str]:
+        """Put failed tasks back in the queue; returns the keys re-queued.
+
+        The attempt count and the ``conditions`` history stay; the final
+        ``condition`` is cleared.
+
+        Args:
+            keys: Keys of failed tasks. Keys that are not failed are skipped (logged).
+            ignore_max_retries: Also re-queue tasks whose attempts are used up
+                (attempts > ``max_retries``), e.g. cancelled or finally failed ones.
+            next_seed: Give each re-queued task with a seed the next seed
+                (:func:`next_seed`), so the retry draws different random numbers.
+
+        """
+        keys = list(dict.fromkeys(check_keys(keys)))
+        if not keys:
+            return []
+        seeds: list[int | None] | None = None
+        if next_seed:
+            rows = await self.store.read_tasks(keys)
+            seeds = [next_seed_of(row.get("seed")) if row is not None else None for row in rows]
+        retried = await self.store.retry(keys, ignore_max_retries=ignore_max_retries, seeds=seeds)
+        skipped = len(keys) - len(retried)
+        if skipped:
+            log.warning(
+                "retry_tasks: some tasks were not re-queued (not failed, or attempts used up "
+                "without ignore_max_retries=True)",
+                n=skipped,
+            )
+        return retried
+
     # -- workers ---------------------------------------------------------------------------
     def _resolve_start_args(
         self, fun: Callable[..., Any] | str | None, concurrency: int
@@ -264,6 +448,7 @@ class Controller(NetworkClient):
         concurrency: int = 1,
         heartbeat_period: float | None = None,
         heartbeat_expire: float | None = None,
+        idle_timeout: float | None = None,
         log_level: str = "warning",
     ) -> list[str]:
         """Start ``n_workers`` worker processes on this host; returns their ids.
@@ -279,6 +464,8 @@ class Controller(NetworkClient):
             concurrency: Tasks in flight per worker.
             heartbeat_period: Seconds between the workers' heartbeats (``None``: none).
             heartbeat_expire: Seconds until a heartbeat expires (default 3 periods).
+            idle_timeout: Each worker exits once it found the queue empty for this
+                many seconds (``None``: workers wait for work until stopped).
             log_level: Log level of the workers (their output goes to log files,
                 see :attr:`local_workers`).
 
@@ -286,6 +473,10 @@ class Controller(NetworkClient):
         if not isinstance(n_workers, int) or isinstance(n_workers, bool) or n_workers < 1:
             raise ConfigError(f"invalid n_workers={n_workers!r}: start at least 1 worker")
         heartbeat = heartbeat_settings(heartbeat_period, heartbeat_expire)
+        if idle_timeout is not None:
+            check_timeout(idle_timeout, allow_none=False)
+            if idle_timeout <= 0:
+                raise ConfigError(f"invalid idle_timeout={idle_timeout!r}: use seconds > 0, or None")
         args = self._resolve_start_args(fun, concurrency)
         if args is not None and heartbeat is not None:
             args["heartbeat_period"], args["heartbeat_expire"] = heartbeat
@@ -297,6 +488,11 @@ class Controller(NetworkClient):
                 )
         else:
             await self.store.set_start_args(args)
+        return self._spawn(n_workers, args, idle_timeout, log_level)
+
+    def _spawn(
+        self, n_workers: int, args: Mapping[str, Any], idle_timeout: float | None, log_level: str
+    ) -> list[str]:
         if self._log_dir is None:
             self._log_dir = Path(tempfile.mkdtemp(prefix=f"rushpy-{self.network_id}-"))
         env = dict(os.environ)
@@ -329,11 +525,13 @@ class Controller(NetworkClient):
             if args.get("heartbeat_period"):
                 cmd += ["--heartbeat-period", str(args["heartbeat_period"])]
                 cmd += ["--heartbeat-expire", str(args["heartbeat_expire"])]
+            if idle_timeout is not None:
+                cmd += ["--idle-timeout", str(idle_timeout)]
             with open(log_path, "wb") as out:
                 process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
                     cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env=env
                 )
-            self._local[wid] = LocalWorker(wid, process, log_path)
+            self._local[wid] = LocalWorker(wid, process, log_path, idle_timeout, log_level)
             ids.append(wid)
         log.debug("started local workers", n=n_workers, fun=args["fun"])
         return ids
@@ -474,19 +672,73 @@ class Controller(NetworkClient):
         else:
             info = await self.store.worker_infos([worker_id])
             pid = info[0].pid if info else None
-            if info and info[0].hostname == socket.gethostname() and pid:
+            if info and info[0].hostname == socket.gethostname() and pid and pid_alive(int(pid)):
                 with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.kill(pid, signal.SIGKILL)
-            else:
-                # A remote worker: ask it to stop; it cannot be signalled from here.
-                await self.store.request_terminate([worker_id])
-        await self.store.set_worker_state(worker_id, WorkerState.KILLED)
-        await self.store.release_pending(worker_id)
-        await self.store.abandon_running(
-            worker_id,
-            Condition("WorkerKilled", f"worker {worker_id} was killed while running the task"),
-        )
+                    os.kill(int(pid), signal.SIGKILL)
+            # A remote worker cannot be signalled from here: its kill key makes it
+            # stop at once. Either way its tasks are settled below, so a result it
+            # still sends is discarded (first writer wins).
+            await self.store.request_kill([worker_id])
+        if await self.store.set_worker_state(worker_id, WorkerState.KILLED):
+            settled = await self.store.requeue_worker_tasks(
+                worker_id,
+                Condition("WorkerKilled", f"worker {worker_id} was killed while running the task"),
+            )
+            if settled.requeued or settled.failed:
+                log.info(
+                    "settled the tasks of a killed worker",
+                    worker_id=worker_id,
+                    requeued=len(settled.requeued),
+                    failed=len(settled.failed),
+                )
         await self.store.publish_event()
+
+    # -- lost workers ------------------------------------------------------------------------
+    async def _lost_reasons(self) -> dict[str, str]:
+        reasons = await super()._lost_reasons()
+        running = set(await self.store.worker_ids(WorkerState.RUNNING))
+        for wid, local in self._local.items():
+            code = local.process.poll()
+            if code is not None and wid in running:
+                reasons[wid] = f"its process exited with code {code}"
+        return reasons
+
+    async def detect_lost_workers(self, restart_local_workers: bool = False) -> list[str]:
+        """Find workers that are gone and settle their tasks; returns the ids found in this call.
+
+        A worker is lost when its heartbeat expired, when it was started by this
+        controller and its process exited, or when it runs on this host without a
+        heartbeat and its process is gone. Its popped tasks go back to the queue;
+        its running tasks go back while attempts remain (``max_retries``), else
+        fail with a ``WorkerLost`` condition naming it. Each lost worker is
+        reported by exactly one call, even with several detectors.
+
+        Args:
+            restart_local_workers: Start a replacement for every lost worker that
+                this controller started (same function and options).
+
+        """
+        found = await super().detect_lost_workers()
+        if restart_local_workers:
+            await self._restart_local(found)
+        return found
+
+    async def _detect_while_waiting(self) -> list[str]:
+        return await self.detect_lost_workers(restart_local_workers=self.restart_lost_workers)
+
+    async def _restart_local(self, worker_ids: Sequence[str]) -> list[str]:
+        gone = [self._local.pop(w) for w in worker_ids if w in self._local]
+        if not gone:
+            return []
+        args = await self.store.get_start_args()
+        if args is None:
+            log.warning("cannot restart lost workers: the network stores no start arguments")
+            return []
+        new = []
+        for old in gone:
+            new += self._spawn(1, args, old.idle_timeout, old.log_level)
+        log.warning("restarted lost local workers", lost=[w.worker_id for w in gone], new=new)
+        return new
 
     async def _shutdown_local(self) -> None:
         alive = [w for w in self._local.values() if w.process.poll() is None]

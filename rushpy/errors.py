@@ -18,6 +18,7 @@ __all__ = [
     "UnknownWorkerError",
     "WorkerError",
     "WorkerFunctionError",
+    "WorkerNotRunningError",
     "WorkerTimeoutError",
     "TaskTimeoutError",
 ]
@@ -64,6 +65,13 @@ class UnknownWorkerError(WorkerError, KeyError):
 
 class WorkerFunctionError(WorkerError, ValueError):
     """The function given to workers cannot be imported or has a bad signature."""
+
+
+class WorkerNotRunningError(WorkerError):
+    """The worker no longer counts as running in its network (declared lost, or stopped).
+
+    Its tasks may have been re-queued for other workers; it must stop.
+    """
 
 
 class NoStartArgumentsError(WorkerError):

@@ -130,6 +130,10 @@ class Keys:
         """String set when a worker is asked to terminate."""
         return f"{self.base}:worker:{worker_id}:terminate"
 
+    def kill_signal(self, worker_id: str) -> str:
+        """String set (and channel published to) when a worker is to be killed at once."""
+        return f"{self.base}:worker:{worker_id}:kill"
+
     def log(self, worker_id: str) -> str:
         """List with a worker's log records."""
         return f"{self.base}:worker:{worker_id}:log"

@@ -106,12 +106,18 @@ class PoppedTask:
         key: The task key.
         xs: Input mapping.
         xs_extra: Extra inputs stored with the task, if any.
+        attempt: Which attempt this is (1 for the first run, 2 for the first retry, ...).
+        timeout: Seconds the task may run, if it has a deadline.
+        seed: The task's seed, if it has one.
 
     """
 
     key: str
     xs: dict[str, Any]
     xs_extra: dict[str, Any] | None = None
+    attempt: int = 1
+    timeout: float | None = None
+    seed: Any = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,18 +15,22 @@ from typing import Any, Self, overload
 
 from rushpy.config import RedisConfig
 from rushpy.connection import check_connection, create_client
-from rushpy.errors import TaskError, TaskTimeoutError, UnknownTaskError
+from rushpy.errors import TaskError, TaskTimeoutError, UnknownTaskError, WorkerError
 from rushpy.events import EventListener
 from rushpy.keys import DEFAULT_PREFIX, Keys
 from rushpy.logs import get_logger
-from rushpy.models import TASK_STATES, TaskState
+from rushpy.lost import find_lost_workers, settle_lost_workers
+from rushpy.models import TASK_STATES, TaskState, WorkerState
 from rushpy.store import NetworkStatus, Store
 from rushpy.table import Table, flatten_task
 from rushpy.validation import check_keys, check_timeout
 
-__all__ = ["NetworkClient", "normalize_states"]
+__all__ = ["LOST_CHECK_INTERVAL", "NetworkClient", "normalize_states"]
 
 log = get_logger("rushpy")
+
+LOST_CHECK_INTERVAL = 0.5
+"""Seconds between lost-worker checks while ``wait_for_tasks(..., detect_lost_workers=True)`` waits."""
 
 
 def normalize_states(states: str | TaskState | Iterable[str | TaskState] | None) -> list[TaskState]:
@@ -322,12 +326,45 @@ class NetworkClient:
                 return False
             woken = await events.wait([channel], [seen], remaining)
 
-    async def wait_for_tasks(self, keys: Sequence[str], timeout: float | None = None) -> Table:
+    # -- lost workers ---------------------------------------------------------------
+    async def _lost_reasons(self) -> dict[str, str]:
+        """Running workers that are gone, with the reason (the controller adds its own processes)."""
+        return await find_lost_workers(self.store)
+
+    async def detect_lost_workers(self) -> list[str]:
+        """Find workers that are gone and settle their tasks; returns the ids found in this call.
+
+        A worker is lost when its heartbeat expired, or, without a heartbeat, when
+        it ran on this host and its process is gone. Its popped tasks go back to
+        the queue; its running tasks go back while attempts remain
+        (``max_retries``), else fail with a ``WorkerLost`` condition naming it.
+        """
+        return await settle_lost_workers(self.store, await self._lost_reasons())
+
+    async def _detect_while_waiting(self) -> list[str]:
+        return await self.detect_lost_workers()
+
+    # -- waiting ------------------------------------------------------------------------
+    async def wait_for_tasks(
+        self,
+        keys: Sequence[str],
+        timeout: float | None = None,
+        detect_lost_workers: bool = False,
+    ) -> Table:
         """Wait until every task in ``keys`` is finished or failed; return their rows.
+
+        Args:
+            keys: Task keys.
+            timeout: Seconds to wait at most (``None``: no limit).
+            detect_lost_workers: Look for lost workers every
+                :data:`LOST_CHECK_INTERVAL` s while waiting and settle their tasks,
+                so the wait never hangs on a dead worker.
 
         Raises:
             TaskTimeoutError: ``timeout`` passed first; the message says how many are open.
             UnknownTaskError: a key is not a task of this network.
+            WorkerError: with ``detect_lost_workers``, workers were lost while waiting
+                and none is left running to finish the open tasks.
 
         """
         keys = check_keys(keys)
@@ -336,8 +373,11 @@ class NetworkClient:
         channel = self.keys.events
         deadline = None if timeout is None else time.monotonic() + timeout
         wanted = list(dict.fromkeys(keys))
+        lost: list[str] = []
         while True:
             seen = events.counter(channel)
+            if detect_lost_workers:
+                lost += await self._detect_while_waiting()
             snap = await self.store.snapshot()
             done = {k: TaskState.FINISHED for k in snap[TaskState.FINISHED]}
             done.update({k: TaskState.FAILED for k in snap[TaskState.FAILED]})
@@ -354,13 +394,22 @@ class NetworkClient:
                     f"{len(unknown)} key(s) are not tasks of network {self.network_id!r}, e.g. "
                     f"{unknown[0]!r}; pass keys returned by push_tasks()"
                 )
+            if lost and not await self.store.worker_ids(WorkerState.RUNNING):
+                raise WorkerError(
+                    f"no worker of network {self.network_id!r} is running (lost while waiting: "
+                    f"{sorted(set(lost))}) and {len(open_keys)} of {len(wanted)} tasks are still "
+                    "open; start workers, or let the controller restart lost local workers"
+                )
             remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:
                 raise TaskTimeoutError(
                     f"{len(open_keys)} of {len(wanted)} tasks still open after {timeout} s "
                     "(queued or running); raise the timeout or check the workers with worker_info()"
                 )
-            await events.wait([channel], [seen], remaining)
+            step = remaining
+            if detect_lost_workers:
+                step = LOST_CHECK_INTERVAL if remaining is None else min(remaining, LOST_CHECK_INTERVAL)
+            await events.wait([channel], [seen], step)
 
     def reset_cache(self) -> None:
         """Forget cached finished tasks; the next fetch reads them again."""

@@ -23,6 +23,7 @@ from redis.asyncio import Redis
 from redis.exceptions import NoScriptError
 
 from rushpy.codec import decode, encode
+from rushpy.errors import WorkerNotRunningError
 from rushpy.keys import Keys
 from rushpy.models import (
     Condition,
@@ -33,7 +34,7 @@ from rushpy.models import (
 )
 from rushpy.scripts import Script, load_all, script
 
-__all__ = ["CHUNK", "NetworkStatus", "Store", "new_task_key", "new_worker_id"]
+__all__ = ["CHUNK", "NetworkStatus", "Requeued", "Store", "new_task_key", "new_worker_id"]
 
 CHUNK = 1000
 """Tasks per script call inside one pipelined batch (keeps each call short)."""
@@ -47,6 +48,9 @@ _CREATE_FIELDS = (
     "worker_id",
     "started_at",
     "finished_at",
+    "max_retries",
+    "timeout",
+    "seed",
 )
 _WORKER_SETS = {
     WorkerState.RUNNING: "running_workers",
@@ -97,6 +101,22 @@ class NetworkStatus:
     n_terminated_workers: int
     n_killed_workers: int
     n_lost_workers: int
+
+
+@dataclass(frozen=True, slots=True)
+class Requeued:
+    """How the tasks of a worker that is gone were settled.
+
+    Attributes:
+        requeued: Interrupted tasks put back in the queue (attempts left).
+        failed: Interrupted tasks failed (no attempts left).
+        released: Popped-but-unclaimed tasks put back in the queue.
+
+    """
+
+    requeued: list[str]
+    failed: list[str]
+    released: int
 
 
 def _now() -> bytes:
@@ -237,7 +257,8 @@ class Store:
             return []
         now = _now()
         wid = encode(worker_id)
-        fields = ("xs", "xs_extra", "worker_id", "created_at", "started_at")
+        first = encode(1)
+        fields = ("xs", "xs_extra", "worker_id", "created_at", "started_at", "attempts")
         keys = [new_task_key() for _ in tasks]
         running = script("running")
         calls: list[tuple[Script, list[str], list[Any]]] = []
@@ -246,7 +267,7 @@ class Store:
             args: list[Any] = [len(fields), *fields]
             for key, task in zip(chunk_keys, tasks[start : start + CHUNK], strict=True):
                 extra = task.get("xs_extra")
-                args += [key, encode(task["xs"]), encode(extra) if extra else b"", wid, now, now]
+                args += [key, encode(task["xs"]), encode(extra) if extra else b"", wid, now, now, first]
             calls.append(
                 (
                     running,
@@ -263,8 +284,12 @@ class Store:
         return keys
 
     # -- worker side: pop, claim, complete ----------------------------------------
-    async def pop(self, worker_id: str, n: int) -> list[PoppedTask]:
-        """Pop up to ``n`` tasks (pending first, then priority, then shared) and claim them."""
+    async def pop_keys(self, worker_id: str, n: int) -> list[str]:
+        """Move up to ``n`` queued keys to the worker's pending list; return them.
+
+        Keys already pending come first, then the worker's priority queue, then
+        the shared queue. Claim them with :meth:`claim`.
+        """
         raw = await self._run(
             "pop",
             [
@@ -274,9 +299,22 @@ class Store:
             ],
             [n],
         )
-        if not raw:
-            return []
-        return await self.claim(worker_id, _text(raw))
+        return _text(raw) if raw else []
+
+    async def worker_running_keys(self, worker_id: str) -> tuple[list[str], list[str]]:
+        """Keys in the worker's running set: ``(still running, no longer running)``.
+
+        Keys of the second kind were settled by someone else (cancelled, say) and
+        are removed from the worker's set here.
+        """
+        members = _text(await self.client.smembers(self.keys.worker_running(worker_id)))
+        if not members:
+            return [], []
+        flags = await self.in_set("running", members)
+        stale = [k for k, f in zip(members, flags, strict=True) if not f]
+        if stale:
+            await self.client.srem(self.keys.worker_running(worker_id), *stale)
+        return [k for k, f in zip(members, flags, strict=True) if f], stale
 
     async def block_move(self, source: str, worker_id: str, timeout: float) -> str | None:
         """Block until a key arrives in ``source`` and move it to the worker's pending list.
@@ -294,7 +332,16 @@ class Store:
         return None if raw is None else _text([raw])[0]
 
     async def claim(self, worker_id: str, keys: Sequence[str]) -> list[PoppedTask]:
-        """Move keys from the worker's pending list to running; return their inputs."""
+        """Move keys from the worker's pending list to running; return their inputs.
+
+        Each claim starts a new attempt of the task. Repeating a claim whose reply
+        was lost returns the same tasks again.
+
+        Raises:
+            WorkerNotRunningError: the worker no longer counts as running (it was
+                declared lost or stopped); it claims nothing and must stop.
+
+        """
         if not keys:
             return []
         raw = await self._run(
@@ -303,20 +350,29 @@ class Store:
                 self.keys.pending(worker_id),
                 self.keys.running,
                 self.keys.worker_running(worker_id),
+                self.keys.running_workers,
                 *self.keys.tasks(keys),
             ],
-            [encode(worker_id), _now(), *keys],
+            [worker_id, encode(worker_id), _now(), *keys],
         )
+        if raw == -1:
+            raise WorkerNotRunningError(
+                f"worker {worker_id} no longer counts as running in network "
+                f"{self.keys.network_id!r} (declared lost or stopped); its tasks may run elsewhere"
+            )
         out: list[PoppedTask] = []
         for key, item in zip(keys, raw, strict=True):
             if not item:
                 continue
-            xs_raw, extra_raw = item
+            xs_raw, extra_raw, timeout_raw, seed_raw, attempt = item
             out.append(
                 PoppedTask(
                     key=key,
                     xs=decode(xs_raw) if xs_raw else {},
                     xs_extra=decode(extra_raw) if extra_raw else None,
+                    attempt=int(attempt),
+                    timeout=decode(timeout_raw) if timeout_raw else None,
+                    seed=decode(seed_raw) if seed_raw else None,
                 )
             )
         return out
@@ -325,18 +381,21 @@ class Store:
         self,
         worker_id: str,
         state: Literal["finished", "failed"],
-        items: Sequence[tuple[str, Mapping[str, Any]]],
-    ) -> list[bool]:
+        items: Sequence[tuple[str, int | None, Mapping[str, Any]]],
+    ) -> list[int]:
         """Record results (``finished``) or failures (``failed``) of running tasks.
 
         Args:
             worker_id: The worker that ran them.
             state: Target state.
-            items: ``(key, fields)`` pairs; fields are ``ys``/``ys_extra`` or ``condition``.
+            items: ``(key, attempt, fields)`` triples; fields are ``ys``/``ys_extra``
+                or ``condition``. ``attempt`` is the attempt the outcome belongs to
+                (``None``: whichever attempt this worker runs).
 
         Returns:
-            Per item whether it was recorded (``False``: the task was no longer
-            running, its result is discarded).
+            Per item 1 if recorded, 2 if the failure sent the task back to the queue
+            (attempts left), 0 if discarded (this worker no longer runs that
+            attempt: it was cancelled, re-queued, or recorded already).
 
         """
         if not items:
@@ -348,45 +407,102 @@ class Store:
         for start in range(0, len(items), CHUNK):
             chunk = items[start : start + CHUNK]
             candidates = ("ys", "ys_extra") if state == "finished" else ("condition",)
-            names = [f for f in candidates if any(v.get(f) is not None for _, v in chunk)]
+            names = [f for f in candidates if any(v.get(f) is not None for _, _, v in chunk)]
             args: list[Any] = [kind, self.keys.events, 1, *shared, len(names), *names]
-            for key, values in chunk:
-                args.append(key)
+            for key, attempt, values in chunk:
+                args += (key, b"" if attempt is None else attempt)
                 for name in names:
                     value = values.get(name)
                     args.append(b"" if value is None else encode(value))
-            hashes = self.keys.tasks(key for key, _ in chunk)
+            hashes = self.keys.tasks(key for key, _, _ in chunk)
             calls.append(
                 (
                     complete,
-                    [self.keys.running, dest, self.keys.worker_running(worker_id), *hashes],
+                    [
+                        self.keys.running,
+                        dest,
+                        self.keys.worker_running(worker_id),
+                        self.keys.queued,
+                        *hashes,
+                    ],
                     args,
                 )
             )
         results = await self._run_batched(calls)
-        return [bool(flag) for chunk_result in results for flag in chunk_result]
+        return [int(flag) for chunk_result in results for flag in chunk_result]
 
     async def release_pending(self, worker_id: str) -> int:
         """Return a worker's popped-but-unclaimed tasks to the head of the shared queue."""
         moved = await self._run("release", [self.keys.pending(worker_id), self.keys.queued], [])
         return int(moved)
 
-    async def abandon_running(self, worker_id: str, condition: Condition) -> list[str]:
-        """Fail every task still running on a worker that is gone; returns their keys."""
+    async def requeue_worker_tasks(self, worker_id: str, condition: Condition) -> Requeued:
+        """Settle the tasks of a worker that is gone (lost, killed, exited mid-task).
+
+        Popped-but-unclaimed tasks go back to the queue. Interrupted tasks go back
+        to the queue while attempts remain, else fail with ``condition``; either
+        way the condition joins the task's history. First writer wins: a result
+        that arrived meanwhile stays.
+        """
         keys = _text(await self.client.smembers(self.keys.worker_running(worker_id)))
-        if not keys:
-            return []
-        failed = await self._run(
-            "abandon",
+        raw = await self._run(
+            "requeue",
             [
                 self.keys.running,
                 self.keys.failed,
                 self.keys.worker_running(worker_id),
+                self.keys.queued,
+                self.keys.pending(worker_id),
                 *self.keys.tasks(keys),
             ],
             [encode(condition.to_dict()), _now(), self.keys.events, *keys],
         )
-        return _text(failed)
+        requeued, failed, released = raw
+        return Requeued(_text(requeued), _text(failed), int(released))
+
+    async def cancel(self, keys: Sequence[str], condition: Condition) -> tuple[list[str], list[str]]:
+        """Fail queued, popped and running tasks with ``condition``, in one script.
+
+        Running tasks are announced (``C <keys>``) so their workers interrupt them.
+
+        Returns:
+            ``(cancelled queued keys, cancelled running keys)``.
+
+        """
+        if not keys:
+            return [], []
+        worker_ids = await self.worker_ids()
+        lists = [self.keys.queued]
+        for wid in worker_ids:
+            lists += [self.keys.priority_queue(wid), self.keys.pending(wid)]
+        raw = await self._run(
+            "cancel",
+            [self.keys.running, self.keys.failed, *lists, *self.keys.tasks(keys)],
+            [len(lists), encode(condition.to_dict()), _now(), self.keys.events, *keys],
+        )
+        return _text(raw[0]), _text(raw[1])
+
+    async def retry(
+        self, keys: Sequence[str], *, ignore_max_retries: bool, seeds: Sequence[Any] | None = None
+    ) -> list[str]:
+        """Re-queue failed tasks (only those with attempts left, unless ignoring).
+
+        Args:
+            keys: Task keys.
+            ignore_max_retries: Re-queue even tasks whose attempts are used up.
+            seeds: A new seed per key (``None`` keeps a task's seed), or ``None``.
+
+        Returns:
+            The keys re-queued.
+
+        """
+        if not keys:
+            return []
+        args: list[Any] = [b"1" if ignore_max_retries else b"0", 0 if seeds is None else len(keys), *keys]
+        if seeds is not None:
+            args += [b"" if seed is None else encode(seed) for seed in seeds]
+        raw = await self._run("retry", [self.keys.failed, self.keys.queued, *self.keys.tasks(keys)], args)
+        return _text(raw)
 
     # -- controller side: queue removal ------------------------------------------------
     async def dequeue(self, queue: str, condition: Condition, keys: Sequence[str] | None = None) -> int:
@@ -524,8 +640,15 @@ class Store:
         return int(await self.client.llen(self.keys.finished))
 
     # -- workers ----------------------------------------------------------------------------
-    async def register_worker(self, worker_id: str, info: Mapping[str, Any]) -> None:
-        """Record a worker as running with its registration data."""
+    async def register_worker(
+        self, worker_id: str, info: Mapping[str, Any], heartbeat_expire: float | None = None
+    ) -> None:
+        """Record a worker as running with its registration data.
+
+        With ``heartbeat_expire`` the first heartbeat is set in the same
+        transaction, so no observer ever sees a running worker with a heartbeat
+        flag but no heartbeat key.
+        """
         k = self.keys
         async with self.client.pipeline(transaction=True) as pipe:
             pipe.hset(
@@ -536,7 +659,9 @@ class Store:
             pipe.sadd(k.running_workers, worker_id)
             for state in (WorkerState.TERMINATED, WorkerState.KILLED, WorkerState.LOST):
                 pipe.srem(getattr(k, _WORKER_SETS[state]), worker_id)
-            pipe.delete(k.terminate_signal(worker_id))
+            pipe.delete(k.terminate_signal(worker_id), k.kill_signal(worker_id))
+            if heartbeat_expire is not None:
+                pipe.set(k.heartbeat(worker_id), b"1", px=max(1, int(heartbeat_expire * 1000)))
             await pipe.execute()
 
     async def beat(self, worker_id: str, expire: float) -> bool:
@@ -610,13 +735,43 @@ class Store:
                 pipe.publish(self.keys.terminate_signal(wid), b"terminate")
             await pipe.execute()
 
-    async def terminate_requested(self, worker_id: str) -> bool:
-        """Whether the worker or the whole network was asked to terminate."""
-        raw = await self.client.exists(self.keys.terminate_signal(worker_id), self.keys.terminate_all)
-        return int(raw) > 0
+    async def stop_requests(self, worker_id: str) -> tuple[bool, bool, bool]:
+        """Which stop requests exist: ``(terminate this worker, drain and terminate all, kill)``."""
+        k = self.keys
+        async with self.client.pipeline(transaction=False) as pipe:
+            pipe.exists(k.terminate_signal(worker_id))
+            pipe.exists(k.terminate_all)
+            pipe.exists(k.kill_signal(worker_id))
+            raw = await pipe.execute()
+        own, drain, kill = (int(x) > 0 for x in raw)
+        return own, drain, kill
+
+    async def request_kill(self, worker_ids: Sequence[str]) -> None:
+        """Set each worker's kill key and publish on it: the worker stops at once."""
+        if not worker_ids:
+            return
+        async with self.client.pipeline(transaction=False) as pipe:
+            for wid in worker_ids:
+                pipe.set(self.keys.kill_signal(wid), b"1")
+                pipe.publish(self.keys.kill_signal(wid), b"kill")
+            await pipe.execute()
+
+    async def kill_requested(self, worker_id: str) -> bool:
+        """Whether the worker was asked to stop at once."""
+        return int(await self.client.exists(self.keys.kill_signal(worker_id))) > 0
+
+    async def heartbeats_alive(self, worker_ids: Sequence[str]) -> list[bool]:
+        """Whether each worker's heartbeat key exists (one pipelined round trip)."""
+        if not worker_ids:
+            return []
+        async with self.client.pipeline(transaction=False) as pipe:
+            for wid in worker_ids:
+                pipe.exists(self.keys.heartbeat(wid))
+            raw = await pipe.execute()
+        return [int(x) > 0 for x in raw]
 
     async def request_terminate_all(self) -> None:
-        """Ask every worker of the network, present and future, to terminate."""
+        """Ask every worker of the network, present and future, to exit once the queue is empty."""
         async with self.client.pipeline(transaction=False) as pipe:
             pipe.set(self.keys.terminate_all, b"1")
             pipe.publish(self.keys.terminate_all, b"terminate")

@@ -8,7 +8,14 @@ from typing import Any, TypeVar
 
 from rushpy.errors import TaskError
 
-__all__ = ["check_keys", "check_mappings", "check_same_length", "check_timeout"]
+__all__ = [
+    "check_keys",
+    "check_mappings",
+    "check_max_retries",
+    "check_same_length",
+    "check_task_timeouts",
+    "check_timeout",
+]
 
 T = TypeVar("T")
 
@@ -76,3 +83,42 @@ def check_timeout(timeout: Any, *, allow_none: bool) -> None:
     ):
         hint = "a number of seconds >= 0" + (" or None to wait forever" if allow_none else "")
         raise TaskError(f"invalid timeout {timeout!r}: use {hint}")
+
+
+def _per_task(value: Any, n: int, name: str) -> list[Any]:
+    """One value for every task, or one entry per task."""
+    if _is_list_like(value):
+        if len(value) != n:
+            raise TaskError(f"{name} has {len(value)} entries but there are {n} tasks; pass one per task")
+        return list(value)
+    return [value] * n
+
+
+def check_task_timeouts(timeouts: Any, n: int) -> list[float | None]:
+    """Check task timeouts: one number of seconds > 0 (or ``None``) for all, or one per task."""
+    out = _per_task(timeouts, n, "timeouts")
+    for i, value in enumerate(out):
+        if value is None:
+            continue
+        if (
+            not isinstance(value, (int, float))
+            or isinstance(value, bool)
+            or not math.isfinite(value)
+            or value <= 0
+        ):
+            where = "timeouts" if not _is_list_like(timeouts) else f"timeouts[{i}]"
+            raise TaskError(f"invalid {where}={value!r}: use a number of seconds > 0, or None for no limit")
+        out[i] = float(value)
+    return out
+
+
+def check_max_retries(max_retries: Any, n: int) -> list[int | None]:
+    """Check retry limits: one integer >= 0 (or ``None``) for all, or one per task."""
+    out = _per_task(max_retries, n, "max_retries")
+    for i, value in enumerate(out):
+        if value is None:
+            continue
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            where = "max_retries" if not _is_list_like(max_retries) else f"max_retries[{i}]"
+            raise TaskError(f"invalid {where}={value!r}: use an integer >= 0 (0: no retry), or None")
+    return out

@@ -806,12 +806,21 @@ async def test_stop_workers_invalid_type(controller: Controller) -> None:
         await controller.stop_workers("stop")  # type: ignore[arg-type]
 
 
-async def test_push_tasks_terminate_workers(controller: Controller, config: RedisConfig) -> None:
+async def test_push_tasks_terminate_workers_drains_the_queue_first(
+    controller: Controller, config: RedisConfig
+) -> None:
     async with Worker(controller.network_id, config=config) as worker:
-        await controller.push_tasks([{"x": 1}], terminate_workers=True)
-        await eventually(lambda: worker.terminated, "terminate_workers reaches the worker")
-    # A worker joining later is told to stop too.
+        keys = await controller.push_tasks([{"x": 1}, {"x": 2}], terminate_workers=True)
+        await eventually(lambda: worker.drain_requested, "terminate_workers reaches the worker")
+        assert not worker.terminated  # the queue is not empty yet
+        popped = await worker.pop_tasks(5, timeout=1)
+        assert sorted(t.key for t in popped) == sorted(keys)
+        assert await worker.pop_task(timeout=1) is None
+        assert worker.terminated  # the queue was empty: now it stops
+    # A worker joining later drains too: nothing is queued, so its first pop ends it.
     async with Worker(controller.network_id, config=config) as late:
+        assert late.drain_requested
+        assert await late.pop_task(timeout=None) is None
         assert late.terminated is True
 
 

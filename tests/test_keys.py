@@ -39,6 +39,7 @@ def every_key(keys: Keys, worker_id: str = "w-1", task_key: str = "t-1") -> list
         keys.pending(worker_id),
         keys.worker_running(worker_id),
         keys.terminate_signal(worker_id),
+        keys.kill_signal(worker_id),
         keys.log(worker_id),
         keys.start_args,
         keys.terminate_all,
@@ -71,6 +72,7 @@ def test_grammar() -> None:
     assert keys.pending("w1") == "rush:{net-1}:worker:w1:pending"
     assert keys.worker_running("w1") == "rush:{net-1}:worker:w1:running"
     assert keys.terminate_signal("w1") == "rush:{net-1}:worker:w1:terminate"
+    assert keys.kill_signal("w1") == "rush:{net-1}:worker:w1:kill"
     assert keys.log("w1") == "rush:{net-1}:worker:w1:log"
     assert keys.start_args == "rush:{net-1}:start_args"
     assert keys.terminate_all == "rush:{net-1}:terminate"

@@ -471,8 +471,12 @@ async def test_stop_workers_terminate_wakes_a_blocked_pop(
 async def test_worker_started_after_terminate_all_is_terminated(
     controller: Controller, config: RedisConfig, network_id: str
 ) -> None:
-    await controller.push_tasks([{"x": 1}], terminate_workers=True)
+    keys = await controller.push_tasks([{"x": 1}], terminate_workers=True)
     async with Worker(network_id, config=config) as w:
+        assert not w.terminated
+        task = await w.pop_task(timeout=None)
+        assert task is not None and task.key == keys[0]
+        assert await w.pop_task(timeout=None) is None  # drained: returns at once
         assert w.terminated
 
 

@@ -20,7 +20,7 @@ from redis.exceptions import NoScriptError
 __all__ = ["SCRIPT_NAMES", "Script", "load_all", "script"]
 
 SCRIPT_NAMES = (
-    "abandon",
+    "cancel",
     "claim",
     "complete",
     "create",
@@ -29,6 +29,8 @@ SCRIPT_NAMES = (
     "pop",
     "read",
     "release",
+    "requeue",
+    "retry",
     "running",
     "worker_state",
 )

@@ -2,19 +2,30 @@
 -- KEYS[1] the worker's pending list
 -- KEYS[2] the running set
 -- KEYS[3] the worker's running set
--- KEYS[4..] task hashes, one per key in ARGV order
--- ARGV[1] worker id (msgpack), ARGV[2] start time (msgpack), ARGV[3..] task keys
--- First writer wins: a key no longer in the pending list (re-queued meanwhile)
--- is skipped and answered with false.
--- Returns, per key, false or {xs, xs_extra}.
+-- KEYS[4] the running workers set
+-- KEYS[5..] task hashes, one per key in ARGV order
+-- ARGV[1] worker id (plain), ARGV[2] worker id (msgpack), ARGV[3] start time
+-- (msgpack), ARGV[4..] task keys
+-- Each claim starts a new attempt: the task's "attempts" count goes up by one.
+-- A key no longer in the pending list (re-queued, cancelled, or claimed by a
+-- concurrent pop of the same worker) is answered with false.
+-- A worker that is no longer running (declared lost, stopped) claims nothing:
+-- the script returns -1 and the worker must stop.
+-- Returns, per key, false or {xs, xs_extra, timeout, seed, attempts}.
+if redis.call("SISMEMBER", KEYS[4], ARGV[1]) == 0 then return -1 end
 local out = {}
-for i = 4, #KEYS do
+for i = 5, #KEYS do
   local key = ARGV[i - 1]
+  local hash = KEYS[i]
   if redis.call("LREM", KEYS[1], 1, key) == 1 then
+    local raw = redis.call("HGET", hash, "attempts")
+    local attempts = (raw and cmsgpack.unpack(raw) or 0) + 1
     redis.call("SADD", KEYS[2], key)
     redis.call("SADD", KEYS[3], key)
-    redis.call("HSET", KEYS[i], "worker_id", ARGV[1], "started_at", ARGV[2])
-    out[#out + 1] = redis.call("HMGET", KEYS[i], "xs", "xs_extra")
+    redis.call("HSET", hash, "worker_id", ARGV[2], "started_at", ARGV[3], "attempts", cmsgpack.pack(attempts))
+    local row = redis.call("HMGET", hash, "xs", "xs_extra", "timeout", "seed")
+    row[5] = attempts
+    out[#out + 1] = row
   else
     out[#out + 1] = false
   end

@@ -4,10 +4,12 @@
 -- KEYS[3..] task hashes, one per key in ARGV order
 -- ARGV[1] condition (msgpack), ARGV[2] time (msgpack), ARGV[3] channel,
 -- ARGV[4..] task keys
+-- The condition is also appended to the task's "conditions" history.
 -- First writer wins: keys no longer in the queue (popped meanwhile) are skipped.
 -- The queue is rebuilt in one pass, so removing N keys from a queue of M costs
 -- O(N + M), not O(N * M).
 -- Returns the number of tasks moved.
+local condition = cmsgpack.unpack(ARGV[1])
 local wanted = {}
 for i = 4, #ARGV do wanted[ARGV[i]] = KEYS[i - 1] end
 local queue = redis.call("LRANGE", KEYS[1], 0, -1)
@@ -18,7 +20,10 @@ for _, key in ipairs(queue) do
   if hash then
     wanted[key] = nil
     redis.call("SADD", KEYS[2], key)
-    redis.call("HSET", hash, "condition", ARGV[1], "finished_at", ARGV[2])
+    local raw = redis.call("HGET", hash, "conditions")
+    local history = raw and cmsgpack.unpack(raw) or {}
+    history[#history + 1] = condition
+    redis.call("HSET", hash, "conditions", cmsgpack.pack(history), "condition", ARGV[1], "finished_at", ARGV[2])
     moved = moved + 1
   else
     keep[#keep + 1] = key

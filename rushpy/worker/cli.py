@@ -7,7 +7,10 @@ missing from the URL is read from ``RUSHPY_REDIS_PASSWORD``, so it never has
 to appear on a command line.
 
 Signals: SIGTERM or a first SIGINT terminate the worker (it finishes the tasks
-it runs, then exits); a second SIGINT kills it at once.
+it runs, then exits); a second SIGINT kills it at once, as does a kill request
+from the controller (``stop_workers(type="kill")``): the tasks it ran go back
+to the queue (attempts left) or fail. The exit code is 0 after a termination
+and 130 after a kill.
 """
 
 from __future__ import annotations
@@ -54,6 +57,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="seconds until the heartbeat key expires (default: 3 periods)",
     )
+    parser.add_argument(
+        "--idle-timeout",
+        type=float,
+        default=None,
+        help="exit once the queue stayed empty for this many seconds (elastic pools)",
+    )
     parser.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
     return parser
 
@@ -88,7 +97,6 @@ async def run(options: argparse.Namespace) -> int:
         raise RushError(f"invalid --concurrency {concurrency}: use 1 or more")
 
     loop = asyncio.get_running_loop()
-    main_task = asyncio.current_task()
     period = options.heartbeat_period
     expire = options.heartbeat_expire
     if period is None and expire is None:
@@ -110,17 +118,25 @@ async def run(options: argparse.Namespace) -> int:
             log.warning("SIGINT: terminating after running tasks; press Ctrl-C again to kill")
             worker.set_terminated()
         else:
+            log.warning("second SIGINT: killing the worker")
             worker.mark_killed()
-            if main_task is not None:
-                main_task.cancel()
 
+    idle_timeout = options.idle_timeout if options.idle_timeout is not None else stored.get("idle_timeout")
     loop.add_signal_handler(signal.SIGTERM, worker.set_terminated)
     loop.add_signal_handler(signal.SIGINT, on_sigint)
     try:
         async with worker:
-            await run_function(worker, fun, concurrency=concurrency)
-    except asyncio.CancelledError:
-        return 130
+            # A kill (second SIGINT, or the controller's kill key) makes run_function
+            # cancel the tasks in flight and return; leaving the block settles them.
+            await run_function(
+                worker,
+                fun,
+                concurrency=concurrency,
+                fun_path=str(stored["fun"]),
+                idle_timeout=idle_timeout,
+            )
+        if worker.killed:
+            return 130
     finally:
         loop.remove_signal_handler(signal.SIGTERM)
         loop.remove_signal_handler(signal.SIGINT)

@@ -14,14 +14,14 @@ import datetime as dt
 import os
 import socket
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from types import TracebackType
 from typing import Any
 
 import anyio
 
 from rushpy.config import RedisConfig, heartbeat_settings, validate_identifier
-from rushpy.errors import TaskError
+from rushpy.errors import TaskError, WorkerNotRunningError
 from rushpy.keys import DEFAULT_PREFIX
 from rushpy.logs import get_logger
 from rushpy.models import Condition, PoppedTask, WorkerState
@@ -76,13 +76,50 @@ class Worker(NetworkClient):
         self._active_pops = 0
         self._blockers: dict[str, asyncio.Task[str | None]] = {}
         self._final_state = WorkerState.TERMINATED
+        self._drain = False
+        self._killed = asyncio.Event()
+        # Attempt of every task this worker claimed and has not reported on yet:
+        # outcomes are fenced by attempt, so a stale attempt's result is discarded.
+        self._attempts: dict[str, int] = {}
+        # How to interrupt each task that runs right now, and cancelled keys that
+        # this worker claimed but has not started (skipped when their turn comes).
+        self._interrupts: dict[str, Callable[[], object]] = {}
+        self._cancelled: set[str] = set()
+        # A claim whose reply was lost may have moved tasks to running on this
+        # worker without it knowing: the next pop adopts them (see _adopt).
+        self._claim_uncertain = False
+        self._claims_in_flight = 0
+        self._claim_gate = asyncio.Event()
+        self._claim_gate.set()
 
     def _channels(self) -> list[str]:
         return [
             self.keys.events,
             self.keys.terminate_signal(self.worker_id),
             self.keys.terminate_all,
+            self.keys.kill_signal(self.worker_id),
         ]
+
+    def _on_event(self, channel: str, data: bytes) -> None:
+        super()._on_event(channel, data)
+        if channel == self.keys.events and data.startswith(b"C "):
+            for raw in data[2:].split(b" "):
+                self._cancel_local(raw.decode())
+        elif channel == self.keys.kill_signal(self.worker_id):
+            log.warning("kill requested through the network; stopping at once", worker_id=self.worker_id)
+            self.mark_killed()
+        elif channel == self.keys.terminate_all:
+            self._drain = True
+            self._wake.set()
+
+    def _cancel_local(self, key: str) -> None:
+        if key not in self._attempts:
+            return
+        self._cancelled.add(key)
+        interrupt = self._interrupts.get(key)
+        if interrupt is not None:
+            log.info("task cancelled; interrupting it", key=key)
+            interrupt()
 
     async def __aenter__(self) -> Worker:
         await super().__aenter__()
@@ -99,15 +136,18 @@ class Worker(NetworkClient):
                     else {}
                 ),
             },
+            heartbeat_expire=None if self.heartbeat is None else self.heartbeat[1],
         )
         if self.heartbeat is not None:
-            await self.store.beat(self.worker_id, self.heartbeat[1])
             self._heartbeat_task = asyncio.create_task(
                 self._beat_forever(*self.heartbeat), name=f"rushpy-heartbeat-{self.worker_id}"
             )
         await self.store.publish_event()
-        if await self.store.terminate_requested(self.worker_id):
-            self._terminated = True
+        own, drain, kill = await self.store.stop_requests(self.worker_id)
+        self._terminated = self._terminated or own
+        self._drain = self._drain or drain
+        if kill:
+            self.mark_killed()
         log.debug("worker registered", network=self.network_id, worker_id=self.worker_id)
         return self
 
@@ -126,21 +166,25 @@ class Worker(NetworkClient):
                 self._heartbeat_task = None
             await self._stop_blockers()
             with contextlib.suppress(Exception):
-                released = await self.store.release_pending(self.worker_id)
-                if released:
-                    log.info("returned popped tasks to the queue", n=released)
-            with contextlib.suppress(Exception):
-                # Tasks still running here were interrupted (kill, crash of the loop):
-                # settle them so none stays "running" forever.
-                abandoned = await self.store.abandon_running(
+                # Popped-but-unclaimed tasks go back to the queue. Tasks still running
+                # here were interrupted (kill, crash of the loop): they are re-queued
+                # while attempts remain, else failed, so none stays "running" forever.
+                verb = "killed" if self._final_state is WorkerState.KILLED else "exited"
+                settled = await self.store.requeue_worker_tasks(
                     self.worker_id,
                     Condition(
-                        "WorkerExited",
-                        f"worker {self.worker_id} exited ({self._final_state.value}) while running the task",
+                        f"Worker{verb.capitalize()}",
+                        f"worker {self.worker_id} {verb} while running the task",
                     ),
                 )
-                if abandoned:
-                    log.warning("failed tasks interrupted by the exit", n=len(abandoned))
+                if settled.released:
+                    log.info("returned popped tasks to the queue", n=settled.released)
+                if settled.requeued or settled.failed:
+                    log.warning(
+                        "tasks interrupted by the exit",
+                        requeued=len(settled.requeued),
+                        failed=len(settled.failed),
+                    )
             with contextlib.suppress(Exception):
                 await self.store.set_worker_state(self.worker_id, self._final_state)
                 await self.store.publish_event()
@@ -168,16 +212,31 @@ class Worker(NetworkClient):
 
     # -- termination ------------------------------------------------------------------------
     @property
+    def drain_requested(self) -> bool:
+        """Whether the network asked every worker to exit once the queue is empty.
+
+        Set by ``push_tasks(..., terminate_workers=True)``; :meth:`pop_tasks` then
+        terminates the worker when it finds no task.
+        """
+        return self._drain
+
+    @property
+    def killed(self) -> bool:
+        """Whether the worker was asked to stop at once (kill)."""
+        return self._killed.is_set()
+
+    async def wait_killed(self) -> None:
+        """Return once the worker is asked to stop at once."""
+        await self._killed.wait()
+
+    @property
     def terminated(self) -> bool:
         """Whether the worker was asked to stop (by the controller, a signal, or itself)."""
         # A message on a terminate channel means the controller asked us to stop.
         if (
             not self._terminated
             and self._listener is not None
-            and (
-                self._listener.counter(self.keys.terminate_signal(self.worker_id))
-                or self._listener.counter(self.keys.terminate_all)
-            )
+            and self._listener.counter(self.keys.terminate_signal(self.worker_id))
         ):
             self._terminated = True
         return self._terminated
@@ -191,9 +250,39 @@ class Worker(NetworkClient):
         self._wake.set()
 
     def mark_killed(self) -> None:
-        """Record the exit as a kill (state ``killed``) instead of a termination."""
+        """Record the exit as a kill (state ``killed``) and stop at once.
+
+        :func:`~rushpy.worker.runner.run_function` cancels the tasks in flight;
+        on exit they go back to the queue (attempts left) or fail.
+        """
         self._final_state = WorkerState.KILLED
+        self._killed.set()
         self.set_terminated()
+
+    # -- cancellation -----------------------------------------------------------------------
+    def is_cancelled(self, key: str) -> bool:
+        """Whether a task this worker claimed was cancelled (skip it or stop running it)."""
+        return key in self._cancelled
+
+    @contextlib.contextmanager
+    def interruptible(self, key: str, interrupt: Callable[[], object]) -> Any:
+        """Register how to interrupt task ``key`` while the block runs.
+
+        A cancellation of the task (``Controller.cancel_tasks``) calls ``interrupt``
+        once; if the task was cancelled before the block starts, it is called at once.
+        """
+        self._interrupts[key] = interrupt
+        try:
+            if key in self._cancelled:
+                interrupt()
+            yield
+        finally:
+            self._interrupts.pop(key, None)
+
+    def forget(self, key: str) -> None:
+        """Drop what the worker tracks about a task it will not report on."""
+        self._attempts.pop(key, None)
+        self._cancelled.discard(key)
 
     # -- popping ----------------------------------------------------------------------------
     async def pop_task(self, timeout: float | None = 0) -> PoppedTask | None:
@@ -217,9 +306,74 @@ class Worker(NetworkClient):
         check_timeout(timeout, allow_none=True)
         self._active_pops += 1
         try:
-            return await self._pop_tasks(n, timeout)
+            if self._claim_uncertain:
+                adopted = await self._adopt()
+                if adopted:
+                    return adopted
+            tasks = await self._pop_tasks(n, timeout)
+        except WorkerNotRunningError as exc:
+            # Declared lost (e.g. cut off from Redis for longer than the heartbeat
+            # expiry) or stopped: its tasks may run elsewhere now, so stop.
+            log.warning("worker no longer counts as running; terminating", reason=str(exc))
+            self.set_terminated()
+            return []
         finally:
             self._active_pops -= 1
+        return tasks
+
+    async def _claim(self, keys: Sequence[str]) -> list[PoppedTask]:
+        """Claim pending keys and record their attempts (no await in between)."""
+        await self._claim_gate.wait()
+        self._claims_in_flight += 1
+        try:
+            tasks = await self.store.claim(self.worker_id, keys)
+        except WorkerNotRunningError:
+            raise
+        except Exception:
+            # The claim may have happened with its reply lost: check on the next pop.
+            self._claim_uncertain = True
+            raise
+        finally:
+            self._claims_in_flight -= 1
+        for task in tasks:
+            self._attempts[task.key] = task.attempt
+        return tasks
+
+    async def _adopt(self) -> list[PoppedTask]:
+        """Take over tasks running on this worker in Redis that it does not know of.
+
+        They come from a claim whose reply was lost (connection dropped). Claims
+        are held back meanwhile, so a claim in flight is never adopted twice.
+        """
+        self._claim_gate.clear()
+        try:
+            while self._claims_in_flight:
+                await asyncio.sleep(0.001)
+            running, stale = await self.store.worker_running_keys(self.worker_id)
+            for key in stale:
+                self.forget(key)
+            orphans = [k for k in running if k not in self._attempts]
+            rows = await self.store.read_tasks(orphans)
+            self._claim_uncertain = False
+        finally:
+            self._claim_gate.set()
+        tasks = []
+        for key, row in zip(orphans, rows, strict=True):
+            if row is None:
+                continue
+            task = PoppedTask(
+                key=key,
+                xs=row.get("xs") or {},
+                xs_extra=row.get("xs_extra"),
+                attempt=int(row.get("attempts") or 1),
+                timeout=row.get("timeout"),
+                seed=row.get("seed"),
+            )
+            self._attempts[key] = task.attempt
+            tasks.append(task)
+        if tasks:
+            log.warning("adopted tasks claimed before a lost reply", n=len(tasks))
+        return tasks
 
     async def _pop_tasks(self, n: int, timeout: float | None) -> list[PoppedTask]:
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -232,13 +386,16 @@ class Worker(NetworkClient):
                 # A blocking move just handed us these keys: claim them directly
                 # (one round trip) instead of running the pop script first. Keys
                 # beyond n stay in the pending list for the next pop.
-                tasks = await self.store.claim(self.worker_id, moved[:n])
+                tasks = await self._claim(moved[:n])
                 moved = []
             else:
-                tasks = await self.store.pop(self.worker_id, n)
+                tasks = await self._claim(await self.store.pop_keys(self.worker_id, n))
             if tasks:
                 return tasks
             remaining = None if deadline is None else deadline - time.monotonic()
+            if self._drain and not self._terminated:
+                log.info("queue empty and workers asked to drain; terminating")
+                self._terminated = True
             if self.terminated or (remaining is not None and remaining <= 0):
                 if self._active_pops == 1:
                     # Nobody waits any more: stop the blocking moves so they take no
@@ -316,7 +473,10 @@ class Worker(NetworkClient):
         xss = check_mappings(xss, "xss")
         extras = check_same_length(xss, xss_extra, "xss_extra")
         tasks = [{"xs": xs, "xs_extra": extra} for xs, extra in zip(xss, extras, strict=True)]
-        return await self.store.create_running(self.worker_id, tasks)
+        keys = await self.store.create_running(self.worker_id, tasks)
+        for key in keys:
+            self._attempts[key] = 1
+        return keys
 
     async def finish_tasks(
         self,
@@ -327,33 +487,51 @@ class Worker(NetworkClient):
         """Record results of running tasks.
 
         Returns:
-            Per key whether the result was recorded; ``False`` when the task was no
-            longer running on this network (first writer wins).
+            Per key whether the result was recorded; ``False`` when this worker no
+            longer runs that attempt of the task (it was cancelled, re-queued after
+            the worker was declared lost, or recorded already): first writer wins.
 
         """
         keys = check_keys(keys)
         yss = check_mappings(yss, "yss")
         check_same_length(keys, yss, "yss")
         extras = check_same_length(keys, yss_extra, "yss_extra")
-        items = [(k, {"ys": ys, "ys_extra": extra}) for k, ys, extra in zip(keys, yss, extras, strict=True)]
-        return await self.store.complete(self.worker_id, "finished", items)
+        items = [
+            (k, self._attempts.get(k), {"ys": ys, "ys_extra": extra})
+            for k, ys, extra in zip(keys, yss, extras, strict=True)
+        ]
+        return self._reported(keys, await self.store.complete(self.worker_id, "finished", items))
+
+    def _reported(self, keys: Sequence[str], codes: list[int]) -> list[bool]:
+        for key in keys:
+            self.forget(key)
+        return [code != 0 for code in codes]
 
     async def fail_tasks(
         self,
         keys: Sequence[str],
         conditions: Sequence[Condition | BaseException | Mapping[str, Any] | str],
     ) -> list[bool]:
-        """Record failures of running tasks; a condition may be an exception or a message."""
+        """Record failures of running tasks; a condition may be an exception or a message.
+
+        A task with attempts left (``max_retries``) goes back to the queue instead
+        of failing; its condition joins the task's ``conditions`` history either way.
+
+        Returns:
+            Per key whether the failure was taken (recorded or re-queued); ``False``
+            as for :meth:`finish_tasks`.
+
+        """
         keys = check_keys(keys)
         check_same_length(keys, conditions, "conditions")
         try:
             items = [
-                (k, {"condition": Condition.coerce(c).to_dict()})
+                (k, self._attempts.get(k), {"condition": Condition.coerce(c).to_dict()})
                 for k, c in zip(keys, conditions, strict=True)
             ]
         except TypeError as exc:
             raise TaskError(str(exc)) from None
-        return await self.store.complete(self.worker_id, "failed", items)
+        return self._reported(keys, await self.store.complete(self.worker_id, "failed", items))
 
 
 @contextlib.contextmanager

@@ -1,0 +1,86 @@
+"""Finding lost workers and settling their tasks.
+
+A running worker is lost when its heartbeat key expired, or, for a worker
+without a heartbeat that runs on this host, when its process is gone. Marking
+it lost is first-writer-wins (only a worker still recorded as running moves),
+so concurrent detectors, a controller and a worker loop say, never both report
+or settle the same worker. Its popped tasks go back to the queue; its running
+tasks go back while attempts remain (``max_retries``) and fail otherwise, with
+a condition naming the worker.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Mapping
+
+from rushpy.logs import get_logger
+from rushpy.models import Condition, WorkerState
+from rushpy.store import Store
+
+__all__ = ["find_lost_workers", "pid_alive", "settle_lost_workers"]
+
+log = get_logger("rushpy.lost")
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this id exists on this host."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, owned by another user
+    return True
+
+
+async def find_lost_workers(store: Store) -> dict[str, str]:
+    """Running workers that are gone, with the reason, by id.
+
+    Heartbeat workers are lost when their key expired. Workers without a
+    heartbeat are checked only when they run on this host (by process id);
+    elsewhere nothing can tell a busy worker from a dead one, so start remote
+    workers with a heartbeat.
+    """
+    running = await store.worker_ids(WorkerState.RUNNING)
+    infos = await store.worker_infos(running)
+    beating = [info.worker_id for info in infos if info.heartbeat]
+    lost: dict[str, str] = {}
+    for wid, alive in zip(beating, await store.heartbeats_alive(beating), strict=True):
+        if not alive:
+            lost[wid] = "its heartbeat expired"
+    host = socket.gethostname()
+    for info in infos:
+        if info.heartbeat or info.hostname != host or not info.pid:
+            continue
+        if not pid_alive(int(info.pid)):
+            lost[info.worker_id] = f"its process {info.pid} on {host} is gone"
+    return lost
+
+
+async def settle_lost_workers(store: Store, reasons: Mapping[str, str]) -> list[str]:
+    """Mark workers lost and settle their tasks; returns the ids this call marked.
+
+    A worker that is no longer recorded as running (it exited, or another
+    detector got there first) is skipped.
+    """
+    found = []
+    for wid, why in reasons.items():
+        if not await store.set_worker_state(wid, WorkerState.LOST):
+            continue
+        found.append(wid)
+        settled = await store.requeue_worker_tasks(
+            wid, Condition("WorkerLost", f"worker {wid} was lost ({why}) while running the task")
+        )
+        log.warning(
+            "worker lost",
+            worker_id=wid,
+            reason=why,
+            requeued=len(settled.requeued),
+            failed=len(settled.failed),
+            released=settled.released,
+        )
+    if found:
+        await store.publish_event()
+    return found

@@ -1,0 +1,133 @@
+"""Run a plain function in a child process that can be killed at a deadline.
+
+Threads cannot be stopped from outside, so a plain (non-``async``) function
+whose task has a timeout runs in a child process instead: ``python -m
+rushpy.worker.child_main <function path>``. The child imports the function once and
+then runs one task per request, so starting it is paid once per worker slot,
+not per task. At the deadline, or when the task is cancelled, the worker kills
+the child with SIGKILL and starts a fresh one for the next task; the worker
+itself stays alive.
+
+Protocol on the child's stdin and stdout: frames of a 4-byte big-endian length
+and a msgpack body (:mod:`rushpy.codec`). The request is the task's ``xs``; the
+reply is ``["ok", ys]`` or ``["error", condition]``. The child moves the
+function's own prints from stdout to stderr so they cannot corrupt the frames.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import struct
+import sys
+from typing import Any
+
+from rushpy.codec import decode, encode
+from rushpy.logs import get_logger
+from rushpy.models import Condition
+
+__all__ = ["HEADER", "ChildProcess", "ChildResult"]
+
+log = get_logger("rushpy.worker")
+
+HEADER = struct.Struct(">I")
+"""Frame header: the body length as a 4-byte big-endian unsigned integer."""
+
+ChildResult = tuple[str, Any]
+"""``("ok", ys)``, ``("error", Condition)``, ``("timeout", None)`` or ``("cancelled", None)``."""
+
+
+class ChildProcess:
+    """A reusable child process that runs one plain function.
+
+    Args:
+        fun_path: The function as ``module:function`` or ``file.py:function``.
+
+    """
+
+    def __init__(self, fun_path: str) -> None:
+        self.fun_path = fun_path
+        self._process: asyncio.subprocess.Process | None = None
+        self._interrupted = False
+
+    async def _ensure(self) -> asyncio.subprocess.Process:
+        if self._process is None or self._process.returncode is not None:
+            self._process = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "rushpy.worker.child_main",
+                self.fun_path,
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=None,  # the worker's own stderr (its log)
+            )
+        return self._process
+
+    async def run(self, xs: dict[str, Any], timeout: float | None) -> ChildResult:
+        """Run the function on ``xs`` with a deadline of ``timeout`` seconds.
+
+        A timed-out or interrupted run kills the child; the next run starts a
+        new one. A child that dies on its own (crash, ``os._exit``) fails the
+        task with a condition giving its exit code.
+        """
+        self._interrupted = False
+        process = await self._ensure()
+        assert process.stdin is not None and process.stdout is not None
+        body = encode(xs)
+        try:
+            async with asyncio.timeout(timeout):
+                process.stdin.write(HEADER.pack(len(body)) + body)
+                await process.stdin.drain()
+                size = HEADER.unpack(await process.stdout.readexactly(HEADER.size))[0]
+                reply = decode(await process.stdout.readexactly(size))
+        except TimeoutError:
+            await self.kill()
+            return ("timeout", None)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            if self._interrupted:
+                return ("cancelled", None)
+            code = await process.wait()
+            return (
+                "error",
+                Condition(
+                    "ChildProcessDied",
+                    f"the process running {self.fun_path} exited with code {code} before returning",
+                ),
+            )
+        except BaseException:
+            # Cancelled from outside (worker killed): do not leave the child running.
+            await asyncio.shield(self.kill())
+            raise
+        if reply[0] == "ok":
+            return ("ok", reply[1])
+        return ("error", Condition.coerce(reply[1]))
+
+    def interrupt(self) -> None:
+        """Kill the child now (the task was cancelled); the running call returns ``cancelled``."""
+        self._interrupted = True
+        if self._process is not None and self._process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                self._process.kill()
+
+    async def kill(self) -> None:
+        """Kill the child and reap it."""
+        process, self._process = self._process, None
+        if process is None:
+            return
+        if process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                process.kill()
+        await process.wait()
+
+    async def close(self) -> None:
+        """Stop the child: end of input lets it exit; kill it if it does not within 1 s."""
+        process, self._process = self._process, None
+        if process is None or process.returncode is not None:
+            return
+        if process.stdin is not None:
+            process.stdin.close()
+        try:
+            await asyncio.wait_for(process.wait(), 1.0)
+        except TimeoutError:
+            self._process = process
+            await self.kill()

@@ -1,0 +1,71 @@
+"""The child process side of :mod:`rushpy.worker.child`.
+
+``python -m rushpy.worker.child_main module:function`` imports the function
+once and answers requests (length-prefixed msgpack frames) on stdin/stdout
+until stdin closes. Kept apart from :mod:`rushpy.worker.child` so that running
+it with ``-m`` never finds it imported already (no runpy warning).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import signal
+import sys
+from typing import BinaryIO
+
+from rushpy.codec import decode, encode
+from rushpy.functions import resolve_function
+from rushpy.models import Condition
+from rushpy.worker.child import HEADER
+
+__all__ = ["main"]
+
+
+def _die_with_parent() -> None:
+    """Ask Linux to SIGKILL this process when the worker dies (no orphans)."""
+    if not sys.platform.startswith("linux"):
+        return
+    with contextlib.suppress(Exception):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+def _read_frame(stream: BinaryIO) -> bytes | None:
+    header = stream.read(HEADER.size)
+    if len(header) < HEADER.size:
+        return None
+    (size,) = HEADER.unpack(header)
+    return stream.read(size)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Serve requests for one function until stdin closes."""
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        print("usage: python -m rushpy.worker.child module:function", file=sys.stderr)
+        return 2
+    _die_with_parent()
+    # Keep the protocol streams for ourselves; the function's prints go to stderr.
+    requests = os.fdopen(os.dup(0), "rb")
+    replies = os.fdopen(os.dup(1), "wb")
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.dup2(2, 1)
+    fun = resolve_function(args[0])
+    while True:
+        body = _read_frame(requests)
+        if body is None:
+            return 0
+        try:
+            ys = fun(**decode(body))
+            reply = encode(["ok", ys])
+        except Exception as exc:  # the function's failure fails its task; the child goes on
+            reply = encode(["error", Condition.from_exception(exc).to_dict()])
+        replies.write(HEADER.pack(len(reply)) + reply)
+        replies.flush()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
