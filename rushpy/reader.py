@@ -100,7 +100,7 @@ class NetworkClient:
 
     # -- life cycle -------------------------------------------------------------------
     async def __aenter__(self) -> Self:
-        await check_connection(self._client, self.config)
+        await check_connection(self.config)
         await self.store.load_scripts()
         self._listener = EventListener(self._client, self._channels(), self._on_event)
         await self._listener.start()

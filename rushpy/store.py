@@ -353,7 +353,7 @@ class Store:
                 self.keys.running_workers,
                 *self.keys.tasks(keys),
             ],
-            [worker_id, encode(worker_id), _now(), *keys],
+            [worker_id, encode(worker_id), _now(), encode(secrets.token_hex(8)), *keys],
         )
         if raw == -1:
             raise WorkerNotRunningError(
@@ -402,13 +402,14 @@ class Store:
             return []
         dest, kind = (self.keys.finished, "list") if state == "finished" else (self.keys.failed, "set")
         shared = ["finished_at", _now()]
+        token = encode(secrets.token_hex(8))  # stored in the hash: msgpack like every field
         complete = script("complete")
         calls: list[tuple[Script, list[str], list[Any]]] = []
         for start in range(0, len(items), CHUNK):
             chunk = items[start : start + CHUNK]
             candidates = ("ys", "ys_extra") if state == "finished" else ("condition",)
             names = [f for f in candidates if any(v.get(f) is not None for _, _, v in chunk)]
-            args: list[Any] = [kind, self.keys.events, 1, *shared, len(names), *names]
+            args: list[Any] = [kind, self.keys.events, token, 1, *shared, len(names), *names]
             for key, attempt, values in chunk:
                 args += (key, b"" if attempt is None else attempt)
                 for name in names:

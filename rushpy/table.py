@@ -3,7 +3,9 @@
 A :class:`Table` is a list of rows (plain dicts) with column access and
 conversion to pandas or polars when those libraries are installed. Rows carry
 ``key``, ``state``, ``worker_id``, the entries of ``xs``, ``ys``, ``xs_extra``
-and ``ys_extra`` as flat columns, ``condition`` (failed tasks) and the
+and ``ys_extra`` as flat columns, ``condition`` (failed tasks), ``conditions``
+(every failure of the task, oldest first), ``attempts`` (times the task was
+started), ``max_retries``, ``timeout`` and ``seed`` when set, and the
 timestamps ``created_at``, ``started_at``, ``finished_at`` (UTC datetimes). An
 entry whose name is already taken by an earlier column is prefixed with its
 group, e.g. ``ys.key``.
@@ -25,19 +27,34 @@ RESERVED_COLUMNS = ("key", "state", "worker_id")
 """Columns every row starts with."""
 
 _GROUPS = ("xs", "ys", "xs_extra", "ys_extra")
-_TRAILING = ("condition", "created_at", "started_at", "finished_at")
+_ALWAYS = frozenset({"condition", "created_at", "started_at", "finished_at"})
+_TRAILING = (
+    "condition",
+    "conditions",
+    "attempts",
+    "max_retries",
+    "timeout",
+    "seed",
+    "created_at",
+    "started_at",
+    "finished_at",
+)
 
 
 def flatten_task(key: str, state: str, task: Mapping[str, Any]) -> dict[str, Any]:
     """Turn a decoded task hash into a flat row."""
     row: dict[str, Any] = {"key": key, "state": state, "worker_id": task.get("worker_id")}
+    # Input and output names give way to the task's own fields; the optional ones
+    # (attempts, seed, ...) only where the task has them, so an input called
+    # "seed" keeps its name in a network that uses no seeds.
+    reserved = {name for name in _TRAILING if name in _ALWAYS or name in task}
     for group in _GROUPS:
         values = task.get(group)
         if not values:
             continue
         for name, value in values.items():
             column = str(name)
-            while column in row or column in _TRAILING:
+            while column in row or column in reserved:
                 column = f"{group}.{column}"
             row[column] = value
     for name in _TRAILING:

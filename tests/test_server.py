@@ -182,7 +182,7 @@ async def test_unix_socket_with_rushpy_client() -> None:
     async with EmbeddedServer(unix_socket=True) as server:
         client = create_client(server.config)
         try:
-            await check_connection(client, server.config)
+            await check_connection(server.config)
             await client.set("a", b"1")
             assert await client.get("a") == b"1"
         finally:
@@ -199,7 +199,7 @@ async def test_password_required() -> None:
 
         good = create_client(config)
         try:
-            await check_connection(good, config)
+            await check_connection(config)
         finally:
             await good.aclose()
 
@@ -207,7 +207,7 @@ async def test_password_required() -> None:
         bad = create_client(anonymous)
         try:
             with pytest.raises(ConnectionFailedError) as info:
-                await check_connection(bad, anonymous)
+                await check_connection(anonymous)
         finally:
             await bad.aclose()
         assert "credentials" in str(info.value)
@@ -217,7 +217,7 @@ async def test_password_required() -> None:
         bad = create_client(wrong)
         try:
             with pytest.raises(ConnectionFailedError) as info:
-                await check_connection(bad, wrong)
+                await check_connection(wrong)
         finally:
             await bad.aclose()
         assert "not-it" not in str(info.value)
@@ -229,7 +229,7 @@ async def test_connection_to_stopped_server_fails() -> None:
     client = create_client(config)
     try:
         with pytest.raises(ConnectionFailedError, match=str(config.port)):
-            await check_connection(client, config)
+            await check_connection(config)
     finally:
         await client.aclose()
 

@@ -7,21 +7,25 @@
 -- KEYS[5..] task hashes, one per key in ARGV order
 -- ARGV[1] destination kind: "list" (finished) or "set" (failed)
 -- ARGV[2] pub/sub channel to announce to
--- ARGV[3] C, the number of fields common to every task, then C name/value
+-- ARGV[3] token, unique per call
+-- ARGV[4] C, the number of fields common to every task, then C name/value
 -- pairs, then F, the number of per-task fields, then F field names, then per
 -- task its key, the attempt it reports on ("" = any) and F values ("" = field
 -- left unset). For failures the one field is "condition".
 -- First writer wins, per attempt: a task that this worker no longer runs
 -- (finished, failed, cancelled or re-queued by someone else), or whose
 -- current attempt is not the one reported on, is left untouched and the
--- outcome discarded.
+-- outcome discarded. A client that repeats the call after a lost reply (same
+-- token) is told what the first run did with each task instead.
 -- A failure is appended to the task's "conditions" history. While its
 -- attempts are at most its "max_retries", the task goes back to the queue;
 -- otherwise it fails with that condition.
 -- Publishes on ARGV[2]: "F <first index> <keys...>" for finished tasks, "X"
 -- for failed ones.
--- Returns, per task, 1 if recorded, 2 if re-queued for a retry, 0 if discarded.
-local pos = 3
+-- Returns, per task, 1 if recorded (or re-queued by an earlier run of the
+-- same call), 2 if re-queued for a retry, 0 if discarded.
+local token = ARGV[3]
+local pos = 4
 local common = {}
 local ncommon = tonumber(ARGV[pos])
 for i = 1, ncommon * 2 do common[i] = ARGV[pos + i] end
@@ -49,7 +53,7 @@ for t = 5, #KEYS do
     ok = redis.call("SREM", KEYS[1], key) == 1
   end
   if not ok then
-    out[#out + 1] = 0
+    out[#out + 1] = redis.call("HGET", hash, "done") == token and 1 or 0
   elseif failing then
     local condition = ARGV[pos]
     local raw = redis.call("HGET", hash, "conditions")
@@ -60,18 +64,18 @@ for t = 5, #KEYS do
     attempts = attempts and cmsgpack.unpack(attempts) or 1
     retries = retries and cmsgpack.unpack(retries) or 0
     if attempts <= retries then
-      redis.call("HSET", hash, "conditions", cmsgpack.pack(history))
+      redis.call("HSET", hash, "conditions", cmsgpack.pack(history), "done", token)
       redis.call("RPUSH", KEYS[4], key)
       out[#out + 1] = 2
     else
-      redis.call("HSET", hash, "conditions", cmsgpack.pack(history), "condition", condition, unpack(common))
+      redis.call("HSET", hash, "conditions", cmsgpack.pack(history), "condition", condition, "done", token, unpack(common))
       redis.call("SADD", KEYS[2], key)
       out[#out + 1] = 1
       failed = failed + 1
     end
   else
-    local args = {}
-    for i = 1, #common do args[i] = common[i] end
+    local args = {"done", token}
+    for i = 1, #common do args[#args + 1] = common[i] end
     for i = 1, nfields do
       local value = ARGV[pos + i - 1]
       if value ~= "" then
@@ -79,7 +83,7 @@ for t = 5, #KEYS do
         args[#args + 1] = value
       end
     end
-    if #args > 0 then redis.call("HSET", hash, unpack(args)) end
+    redis.call("HSET", hash, unpack(args))
     redis.call("RPUSH", KEYS[2], key)
     announce[#announce + 1] = key
     out[#out + 1] = 1

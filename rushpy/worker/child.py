@@ -9,7 +9,10 @@ the child with SIGKILL and starts a fresh one for the next task; the worker
 itself stays alive.
 
 Protocol on the child's stdin and stdout: frames of a 4-byte big-endian length
-and a msgpack body (:mod:`rushpy.codec`). The request is the task's ``xs``; the
+and a msgpack body (:mod:`rushpy.codec`). Once it has imported the function the
+child sends ``["ready"]``; the worker waits for that before it sends a task, so
+a task's deadline covers the function's run, not the child's start (imports
+can take longer than a short timeout). The request is the task's ``xs``; the
 reply is ``["ok", ys]`` or ``["error", condition]``. The child moves the
 function's own prints from stdout to stderr so they cannot corrupt the frames.
 """
@@ -26,12 +29,16 @@ from rushpy.codec import decode, encode
 from rushpy.logs import get_logger
 from rushpy.models import Condition
 
-__all__ = ["HEADER", "ChildProcess", "ChildResult"]
+__all__ = ["HEADER", "READY", "START_TIMEOUT", "ChildProcess", "ChildResult"]
 
 log = get_logger("rushpy.worker")
 
 HEADER = struct.Struct(">I")
 """Frame header: the body length as a 4-byte big-endian unsigned integer."""
+READY = "ready"
+"""First frame a child sends: it imported the function and waits for tasks."""
+START_TIMEOUT = 300.0
+"""Seconds a child may take to import the function before it counts as failed."""
 
 ChildResult = tuple[str, Any]
 """``("ok", ys)``, ``("error", Condition)``, ``("timeout", None)`` or ``("cancelled", None)``."""
@@ -51,8 +58,9 @@ class ChildProcess:
         self._interrupted = False
 
     async def _ensure(self) -> asyncio.subprocess.Process:
+        """The running child; a new one is started and awaited until it is ready."""
         if self._process is None or self._process.returncode is not None:
-            self._process = await asyncio.create_subprocess_exec(
+            self._process = process = await asyncio.create_subprocess_exec(
                 sys.executable,
                 "-m",
                 "rushpy.worker.child_main",
@@ -61,6 +69,12 @@ class ChildProcess:
                 stdout=asyncio.subprocess.PIPE,
                 stderr=None,  # the worker's own stderr (its log)
             )
+            assert process.stdout is not None
+            async with asyncio.timeout(START_TIMEOUT):
+                size = HEADER.unpack(await process.stdout.readexactly(HEADER.size))[0]
+                hello = decode(await process.stdout.readexactly(size))
+            if hello != [READY]:
+                raise ConnectionError(f"unexpected first frame from the child: {hello!r:.80}")
         return self._process
 
     async def run(self, xs: dict[str, Any], timeout: float | None) -> ChildResult:
@@ -71,7 +85,35 @@ class ChildProcess:
         task with a condition giving its exit code.
         """
         self._interrupted = False
-        process = await self._ensure()
+        try:
+            process = await self._ensure()
+        except TimeoutError:
+            await self.kill()
+            return (
+                "error",
+                Condition(
+                    "ChildProcessDied",
+                    f"the process running {self.fun_path} did not start within {START_TIMEOUT:g} s",
+                ),
+            )
+        except (asyncio.IncompleteReadError, ConnectionError):
+            if self._interrupted:
+                return ("cancelled", None)
+            code = await self._reap()
+            return (
+                "error",
+                Condition(
+                    "ChildProcessDied",
+                    f"the process running {self.fun_path} exited with code {code} while starting "
+                    "(could the function not be imported? see the worker log)",
+                ),
+            )
+        except BaseException:
+            await asyncio.shield(self.kill())
+            raise
+        if self._interrupted:
+            # Cancelled while the child started: do not run the task.
+            return ("cancelled", None)
         assert process.stdin is not None and process.stdout is not None
         body = encode(xs)
         try:
@@ -108,6 +150,12 @@ class ChildProcess:
         if self._process is not None and self._process.returncode is None:
             with contextlib.suppress(ProcessLookupError):
                 self._process.kill()
+
+    async def _reap(self) -> int | None:
+        """Kill (if needed) and reap the child; its exit code."""
+        process = self._process
+        await self.kill()
+        return None if process is None else process.returncode
 
     async def kill(self) -> None:
         """Kill the child and reap it."""

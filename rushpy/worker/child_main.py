@@ -18,7 +18,7 @@ from typing import BinaryIO
 from rushpy.codec import decode, encode
 from rushpy.functions import resolve_function
 from rushpy.models import Condition
-from rushpy.worker.child import HEADER
+from rushpy.worker.child import HEADER, READY
 
 __all__ = ["main"]
 
@@ -54,6 +54,9 @@ def main(argv: list[str] | None = None) -> int:
     os.dup2(devnull, 0)
     os.dup2(2, 1)
     fun = resolve_function(args[0])
+    ready = encode([READY])
+    replies.write(HEADER.pack(len(ready)) + ready)
+    replies.flush()
     while True:
         body = _read_frame(requests)
         if body is None:

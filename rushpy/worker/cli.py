@@ -70,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
 async def _start_args(config: RedisConfig, network: str, prefix: str) -> dict[str, Any]:
     client = create_client(config)
     try:
-        await check_connection(client, config)
+        await check_connection(config)
         args = await Store(client, Keys(network, prefix)).get_start_args()
     finally:
         await client.aclose()

@@ -316,6 +316,11 @@ class Worker(NetworkClient):
             # expiry) or stopped: its tasks may run elsewhere now, so stop.
             log.warning("worker no longer counts as running; terminating", reason=str(exc))
             self.set_terminated()
+            if self._active_pops == 1:
+                # The refused claim left its keys in the pending list: give them
+                # back now, not only when the worker exits (it may live on).
+                await self._stop_blockers()
+                await self.store.release_pending(self.worker_id)
             return []
         finally:
             self._active_pops -= 1

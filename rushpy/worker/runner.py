@@ -107,6 +107,10 @@ def _run_sync_batch(
         try:
             try:
                 interrupter.begin(task.key)
+                if worker.is_cancelled(task.key):
+                    # Cancelled between the check above and begin(): its interrupt
+                    # found no thread running the task, so stop here instead.
+                    raise TaskInterrupted
                 ys = fun(**task.xs)
             finally:
                 interrupter.end()
