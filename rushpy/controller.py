@@ -38,6 +38,7 @@ from rushpy.validation import (
     check_keys,
     check_mappings,
     check_max_retries,
+    check_positive_seconds,
     check_same_length,
     check_task_timeouts,
     check_timeout,
@@ -159,11 +160,7 @@ class Controller(NetworkClient):
     ) -> None:
         super().__init__(network_id, config, prefix=prefix)
         if detect_lost_every is not None:
-            check_timeout(detect_lost_every, allow_none=False)
-            if detect_lost_every <= 0:
-                raise ConfigError(
-                    f"invalid detect_lost_every={detect_lost_every!r}: use seconds > 0, or None"
-                )
+            check_positive_seconds(detect_lost_every, "detect_lost_every")
         self.shutdown_timeout = shutdown_timeout
         self.detect_lost_every = detect_lost_every
         self.restart_lost_workers = restart_lost_workers
@@ -367,7 +364,9 @@ class Controller(NetworkClient):
         """Cancel tasks that are queued or running; returns the keys cancelled.
 
         Each ends ``failed`` with a ``Cancelled`` condition and is never retried
-        automatically (:meth:`retry_tasks` with ``ignore_max_retries=True`` can).
+        automatically. :meth:`retry_tasks` re-queues a task cancelled before it
+        started (its attempts are left); one cancelled while running needs
+        ``ignore_max_retries=True`` once its attempts are used up.
         A running task is interrupted on its worker: an ``async`` function is
         cancelled, a child process (plain function with a timeout) killed, a
         thread (other plain functions) interrupted at its next Python bytecode.
@@ -474,9 +473,7 @@ class Controller(NetworkClient):
             raise ConfigError(f"invalid n_workers={n_workers!r}: start at least 1 worker")
         heartbeat = heartbeat_settings(heartbeat_period, heartbeat_expire)
         if idle_timeout is not None:
-            check_timeout(idle_timeout, allow_none=False)
-            if idle_timeout <= 0:
-                raise ConfigError(f"invalid idle_timeout={idle_timeout!r}: use seconds > 0, or None")
+            check_positive_seconds(idle_timeout, "idle_timeout")
         args = self._resolve_start_args(fun, concurrency)
         if args is not None and heartbeat is not None:
             args["heartbeat_period"], args["heartbeat_expire"] = heartbeat
@@ -672,12 +669,18 @@ class Controller(NetworkClient):
         else:
             info = await self.store.worker_infos([worker_id])
             pid = info[0].pid if info else None
-            if info and info[0].hostname == socket.gethostname() and pid and pid_alive(int(pid)):
+            if (
+                info
+                and info[0].hostname == socket.gethostname()
+                and pid
+                and int(pid) != os.getpid()  # an in-process worker: never kill ourselves
+                and pid_alive(int(pid))
+            ):
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.kill(int(pid), signal.SIGKILL)
-            # A remote worker cannot be signalled from here: its kill key makes it
-            # stop at once. Either way its tasks are settled below, so a result it
-            # still sends is discarded (first writer wins).
+            # A remote (or in-process) worker cannot be signalled from here: its
+            # kill key makes it stop at once. Either way its tasks are settled
+            # below, so a result it still sends is discarded (first writer wins).
             await self.store.request_kill([worker_id])
         if await self.store.set_worker_state(worker_id, WorkerState.KILLED):
             settled = await self.store.requeue_worker_tasks(
@@ -720,16 +723,39 @@ class Controller(NetworkClient):
         """
         found = await super().detect_lost_workers()
         if restart_local_workers:
-            await self._restart_local(found)
+            # Replacements too may be killed before they register (never running,
+            # so never "lost"): restart those as well, or the pool would shrink. A
+            # process that exited on its own before registering (bad function,
+            # no server) is not restarted: it would fail again, forever.
+            registered = set(await self.store.worker_ids())
+            stillborn = [
+                w
+                for w, p in self._local.items()
+                if (code := p.process.poll()) is not None and code < 0 and w not in registered
+            ]
+            await self._restart_local([*found, *stillborn])
         return found
 
     async def _detect_while_waiting(self) -> list[str]:
         return await self.detect_lost_workers(restart_local_workers=self.restart_lost_workers)
 
+    async def _workers_left(self) -> bool:
+        # Local workers still starting count: they will register soon.
+        if any(w.process.poll() is None for w in self._local.values()):
+            return True
+        return await super()._workers_left()
+
     async def _restart_local(self, worker_ids: Sequence[str]) -> list[str]:
         gone = [self._local.pop(w) for w in worker_ids if w in self._local]
         if not gone:
             return []
+        for old in gone:
+            # Lost but alive (hung, paused): stop it, or it would live on untracked
+            # next to its replacement.
+            if old.process.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    old.process.kill()
+                await asyncio.to_thread(old.process.wait)
         args = await self.store.get_start_args()
         if args is None:
             log.warning("cannot restart lost workers: the network stores no start arguments")
@@ -770,12 +796,13 @@ class Controller(NetworkClient):
 
         """
         if workers:
-            for wid in await self.store.worker_ids(WorkerState.RUNNING):
-                if wid in self._local:
-                    local = self._local[wid]
-                    if local.process.poll() is None:
+            # Every local process still alive, also those no longer recorded as
+            # running (lost while hung, say): they are forgotten below.
+            for local in self._local.values():
+                if local.process.poll() is None:
+                    with contextlib.suppress(ProcessLookupError):
                         local.process.kill()
-                        await asyncio.to_thread(local.process.wait)
+                    await asyncio.to_thread(local.process.wait)
             await self.store.request_terminate(await self.store.worker_ids(WorkerState.RUNNING))
             self._local.clear()
         await self.store.delete_all(keep_workers=not workers)

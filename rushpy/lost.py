@@ -19,7 +19,7 @@ from rushpy.logs import get_logger
 from rushpy.models import Condition, WorkerState
 from rushpy.store import Store
 
-__all__ = ["find_lost_workers", "pid_alive", "settle_lost_workers"]
+__all__ = ["find_lost_workers", "pid_alive", "release_stranded_pending", "settle_lost_workers"]
 
 log = get_logger("rushpy.lost")
 
@@ -63,7 +63,9 @@ async def settle_lost_workers(store: Store, reasons: Mapping[str, str]) -> list[
     """Mark workers lost and settle their tasks; returns the ids this call marked.
 
     A worker that is no longer recorded as running (it exited, or another
-    detector got there first) is skipped.
+    detector got there first) is skipped. Tasks that reached the pending list
+    of a lost or killed worker after it was settled go back to the queue too
+    (:func:`release_stranded_pending`).
     """
     found = []
     for wid, why in reasons.items():
@@ -81,6 +83,26 @@ async def settle_lost_workers(store: Store, reasons: Mapping[str, str]) -> list[
             failed=len(settled.failed),
             released=settled.released,
         )
+    await release_stranded_pending(store)
     if found:
         await store.publish_event()
     return found
+
+
+async def release_stranded_pending(store: Store) -> int:
+    """Give back tasks held in the pending lists of lost or killed workers.
+
+    A worker that is paused or cut off (not dead) may still have a blocking
+    move armed on the server: a task pushed after the worker was settled lands
+    in its pending list, where no running worker ever claims it. Returns how
+    many tasks went back to the queue.
+    """
+    gone = await store.worker_ids(WorkerState.LOST) + await store.worker_ids(WorkerState.KILLED)
+    released = 0
+    for wid, n in zip(gone, await store.pending_lengths(gone), strict=True):
+        if n:
+            moved = await store.release_pending(wid)
+            if moved:
+                log.warning("returned tasks held by a worker that is gone", worker_id=wid, n=moved)
+            released += moved
+    return released

@@ -344,6 +344,10 @@ class NetworkClient:
     async def _detect_while_waiting(self) -> list[str]:
         return await self.detect_lost_workers()
 
+    async def _workers_left(self) -> bool:
+        """Whether any worker can still run open tasks (the controller adds its starting ones)."""
+        return bool(await self.store.worker_ids(WorkerState.RUNNING))
+
     # -- waiting ------------------------------------------------------------------------
     async def wait_for_tasks(
         self,
@@ -394,7 +398,7 @@ class NetworkClient:
                     f"{len(unknown)} key(s) are not tasks of network {self.network_id!r}, e.g. "
                     f"{unknown[0]!r}; pass keys returned by push_tasks()"
                 )
-            if lost and not await self.store.worker_ids(WorkerState.RUNNING):
+            if lost and not await self._workers_left():
                 raise WorkerError(
                     f"no worker of network {self.network_id!r} is running (lost while waiting: "
                     f"{sorted(set(lost))}) and {len(open_keys)} of {len(wanted)} tasks are still "

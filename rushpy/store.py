@@ -110,7 +110,8 @@ class Requeued:
     Attributes:
         requeued: Interrupted tasks put back in the queue (attempts left).
         failed: Interrupted tasks failed (no attempts left).
-        released: Popped-but-unclaimed tasks put back in the queue.
+        released: Popped-but-unclaimed tasks and tasks of the worker's priority
+            queue put back in the shared queue.
 
     """
 
@@ -437,10 +438,21 @@ class Store:
         moved = await self._run("release", [self.keys.pending(worker_id), self.keys.queued], [])
         return int(moved)
 
+    async def pending_lengths(self, worker_ids: Sequence[str]) -> list[int]:
+        """Length of each worker's pending list (one pipelined round trip)."""
+        if not worker_ids:
+            return []
+        async with self.client.pipeline(transaction=False) as pipe:
+            for wid in worker_ids:
+                pipe.llen(self.keys.pending(wid))
+            raw = await pipe.execute()
+        return [int(x) for x in raw]
+
     async def requeue_worker_tasks(self, worker_id: str, condition: Condition) -> Requeued:
         """Settle the tasks of a worker that is gone (lost, killed, exited mid-task).
 
-        Popped-but-unclaimed tasks go back to the queue. Interrupted tasks go back
+        Popped-but-unclaimed tasks and the worker's priority queue go back to the
+        shared queue. Interrupted tasks go back
         to the queue while attempts remain, else fail with ``condition``; either
         way the condition joins the task's history. First writer wins: a result
         that arrived meanwhile stays.
@@ -454,6 +466,7 @@ class Store:
                 self.keys.worker_running(worker_id),
                 self.keys.queued,
                 self.keys.pending(worker_id),
+                self.keys.priority_queue(worker_id),
                 *self.keys.tasks(keys),
             ],
             [encode(condition.to_dict()), _now(), self.keys.events, *keys],

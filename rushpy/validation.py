@@ -6,12 +6,13 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any, TypeVar
 
-from rushpy.errors import TaskError
+from rushpy.errors import ConfigError, TaskError
 
 __all__ = [
     "check_keys",
     "check_mappings",
     "check_max_retries",
+    "check_positive_seconds",
     "check_same_length",
     "check_task_timeouts",
     "check_timeout",
@@ -83,6 +84,18 @@ def check_timeout(timeout: Any, *, allow_none: bool) -> None:
     ):
         hint = "a number of seconds >= 0" + (" or None to wait forever" if allow_none else "")
         raise TaskError(f"invalid timeout {timeout!r}: use {hint}")
+
+
+def check_positive_seconds(value: Any, name: str) -> float:
+    """Check a setting in seconds that must be > 0 (an interval, an idle timeout).
+
+    Raises:
+        ConfigError: not a number > 0; the message names ``name`` and the value.
+
+    """
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or math.isnan(value) or value <= 0:
+        raise ConfigError(f"invalid {name}={value!r}: use seconds > 0, or None")
+    return float(value)
 
 
 def _per_task(value: Any, n: int, name: str) -> list[Any]:

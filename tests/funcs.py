@@ -63,3 +63,31 @@ def burn(seconds: float) -> dict[str, int]:
     while time.monotonic() < deadline:
         n += 1
     return {"loops": n}
+
+
+def fail_first(marker: str, x: int = 0) -> dict[str, int]:
+    """Fail the first run (creating the file ``marker``), succeed on every later run."""
+    try:
+        with open(marker, "x"):
+            pass
+    except FileExistsError:
+        return {"y": x}
+    raise RuntimeError(f"first attempt fails ({marker})")
+
+
+def pid_square(x: float) -> dict[str, float]:
+    """Square ``x`` and say which process did it (thread of the worker or a child)."""
+    return {"y": x * x, "pid": os.getpid()}
+
+
+def exit_on_negative(x: int, code: int = 3) -> dict[str, int]:
+    """End the whole process at once (no cleanup, no reply) for a negative ``x``."""
+    if x < 0:
+        os._exit(code)
+    return {"y": x}
+
+
+def chaos_square(x: int) -> dict[str, int]:
+    """A short task (4 ms) for the chaos tests: long enough to be interrupted."""
+    time.sleep(0.004)
+    return {"y": x * x, "pid": os.getpid()}

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import anyio
@@ -19,6 +18,7 @@ import rushpy
 from rushpy import Controller, RedisConfig, Worker
 from rushpy.codec import encode
 from tests.funcs import async_square, bad_return, fail_on_odd, square
+from tests.helpers import eventually
 
 # Marked at collection time (not only by conftest's late marker) so that anyio keeps the
 # ``parametrize`` ids of async tests instead of re-parametrizing them by backend alone.
@@ -33,21 +33,6 @@ async def network_keys(controller: Controller) -> set[str]:
         name.decode()
         async for name in controller.store.client.scan_iter(match=controller.keys.pattern, count=1000)
     }
-
-
-async def eventually(
-    predicate: Callable[[], bool | Awaitable[bool]], what: str, timeout: float = 5.0
-) -> None:
-    """Poll ``predicate`` until it holds; fail after ``timeout`` seconds."""
-    with anyio.move_on_after(timeout):
-        while True:
-            result = predicate()
-            if not isinstance(result, bool):
-                result = await result
-            if result:
-                return
-            await anyio.sleep(0.02)
-    pytest.fail(f"timed out after {timeout} s waiting for: {what}")
 
 
 def closed_port() -> int:

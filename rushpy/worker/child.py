@@ -98,6 +98,7 @@ class ChildProcess:
             )
         except (asyncio.IncompleteReadError, ConnectionError):
             if self._interrupted:
+                await self._reap_interrupted()
                 return ("cancelled", None)
             code = await self._reap()
             return (
@@ -127,6 +128,7 @@ class ChildProcess:
             return ("timeout", None)
         except (asyncio.IncompleteReadError, ConnectionError):
             if self._interrupted:
+                await self._reap_interrupted()
                 return ("cancelled", None)
             code = await process.wait()
             return (
@@ -150,6 +152,17 @@ class ChildProcess:
         if self._process is not None and self._process.returncode is None:
             with contextlib.suppress(ProcessLookupError):
                 self._process.kill()
+
+    async def _reap_interrupted(self) -> None:
+        """Wait for the child that :meth:`interrupt` killed, and drop it.
+
+        Until it is reaped it looks alive, and the next task would be sent to it
+        (and fail). Not signalled again: signalling an exited child through its
+        handle reaps it behind asyncio's back.
+        """
+        process, self._process = self._process, None
+        if process is not None:
+            await process.wait()
 
     async def _reap(self) -> int | None:
         """Kill (if needed) and reap the child; its exit code."""

@@ -44,7 +44,7 @@ from rushpy.errors import ConfigError
 from rushpy.functions import function_path, is_async_function
 from rushpy.logs import get_logger
 from rushpy.models import Condition, PoppedTask
-from rushpy.validation import check_timeout
+from rushpy.validation import check_positive_seconds
 from rushpy.worker.child import ChildProcess
 from rushpy.worker.core import Worker
 from rushpy.worker.interrupt import TaskInterrupted, ThreadInterrupter
@@ -239,9 +239,7 @@ async def run_function(
     if not isinstance(concurrency, int) or isinstance(concurrency, bool) or concurrency < 1:
         raise ConfigError(f"invalid concurrency={concurrency!r}: use an integer >= 1")
     if idle_timeout is not None:
-        check_timeout(idle_timeout, allow_none=False)
-        if idle_timeout <= 0:
-            raise ConfigError(f"invalid idle_timeout={idle_timeout!r}: use seconds > 0, or None")
+        check_positive_seconds(idle_timeout, "idle_timeout")
     is_async = is_async_function(fun)
     writer = _ResultWriter(worker)
     limiter = anyio.CapacityLimiter(concurrency)
