@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import math
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -251,17 +252,19 @@ async def run_function(
         return fun_path or function_path(fun)
 
     async def run_async(task: PoppedTask) -> Outcome | None:
-        scope = anyio.CancelScope()
+        # One scope serves both the deadline and a cancellation (cheaper per task
+        # than two); which of them stopped the task is told apart afterwards.
+        deadline = math.inf if task.timeout is None else anyio.current_time() + task.timeout
+        scope = anyio.CancelScope(deadline=deadline)
         with worker.interruptible(task.key, scope.cancel), scope:
             try:
-                with anyio.move_on_after(task.timeout) as deadline:
-                    ys = await fun(**task.xs)
+                ys = await fun(**task.xs)
             except Exception as exc:  # the function's failure fails its task; the worker goes on
                 return _failed(task, exc)
-            if deadline.cancelled_caught:
-                return _timed_out(task)
             return _check_result(ys, task)
-        return None  # cancelled: the controller recorded the failure
+        if worker.is_cancelled(task.key):
+            return None  # cancelled: the controller recorded the failure
+        return _timed_out(task)
 
     async def run_in_child(child: ChildProcess, task: PoppedTask) -> Outcome | None:
         with worker.interruptible(task.key, child.interrupt):
