@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import ctypes
 import importlib.util
 import os
 import shutil
@@ -32,6 +31,7 @@ import anyio.to_thread
 
 from rushpy.config import RedisConfig
 from rushpy.errors import EmbeddedServerError
+from rushpy.lifetime import die_with_parent
 
 __all__ = ["ENV_BINARY", "EmbeddedServer", "find_server_binary"]
 
@@ -81,10 +81,8 @@ def _free_port() -> int:
 
 
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
-    # Linux only: the kernel sends SIGTERM to the server when its parent dies.
-    with contextlib.suppress(Exception):
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG = 1
+    # The kernel sends SIGTERM to the server when its parent dies.
+    die_with_parent(signal.SIGTERM)
 
 
 class EmbeddedServer:

@@ -596,6 +596,24 @@ async def test_kill_key_stops_a_worker_loop_and_requeues_its_task(
     assert await shared_queue(controller) == [key]
 
 
+async def cli_worker_running_a_task(
+    controller: Controller,
+    config: RedisConfig,
+    *,
+    network_id: str,
+    wid: str,
+    tmp_path: Path,
+    processes: list[subprocess.Popen[bytes]],
+) -> tuple[subprocess.Popen[bytes], str]:
+    """Start a CLI worker and give it a 60 s task (one retry); return it once the task runs."""
+    args = ["--network", network_id, "--fun", "tests.funcs:sleepy", "--worker-id", wid]
+    proc = spawn_cli(config, args, tmp_path, processes)
+    await controller.wait_for_workers(worker_ids=[wid], timeout=30)
+    [key] = await controller.push_tasks([{"x": 1, "duration": 60}], max_retries=1)
+    await wait_until_running(controller, key)
+    return proc, key
+
+
 async def test_kill_key_makes_a_cli_worker_exit_130(
     controller: Controller,
     config: RedisConfig,
@@ -604,11 +622,9 @@ async def test_kill_key_makes_a_cli_worker_exit_130(
     processes: list[subprocess.Popen[bytes]],
 ) -> None:
     wid = "cli-kill-key"
-    args = ["--network", network_id, "--fun", "tests.funcs:sleepy", "--worker-id", wid]
-    proc = spawn_cli(config, args, tmp_path, processes)
-    await controller.wait_for_workers(worker_ids=[wid], timeout=30)
-    [key] = await controller.push_tasks([{"x": 1, "duration": 60}], max_retries=1)
-    await wait_until_running(controller, key)
+    proc, key = await cli_worker_running_a_task(
+        controller, config, network_id=network_id, wid=wid, tmp_path=tmp_path, processes=processes
+    )
     await controller.store.request_kill([wid])
     assert await wait_exit(proc, 10) == 130
     assert (await worker_states(controller))[wid] == "killed"
@@ -685,11 +701,9 @@ async def test_second_sigint_exits_130_and_requeues_the_running_task(
     processes: list[subprocess.Popen[bytes]],
 ) -> None:
     wid = "cli-two-sigints"
-    args = ["--network", network_id, "--fun", "tests.funcs:sleepy", "--worker-id", wid]
-    proc = spawn_cli(config, args, tmp_path, processes)
-    await controller.wait_for_workers(worker_ids=[wid], timeout=30)
-    [key] = await controller.push_tasks([{"x": 1, "duration": 60}], max_retries=1)
-    await wait_until_running(controller, key)
+    proc, key = await cli_worker_running_a_task(
+        controller, config, network_id=network_id, wid=wid, tmp_path=tmp_path, processes=processes
+    )
     proc.send_signal(signal.SIGINT)
     await anyio.sleep(0.2)
     proc.send_signal(signal.SIGINT)

@@ -197,41 +197,25 @@ async def test_password_required() -> None:
         assert "s3cret-pw" not in server.url
         assert "s3cret-pw" not in repr(config)
 
-        good = create_client(config)
-        try:
-            await check_connection(config)
-        finally:
-            await good.aclose()
+        await check_connection(config)
 
         anonymous = RedisConfig(host="127.0.0.1", port=server.port)
-        bad = create_client(anonymous)
-        try:
-            with pytest.raises(ConnectionFailedError) as info:
-                await check_connection(anonymous)
-        finally:
-            await bad.aclose()
+        with pytest.raises(ConnectionFailedError) as info:
+            await check_connection(anonymous)
         assert "credentials" in str(info.value)
         assert str(server.port) in str(info.value)
 
         wrong = RedisConfig(host="127.0.0.1", port=server.port, password="not-it")
-        bad = create_client(wrong)
-        try:
-            with pytest.raises(ConnectionFailedError) as info:
-                await check_connection(wrong)
-        finally:
-            await bad.aclose()
+        with pytest.raises(ConnectionFailedError) as info:
+            await check_connection(wrong)
         assert "not-it" not in str(info.value)
 
 
 async def test_connection_to_stopped_server_fails() -> None:
     async with EmbeddedServer() as server:
         config = server.config
-    client = create_client(config)
-    try:
-        with pytest.raises(ConnectionFailedError, match=str(config.port)):
-            await check_connection(config)
-    finally:
-        await client.aclose()
+    with pytest.raises(ConnectionFailedError, match=str(config.port)):
+        await check_connection(config)
 
 
 async def test_async_context_manager() -> None:

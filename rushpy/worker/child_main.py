@@ -8,8 +8,6 @@ it with ``-m`` never finds it imported already (no runpy warning).
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import os
 import signal
 import sys
@@ -17,19 +15,11 @@ from typing import BinaryIO
 
 from rushpy.codec import decode, encode
 from rushpy.functions import resolve_function
+from rushpy.lifetime import die_with_parent
 from rushpy.models import Condition
 from rushpy.worker.child import HEADER, READY
 
 __all__ = ["main"]
-
-
-def _die_with_parent() -> None:
-    """Ask Linux to SIGKILL this process when the worker dies (no orphans)."""
-    if not sys.platform.startswith("linux"):
-        return
-    with contextlib.suppress(Exception):
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
 def _read_frame(stream: BinaryIO) -> bytes | None:
@@ -46,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     if len(args) != 1:
         print("usage: python -m rushpy.worker.child module:function", file=sys.stderr)
         return 2
-    _die_with_parent()
+    die_with_parent(signal.SIGKILL)  # no orphan when the worker dies
     # Keep the protocol streams for ourselves; the function's prints go to stderr.
     requests = os.fdopen(os.dup(0), "rb")
     replies = os.fdopen(os.dup(1), "wb")
