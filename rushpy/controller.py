@@ -19,6 +19,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal
 
+import anyio
+
 from rushpy.config import ENV_URL, RedisConfig, heartbeat_settings, validate_identifier
 from rushpy.errors import (
     ConfigError,
@@ -30,9 +32,11 @@ from rushpy.errors import (
 from rushpy.functions import function_path
 from rushpy.keys import DEFAULT_PREFIX
 from rushpy.logs import get_logger
-from rushpy.lost import pid_alive
+from rushpy.lost import LostWorkerDetector, pid_alive
 from rushpy.models import Condition, TaskState, WorkerState
-from rushpy.reader import NetworkClient
+from rushpy.read_methods import ReadMethods
+from rushpy.reads import LostWatch, Reads
+from rushpy.session import Session
 from rushpy.store import new_worker_id
 from rushpy.validation import (
     check_keys,
@@ -126,8 +130,12 @@ class LocalWorker:
             return ""
 
 
-class Controller(NetworkClient):
+class Controller(ReadMethods):
     """Controller of a network: push tasks, manage workers, fetch results.
+
+    One controller is safe to share between any number of coroutines (the
+    request handlers of a web service, say): reads, waits and pushes may run
+    concurrently.
 
     Example:
         >>> async with Controller("hpo", config=server.config) as rush:
@@ -158,22 +166,42 @@ class Controller(NetworkClient):
         detect_lost_every: float | None = None,
         restart_lost_workers: bool = False,
     ) -> None:
-        super().__init__(network_id, config, prefix=prefix)
         if detect_lost_every is not None:
             check_positive_seconds(detect_lost_every, "detect_lost_every")
+        self._session = Session(
+            network_id, config, prefix=prefix, on_event=self._on_event, owner="Controller"
+        )
+        self._keys = self._session.keys
+        self._store = self._session.store
+        self._reads = Reads(self._session)
         self.shutdown_timeout = shutdown_timeout
         self.detect_lost_every = detect_lost_every
         self.restart_lost_workers = restart_lost_workers
         self._local: dict[str, LocalWorker] = {}
         self._log_dir: Path | None = None
-        self._watcher: asyncio.Task[None] | None = None
+        self._lost = LostWorkerDetector(self._store, probe=self._exited_local, starting=self._local_starting)
+        self._lost_watch = LostWatch(detect=self._detect_while_waiting, workers_left=self._lost.workers_left)
+
+    def _on_event(self, channel: str, data: bytes) -> None:
+        self._reads.on_event(channel, data)
+
+    @property
+    def network_id(self) -> str:
+        """Id of the network."""
+        return self._keys.network_id
+
+    @property
+    def config(self) -> RedisConfig:
+        """Server settings."""
+        return self._session.config
+
+    def __repr__(self) -> str:
+        return f"Controller(network_id={self.network_id!r}, config={self.config})"
 
     async def __aenter__(self) -> Controller:
-        await super().__aenter__()
+        await self._session.__aenter__()
         if self.detect_lost_every is not None:
-            self._watcher = asyncio.create_task(
-                self._watch_workers(self.detect_lost_every), name=f"rushpy-lost-{self.network_id}"
-            )
+            self._session.task_group.start_soon(self._watch_workers, self.detect_lost_every)
         return self
 
     async def __aexit__(
@@ -183,19 +211,18 @@ class Controller(NetworkClient):
         tb: TracebackType | None,
     ) -> None:
         try:
-            if self._watcher is not None:
-                self._watcher.cancel()
-                with contextlib.suppress(BaseException):
-                    await self._watcher
-                self._watcher = None
-            await asyncio.shield(self._shutdown_local())
+            with anyio.CancelScope(shield=True):
+                if self._session.is_open:
+                    # Stop the background checks first: they may restart workers.
+                    self._session.task_group.cancel_scope.cancel()
+                await self._shutdown_local()
         finally:
-            await super().__aexit__(exc_type, exc, tb)
+            await self._session.__aexit__(exc_type, exc, tb)
 
     async def _watch_workers(self, every: float) -> None:
         """Background lost-worker detection; survives connection trouble."""
         while True:
-            await asyncio.sleep(every)
+            await anyio.sleep(every)
             try:
                 await self.detect_lost_workers(restart_local_workers=self.restart_lost_workers)
             except Exception as exc:  # keep watching through passing faults
@@ -231,9 +258,9 @@ class Controller(NetworkClient):
 
         """
         tasks = self._task_fields(xss, xss_extra, seeds, timeouts, max_retries)
-        keys = await self.store.create_tasks("queued", tasks)
+        keys = await self._store.create_tasks("queued", tasks)
         if terminate_workers:
-            await self.store.request_terminate_all()
+            await self._store.request_terminate_all()
         return keys
 
     @staticmethod
@@ -286,7 +313,7 @@ class Controller(NetworkClient):
             if wid is not None and not isinstance(wid, str):
                 raise TaskError(f"priority entries are worker ids (str) or None, got {wid!r}")
         candidates = sorted({w for w in priority_list if w is not None})
-        running = dict(zip(candidates, await self.store.running_worker_flags(candidates), strict=True))
+        running = dict(zip(candidates, await self._store.running_worker_flags(candidates), strict=True))
         rerouted = sorted(w for w, up in running.items() if not up)
         if rerouted:
             log.warning("workers not running; their tasks go to the shared queue", workers=rerouted)
@@ -295,10 +322,10 @@ class Controller(NetworkClient):
             target = wid if wid is not None and running.get(wid) else None
             groups.setdefault(target, []).append(i)
         targets = list(groups)
-        created = await self.store.create_queued_groups(
+        created = await self._store.create_queued_groups(
             [
                 (
-                    self.keys.queued if t is None else self.keys.priority_queue(t),
+                    self._keys.queued if t is None else self._keys.priority_queue(t),
                     [tasks[i] for i in groups[t]],
                 )
                 for t in targets
@@ -328,7 +355,7 @@ class Controller(NetworkClient):
             {"xs": x, "ys": y, "xs_extra": a, "ys_extra": b}
             for x, y, a, b in zip(xss, yss, xe, ye, strict=True)
         ]
-        return await self.store.create_tasks(
+        return await self._store.create_tasks(
             "finished", tasks, common={"started_at": now, "finished_at": now}
         )
 
@@ -347,7 +374,8 @@ class Controller(NetworkClient):
         except TypeError as exc:
             raise TaskError(str(exc)) from None
         tasks = [{"xs": x, "xs_extra": e, "condition": c} for x, e, c in zip(xss, extras, conds, strict=True)]
-        return await self.store.create_tasks("failed", tasks, common={"finished_at": dt.datetime.now(dt.UTC)})
+        now = dt.datetime.now(dt.UTC)
+        return await self._store.create_tasks("failed", tasks, common={"finished_at": now})
 
     async def empty_queue(self) -> int:
         """Remove every queued task (shared and priority queues); they become failed.
@@ -355,9 +383,9 @@ class Controller(NetworkClient):
         Their condition says they were removed from the queue. Returns how many.
         """
         condition = Condition("Removed", "removed from the queue by empty_queue()")
-        moved = await self.store.dequeue(self.keys.queued, condition)
-        for wid in await self.store.worker_ids():
-            moved += await self.store.dequeue(self.keys.priority_queue(wid), condition)
+        moved = await self._store.dequeue(self._keys.queued, condition)
+        for wid in await self._store.worker_ids():
+            moved += await self._store.dequeue(self._keys.priority_queue(wid), condition)
         return moved
 
     async def cancel_tasks(self, keys: Sequence[str]) -> list[str]:
@@ -380,13 +408,13 @@ class Controller(NetworkClient):
         for _ in range(3):
             # A worker that registered after the lists were read may hold a key in
             # its pending list: look again for keys that are still open.
-            queued, running = await self.store.cancel(todo, condition)
+            queued, running = await self._store.cancel(todo, condition)
             cancelled += queued + running
             done = set(cancelled)
             todo = [k for k in todo if k not in done]
             if not todo:
                 break
-            snap = await self.store.snapshot()
+            snap = await self._store.snapshot()
             waiting = set(snap[TaskState.QUEUED]) | set(snap[TaskState.RUNNING])
             todo = [k for k in todo if k in waiting]
             if not todo:
@@ -417,9 +445,9 @@ class Controller(NetworkClient):
             return []
         seeds: list[int | None] | None = None
         if next_seed:
-            rows = await self.store.read_tasks(keys)
+            rows = await self._store.read_tasks(keys)
             seeds = [next_seed_of(row.get("seed")) if row is not None else None for row in rows]
-        retried = await self.store.retry(keys, ignore_max_retries=ignore_max_retries, seeds=seeds)
+        retried = await self._store.retry(keys, ignore_max_retries=ignore_max_retries, seeds=seeds)
         skipped = len(keys) - len(retried)
         if skipped:
             log.warning(
@@ -478,13 +506,13 @@ class Controller(NetworkClient):
         if args is not None and heartbeat is not None:
             args["heartbeat_period"], args["heartbeat_expire"] = heartbeat
         if args is None:
-            args = await self.store.get_start_args()
+            args = await self._store.get_start_args()
             if args is None:
                 raise NoStartArgumentsError(
                     f"network {self.network_id!r} has no stored start arguments: pass fun="
                 )
         else:
-            await self.store.set_start_args(args)
+            await self._store.set_start_args(args)
         return self._spawn(n_workers, args, idle_timeout, log_level)
 
     def _spawn(
@@ -509,7 +537,7 @@ class Controller(NetworkClient):
                 "--network",
                 self.network_id,
                 "--prefix",
-                self.keys.prefix,
+                self._keys.prefix,
                 "--worker-id",
                 wid,
                 "--fun",
@@ -553,8 +581,8 @@ class Controller(NetworkClient):
         """
         parts = [python, "-m", "rushpy.worker", "--network", self.network_id]
         parts += ["--url", self.config.to_url(include_password=False)]
-        if self.keys.prefix != DEFAULT_PREFIX:
-            parts += ["--prefix", self.keys.prefix]
+        if self._keys.prefix != DEFAULT_PREFIX:
+            parts += ["--prefix", self._keys.prefix]
         if fun is not None:
             parts += ["--fun", function_path(fun)]
         if concurrency is not None:
@@ -588,16 +616,16 @@ class Controller(NetworkClient):
                 raise ConfigError("wait_for_workers() needs n= or worker_ids= (no local workers started)")
         if n is not None and (not isinstance(n, int) or isinstance(n, bool) or n < 0):
             raise ConfigError(f"invalid n={n!r}: use an integer >= 0")
-        events = self._events()
+        events = self._session.events
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
-            seen = events.counter(self.keys.events)
-            running = await self.store.worker_ids(WorkerState.RUNNING)
+            seen = events.counter(self._keys.events)
+            running = await self._store.worker_ids(WorkerState.RUNNING)
             running_set = set(running)
             ok = (n is None or len(running) >= n) and all(w in running_set for w in worker_ids or [])
             if ok:
                 return running
-            self._check_local_alive(await self.store.worker_ids())
+            self._check_local_alive(await self._store.worker_ids())
             remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:
                 missing = [w for w in worker_ids or [] if w not in running_set]
@@ -612,7 +640,7 @@ class Controller(NetworkClient):
             step = 0.2 if self._local else remaining
             if remaining is not None and step is not None:
                 step = min(step, remaining)
-            await events.wait([self.keys.events], [seen], step)
+            await events.wait([self._keys.events], [seen], step)
 
     def _check_local_alive(self, registered: Sequence[str]) -> None:
         known = set(registered)
@@ -638,8 +666,8 @@ class Controller(NetworkClient):
         """
         if type not in ("terminate", "kill"):
             raise ConfigError(f"invalid type={type!r}: use 'terminate' or 'kill'")
-        known = set(await self.store.worker_ids())
-        running = set(await self.store.worker_ids(WorkerState.RUNNING))
+        known = set(await self._store.worker_ids())
+        running = set(await self._store.worker_ids(WorkerState.RUNNING))
         if worker_ids is None:
             targets = sorted(running)
             unknown: list[str] = []
@@ -655,7 +683,7 @@ class Controller(NetworkClient):
                 continue
             result.stopped.append(wid)
         if type == "terminate":
-            await self.store.request_terminate(result.stopped)
+            await self._store.request_terminate(result.stopped)
             return result
         for wid in result.stopped:
             await self._kill(wid)
@@ -667,7 +695,7 @@ class Controller(NetworkClient):
             local.process.kill()
             await asyncio.to_thread(local.process.wait)
         else:
-            info = await self.store.worker_infos([worker_id])
+            info = await self._store.worker_infos([worker_id])
             pid = info[0].pid if info else None
             if (
                 info
@@ -681,9 +709,9 @@ class Controller(NetworkClient):
             # A remote (or in-process) worker cannot be signalled from here: its
             # kill key makes it stop at once. Either way its tasks are settled
             # below, so a result it still sends is discarded (first writer wins).
-            await self.store.request_kill([worker_id])
-        if await self.store.set_worker_state(worker_id, WorkerState.KILLED):
-            settled = await self.store.requeue_worker_tasks(
+            await self._store.request_kill([worker_id])
+        if await self._store.set_worker_state(worker_id, WorkerState.KILLED):
+            settled = await self._store.requeue_worker_tasks(
                 worker_id,
                 Condition("WorkerKilled", f"worker {worker_id} was killed while running the task"),
             )
@@ -694,17 +722,20 @@ class Controller(NetworkClient):
                     requeued=len(settled.requeued),
                     failed=len(settled.failed),
                 )
-        await self.store.publish_event()
+        await self._store.publish_event()
 
     # -- lost workers ------------------------------------------------------------------------
-    async def _lost_reasons(self) -> dict[str, str]:
-        reasons = await super()._lost_reasons()
-        running = set(await self.store.worker_ids(WorkerState.RUNNING))
-        for wid, local in self._local.items():
-            code = local.process.poll()
-            if code is not None and wid in running:
-                reasons[wid] = f"its process exited with code {code}"
-        return reasons
+    def _exited_local(self) -> dict[str, str]:
+        """Local worker processes that exited, with the reason (lost-worker evidence)."""
+        return {
+            wid: f"its process exited with code {code}"
+            for wid, local in self._local.items()
+            if (code := local.process.poll()) is not None
+        }
+
+    def _local_starting(self) -> bool:
+        """Whether local worker processes are alive (they count as workers left)."""
+        return any(w.process.poll() is None for w in self._local.values())
 
     async def detect_lost_workers(self, restart_local_workers: bool = False) -> list[str]:
         """Find workers that are gone and settle their tasks; returns the ids found in this call.
@@ -721,13 +752,13 @@ class Controller(NetworkClient):
                 this controller started (same function and options).
 
         """
-        found = await super().detect_lost_workers()
+        found = await self._lost.detect()
         if restart_local_workers:
             # Replacements too may be killed before they register (never running,
             # so never "lost"): restart those as well, or the pool would shrink. A
             # process that exited on its own before registering (bad function,
             # no server) is not restarted: it would fail again, forever.
-            registered = set(await self.store.worker_ids())
+            registered = set(await self._store.worker_ids())
             stillborn = [
                 w
                 for w, p in self._local.items()
@@ -738,12 +769,6 @@ class Controller(NetworkClient):
 
     async def _detect_while_waiting(self) -> list[str]:
         return await self.detect_lost_workers(restart_local_workers=self.restart_lost_workers)
-
-    async def _workers_left(self) -> bool:
-        # Local workers still starting count: they will register soon.
-        if any(w.process.poll() is None for w in self._local.values()):
-            return True
-        return await super()._workers_left()
 
     async def _restart_local(self, worker_ids: Sequence[str]) -> list[str]:
         gone = [self._local.pop(w) for w in worker_ids if w in self._local]
@@ -756,7 +781,7 @@ class Controller(NetworkClient):
                 with contextlib.suppress(ProcessLookupError):
                     old.process.kill()
                 await asyncio.to_thread(old.process.wait)
-        args = await self.store.get_start_args()
+        args = await self._store.get_start_args()
         if args is None:
             log.warning("cannot restart lost workers: the network stores no start arguments")
             return []
@@ -771,7 +796,7 @@ class Controller(NetworkClient):
         if not alive:
             return
         with contextlib.suppress(Exception):
-            await self.store.request_terminate([w.worker_id for w in alive])
+            await self._store.request_terminate([w.worker_id for w in alive])
         for w in alive:
             with contextlib.suppress(ProcessLookupError):
                 w.process.send_signal(signal.SIGTERM)
@@ -803,7 +828,7 @@ class Controller(NetworkClient):
                     with contextlib.suppress(ProcessLookupError):
                         local.process.kill()
                     await asyncio.to_thread(local.process.wait)
-            await self.store.request_terminate(await self.store.worker_ids(WorkerState.RUNNING))
+            await self._store.request_terminate(await self._store.worker_ids(WorkerState.RUNNING))
             self._local.clear()
-        await self.store.delete_all(keep_workers=not workers)
+        await self._store.delete_all(keep_workers=not workers)
         self.reset_cache()

@@ -13,6 +13,7 @@ __all__ = [
     "EmbeddedServerError",
     "NoStartArgumentsError",
     "RushError",
+    "ServerError",
     "TaskError",
     "UnknownTaskError",
     "UnknownWorkerError",
@@ -34,6 +35,10 @@ class ConfigError(RushError, ValueError):
 
 class ConnectionFailedError(RushError, ConnectionError):
     """The Redis-compatible server cannot be reached or refused the client."""
+
+
+class ServerError(RushError):
+    """The server answered a command with an error (script error, out of memory, wrong key type)."""
 
 
 class EmbeddedServerError(RushError):

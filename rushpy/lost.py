@@ -13,13 +13,19 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from rushpy.logs import get_logger
 from rushpy.models import Condition, WorkerState
 from rushpy.store import Store
 
-__all__ = ["find_lost_workers", "pid_alive", "release_stranded_pending", "settle_lost_workers"]
+__all__ = [
+    "LostWorkerDetector",
+    "find_lost_workers",
+    "pid_alive",
+    "release_stranded_pending",
+    "settle_lost_workers",
+]
 
 log = get_logger("rushpy.lost")
 
@@ -106,3 +112,42 @@ async def release_stranded_pending(store: Store) -> int:
                 log.warning("returned tasks held by a worker that is gone", worker_id=wid, n=moved)
             released += moved
     return released
+
+
+class LostWorkerDetector:
+    """Finds lost workers of a network and settles their tasks.
+
+    Args:
+        store: Store of the network.
+        probe: Extra evidence from the owner, called on every detection: running
+            workers known to be gone, with the reason (a controller passes the
+            exit codes of the processes it started).
+        starting: Whether workers are about to register (a controller's local
+            processes still starting): they count as workers left.
+
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        probe: Callable[[], Mapping[str, str]] | None = None,
+        starting: Callable[[], bool] | None = None,
+    ) -> None:
+        self._store = store
+        self._probe = probe
+        self._starting = starting
+
+    async def detect(self) -> list[str]:
+        """Find workers that are gone and settle their tasks; returns the ids this call marked."""
+        reasons = await find_lost_workers(self._store)
+        if self._probe is not None:
+            running = set(await self._store.worker_ids(WorkerState.RUNNING))
+            reasons.update({w: why for w, why in self._probe().items() if w in running})
+        return await settle_lost_workers(self._store, reasons)
+
+    async def workers_left(self) -> bool:
+        """Whether any worker can still run open tasks."""
+        if self._starting is not None and self._starting():
+            return True
+        return bool(await self._store.worker_ids(WorkerState.RUNNING))

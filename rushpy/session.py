@@ -1,0 +1,128 @@
+"""The connection life cycle of one network client (a Controller or a Worker).
+
+A :class:`Session` owns the Redis client, the store, the event listener and
+one anyio task group for the background tasks of its owner. Controller and
+Worker each hold one (composition): what differs between them, the channels
+they listen to and what they do with a message, is given to the constructor.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from types import TracebackType
+from typing import Self
+
+import anyio
+import anyio.abc
+
+from rushpy.config import RedisConfig
+from rushpy.connection import check_connection, create_client
+from rushpy.errors import RushError
+from rushpy.events import EventListener
+from rushpy.keys import DEFAULT_PREFIX, Keys
+from rushpy.store import Store
+
+__all__ = ["CLOSE_TIMEOUT", "Session", "resolve_config"]
+
+CLOSE_TIMEOUT = 10.0
+"""Seconds the shielded clean-up of a closing session may take at most."""
+
+
+def resolve_config(config: RedisConfig | str | None) -> RedisConfig:
+    """A config from a config, a URL, or the environment (``None``)."""
+    if config is None:
+        return RedisConfig.from_env()
+    if isinstance(config, str):
+        return RedisConfig.from_url(config)
+    return config
+
+
+class Session:
+    """Client, store, event listener and task group of one network client.
+
+    Args:
+        network_id: Id of the network.
+        config: Server settings, a URL, or ``None`` for :meth:`RedisConfig.from_env`.
+        prefix: First component of every key.
+        channels: Pub/sub channels to listen to besides the network's events channel.
+        on_event: Called with the channel and payload of every message.
+        owner: Name of the owning class, for error messages.
+
+    """
+
+    def __init__(
+        self,
+        network_id: str,
+        config: RedisConfig | str | None = None,
+        *,
+        prefix: str = DEFAULT_PREFIX,
+        channels: Sequence[str] = (),
+        on_event: Callable[[str, bytes], None] | None = None,
+        owner: str = "Controller",
+    ) -> None:
+        self.keys = Keys(network_id, prefix)
+        self.config = resolve_config(config)
+        self.store = Store(create_client(self.config), self.keys)
+        self._channels = [self.keys.events, *channels]
+        self._on_event = on_event
+        self._owner = owner
+        self._listener: EventListener | None = None
+        self._task_group: anyio.abc.TaskGroup | None = None
+
+    @property
+    def is_open(self) -> bool:
+        """Whether the session is entered and not closed yet."""
+        return self._listener is not None
+
+    @property
+    def events(self) -> EventListener:
+        """The event listener; raises when the session is not open."""
+        if self._listener is None:
+            raise RushError(f"{self._owner} is not open: use `async with {self._owner}(...)`")
+        return self._listener
+
+    @property
+    def task_group(self) -> anyio.abc.TaskGroup:
+        """Task group for the owner's background tasks; cancelled when the session closes."""
+        if self._task_group is None:
+            raise RushError(f"{self._owner} is not open: use `async with {self._owner}(...)`")
+        return self._task_group
+
+    async def __aenter__(self) -> Self:
+        try:
+            await check_connection(self.config)
+            await self.store.load_scripts()
+            listener = EventListener(self.store.client, self._channels, self._on_event)
+            await listener.start()
+        except BaseException:
+            await self._close_client()
+            raise
+        self._listener = listener
+        # Entered here and exited in __aexit__, in the same task: the owner is used
+        # as `async with`, so the group's scope nests around the caller's block.
+        self._task_group = anyio.create_task_group()
+        await self._task_group.__aenter__()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        task_group, self._task_group = self._task_group, None
+        try:
+            if task_group is not None:
+                task_group.cancel_scope.cancel()
+                await task_group.__aexit__(exc_type, exc, tb)
+        finally:
+            await self._close_client()
+
+    async def _close_client(self) -> None:
+        """Close the listener, then the client; shielded, with a deadline."""
+        listener, self._listener = self._listener, None
+        with anyio.CancelScope(shield=True) as scope:
+            scope.deadline = anyio.current_time() + CLOSE_TIMEOUT
+            if listener is not None:
+                await listener.close()
+            await self.store.client.aclose()

@@ -1,0 +1,126 @@
+"""The finished-task cache of a Controller shared by many coroutines.
+
+Regression tests for the cache that used ``len(cache)`` as the read offset and
+extended it after two awaits without a lock: concurrent fetches repeated rows
+and lost results, and a finished task whose hash was gone shifted the offset.
+"""
+
+from __future__ import annotations
+
+import anyio
+import pytest
+
+from rushpy import Controller, RedisConfig, Worker
+from tests.helpers import eventually
+
+
+async def test_concurrent_fetch_finished_never_repeats_rows(controller: Controller) -> None:
+    await controller.push_finished_tasks([{"x": i} for i in range(10)], [{"y": i} for i in range(10)])
+    results: list[int] = []
+
+    async def fetch() -> None:
+        results.append(len(await controller.fetch_finished_tasks()))
+
+    async with anyio.create_task_group() as tg:
+        for _ in range(2):
+            tg.start_soon(fetch)
+    assert results == [10, 10]
+    assert len(await controller.fetch_finished_tasks()) == 10
+
+
+async def test_every_result_comes_out_of_fetch_new_tasks_once(
+    controller: Controller, config: RedisConfig, network_id: str
+) -> None:
+    n_tasks, n_readers = 400, 8
+    keys = await controller.push_tasks([{"x": i} for i in range(n_tasks)])
+    seen: list[str] = []
+    done = anyio.Event()
+
+    async def reader() -> None:
+        while not done.is_set():
+            seen.extend(row["key"] for row in await controller.fetch_new_tasks(timeout=0.05))
+
+    async def work() -> None:
+        async with Worker(network_id, config=config) as worker:
+            finished = 0
+            while finished < n_tasks:
+                tasks = await worker.pop_tasks(7, timeout=5)
+                assert tasks, "the queue ran dry before every task finished"
+                await worker.finish_tasks([t.key for t in tasks], [{"y": 1}] * len(tasks))
+                finished += len(tasks)
+                await anyio.sleep(0)  # interleave with the readers
+            worker.set_terminated()
+
+    with anyio.fail_after(60):
+        async with anyio.create_task_group() as tg:
+            for _ in range(n_readers):
+                tg.start_soon(reader)
+            await work()
+            while len(seen) < n_tasks:
+                await anyio.sleep(0.05)
+            done.set()
+    assert sorted(seen) == sorted(keys)
+    assert len(await controller.fetch_new_tasks()) == 0
+
+
+async def test_missing_hash_does_not_shift_the_cache(controller: Controller) -> None:
+    first, second = await controller.push_finished_tasks([{"x": 1}, {"x": 2}], [{"y": 1}, {"y": 2}])
+    await controller._store.client.delete(controller._keys.task(first))
+    assert [r["key"] for r in await controller.fetch_finished_tasks()] == [second]
+    assert [r["key"] for r in await controller.fetch_finished_tasks()] == [second]
+    assert [r["key"] for r in await controller.fetch_new_tasks()] == [second]
+    (third,) = await controller.push_finished_tasks([{"x": 3}], [{"y": 3}])
+    assert [r["key"] for r in await controller.fetch_new_tasks()] == [third]
+    assert [r["key"] for r in await controller.fetch_finished_tasks()] == [second, third]
+
+
+async def test_missing_hash_does_not_shift_announced_reads(controller: Controller) -> None:
+    """The events-channel shortcut (keys announced with their list index) stays aligned."""
+    first, second = await controller.push_finished_tasks([{"x": 1}, {"x": 2}], [{"y": 1}, {"y": 2}])
+    await controller._store.client.delete(controller._keys.task(first))
+    cache = controller._reads.cache
+    await eventually(lambda: 1 in cache._announced, "the announcement of both finished tasks")
+    assert await cache.update(announced_only=True) == 2
+    assert cache.offset == 2
+    assert [r["key"] for r in await controller.fetch_new_tasks()] == [second]
+    (third,) = await controller.push_finished_tasks([{"x": 3}], [{"y": 3}])
+    assert await controller.wait_for_new_tasks(timeout=5)
+    assert [r["key"] for r in await controller.fetch_new_tasks()] == [third]
+    assert [r["key"] for r in await controller.fetch_finished_tasks()] == [second, third]
+    assert cache.rows_read == 3
+
+
+async def test_new_results_read_only_new_rows(controller: Controller) -> None:
+    """The cache reads from Redis only the results past its offset."""
+    await controller.push_finished_tasks([{"x": i} for i in range(50)], [{"y": i} for i in range(50)])
+    assert len(await controller.fetch_new_tasks()) == 50
+    assert controller._reads.cache.rows_read == 50
+    await controller.push_finished_tasks([{"x": 1}], [{"y": 1}])
+    assert len(await controller.fetch_new_tasks()) == 1
+    assert len(await controller.fetch_finished_tasks()) == 51
+    assert controller._reads.cache.rows_read == 51
+    controller.reset_cache()
+    assert len(await controller.fetch_finished_tasks()) == 51
+    assert controller._reads.cache.rows_read == 51 + 51
+    assert len(await controller.fetch_new_tasks()) == 51
+
+
+@pytest.mark.parametrize("n_callers", [2, 5])
+async def test_concurrent_wait_for_new_tasks_sees_each_result_once(
+    controller: Controller, n_callers: int
+) -> None:
+    got: list[str] = []
+
+    async def waiter() -> None:
+        with anyio.fail_after(10):
+            while len(got) < 3:
+                got.extend(r["key"] for r in await controller.fetch_new_tasks(timeout=0.2))
+
+    async with anyio.create_task_group() as tg:
+        for _ in range(n_callers):
+            tg.start_soon(waiter)
+        keys = []
+        for i in range(3):
+            keys += await controller.push_finished_tasks([{"x": i}], [{"y": i}])
+            await anyio.sleep(0.01)
+    assert sorted(got) == sorted(keys)
