@@ -1,5 +1,7 @@
 """rushpy: asyncio-native distributed task networks on Redis, modelled on R's rush."""
 
+from importlib.metadata import PackageNotFoundError, version
+
 from rushpy.config import RedisConfig
 from rushpy.controller import Controller, LocalWorker, StopResult
 from rushpy.errors import (
@@ -8,12 +10,14 @@ from rushpy.errors import (
     EmbeddedServerError,
     NoStartArgumentsError,
     RushError,
+    ServerError,
     TaskError,
     TaskTimeoutError,
     UnknownTaskError,
     UnknownWorkerError,
     WorkerError,
     WorkerFunctionError,
+    WorkerNotRunningError,
     WorkerTimeoutError,
 )
 from rushpy.models import Condition, PoppedTask, TaskState, WorkerInfo, WorkerState
@@ -22,7 +26,11 @@ from rushpy.store import NetworkStatus
 from rushpy.table import Table
 from rushpy.worker import Worker, run_function
 
-__version__ = "0.1.0"
+try:
+    __version__ = version("rushpy")
+    """Version of the installed package (from its metadata)."""
+except PackageNotFoundError:  # pragma: no cover - running from a source tree without installing
+    __version__ = "0.0.0+unknown"
 
 __all__ = [
     "Condition",
@@ -37,6 +45,7 @@ __all__ = [
     "PoppedTask",
     "RedisConfig",
     "RushError",
+    "ServerError",
     "StopResult",
     "Table",
     "TaskError",
@@ -48,6 +57,7 @@ __all__ = [
     "WorkerError",
     "WorkerFunctionError",
     "WorkerInfo",
+    "WorkerNotRunningError",
     "WorkerState",
     "WorkerTimeoutError",
     "__version__",

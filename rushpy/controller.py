@@ -2,31 +2,25 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import datetime as dt
 import os
 import shlex
 import signal
 import socket
-import subprocess
-import sys
-import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal
 
 import anyio
 
-from rushpy.config import ENV_URL, RedisConfig, heartbeat_settings, validate_identifier
+from rushpy.config import RedisConfig, validate_identifier
 from rushpy.errors import (
     ConfigError,
     NoStartArgumentsError,
     TaskError,
-    WorkerError,
     WorkerTimeoutError,
 )
 from rushpy.functions import function_path
@@ -34,11 +28,13 @@ from rushpy.keys import DEFAULT_PREFIX
 from rushpy.logs import get_logger
 from rushpy.lost import LostWorkerDetector, pid_alive
 from rushpy.models import Condition, TaskState, WorkerState
+from rushpy.pool import PROBE_INTERVAL, SETTLE_TIMEOUT, LocalWorker, LocalWorkerPool
 from rushpy.read_methods import ReadMethods
 from rushpy.reads import LostWatch, Reads
 from rushpy.session import Session
-from rushpy.store import new_worker_id
+from rushpy.spec import WorkerSpec
 from rushpy.validation import (
+    broadcast,
     check_keys,
     check_mappings,
     check_max_retries,
@@ -105,31 +101,6 @@ class StopResult:
     not_running: list[str] = field(default_factory=list)
 
 
-@dataclass(slots=True)
-class LocalWorker:
-    """A worker process started by this controller.
-
-    Attributes:
-        worker_id: Its id.
-        process: The process handle.
-        log_path: File receiving its stdout and stderr.
-
-    """
-
-    worker_id: str
-    process: subprocess.Popen[bytes]
-    log_path: Path
-    idle_timeout: float | None = None
-    log_level: str = "warning"
-
-    def log_tail(self, n: int = 2000) -> str:
-        """The last ``n`` characters of its output."""
-        try:
-            return self.log_path.read_text(errors="replace")[-n:]
-        except OSError:
-            return ""
-
-
 class Controller(ReadMethods):
     """Controller of a network: push tasks, manage workers, fetch results.
 
@@ -177,8 +148,9 @@ class Controller(ReadMethods):
         self.shutdown_timeout = shutdown_timeout
         self.detect_lost_every = detect_lost_every
         self.restart_lost_workers = restart_lost_workers
-        self._local: dict[str, LocalWorker] = {}
-        self._log_dir: Path | None = None
+        self._pool = LocalWorkerPool(
+            self.config.to_url(include_password=True), terminate_timeout=shutdown_timeout
+        )
         self._lost = LostWorkerDetector(self._store, probe=self._exited_local, starting=self._local_starting)
         self._lost_watch = LostWatch(detect=self._detect_while_waiting, workers_left=self._lost.workers_left)
 
@@ -272,7 +244,7 @@ class Controller(ReadMethods):
         max_retries: int | Sequence[int | None] | None,
     ) -> list[dict[str, Any]]:
         xss = check_mappings(xss, "xss")
-        extras = check_same_length(xss, xss_extra, "xss_extra")
+        extras = broadcast(xss, xss_extra, "xss_extra")
         seed_list = _check_seeds(seeds, len(xss))
         timeout_list = check_task_timeouts(timeouts, len(xss))
         retry_list = check_max_retries(max_retries, len(xss))
@@ -347,13 +319,13 @@ class Controller(ReadMethods):
         """Record tasks that were evaluated elsewhere as finished (e.g. a warm start)."""
         xss = check_mappings(xss, "xss")
         yss = check_mappings(yss, "yss")
-        check_same_length(xss, yss, "yss")
-        xe = check_same_length(xss, xss_extra, "xss_extra")
-        ye = check_same_length(xss, yss_extra, "yss_extra")
+        ys_list = broadcast(xss, yss, "yss")
+        xe = broadcast(xss, xss_extra, "xss_extra")
+        ye = broadcast(xss, yss_extra, "yss_extra")
         now = dt.datetime.now(dt.UTC)
         tasks = [
             {"xs": x, "ys": y, "xs_extra": a, "ys_extra": b}
-            for x, y, a, b in zip(xss, yss, xe, ye, strict=True)
+            for x, y, a, b in zip(xss, ys_list, xe, ye, strict=True)
         ]
         return await self._store.create_tasks(
             "finished", tasks, common={"started_at": now, "finished_at": now}
@@ -367,10 +339,12 @@ class Controller(ReadMethods):
     ) -> list[str]:
         """Record tasks as failed with a condition each (exception, message or mapping)."""
         xss = check_mappings(xss, "xss")
-        check_same_length(xss, conditions, "conditions")
-        extras = check_same_length(xss, xss_extra, "xss_extra")
+        condition_list = broadcast(xss, conditions, "conditions")
+        if None in condition_list:
+            raise TaskError("conditions must not contain None: pass an exception, a message or a mapping")
+        extras = broadcast(xss, xss_extra, "xss_extra")
         try:
-            conds = [Condition.coerce(c).to_dict() for c in conditions]
+            conds = [Condition.coerce(c).to_dict() for c in condition_list if c is not None]
         except TypeError as exc:
             raise TaskError(str(exc)) from None
         tasks = [{"xs": x, "xs_extra": e, "condition": c} for x, e, c in zip(xss, extras, conds, strict=True)]
@@ -457,15 +431,11 @@ class Controller(ReadMethods):
             )
         return retried
 
-    # -- workers ---------------------------------------------------------------------------
-    def _resolve_start_args(
-        self, fun: Callable[..., Any] | str | None, concurrency: int
-    ) -> dict[str, Any] | None:
-        if not isinstance(concurrency, int) or isinstance(concurrency, bool) or concurrency < 1:
-            raise ConfigError(f"invalid concurrency={concurrency!r}: use an integer >= 1")
-        if fun is None:
-            return None
-        return {"fun": function_path(fun), "concurrency": concurrency}
+    # -- workers (processes: rushpy.pool; command line and start arguments: rushpy.spec) ------
+    @property
+    def _local(self) -> dict[str, LocalWorker]:
+        # Read-only view of the pool for code not yet asking the pool directly.
+        return self._pool.workers
 
     async def start_local_workers(
         self,
@@ -480,9 +450,13 @@ class Controller(ReadMethods):
     ) -> list[str]:
         """Start ``n_workers`` worker processes on this host; returns their ids.
 
-        The start arguments are stored in the network, so workers started later
-        with ``python -m rushpy.worker --network ID`` run the same function.
-        Calling it again adds workers.
+        With ``fun`` the start arguments (function and every option below) are
+        stored in the network, so workers started later with
+        ``python -m rushpy.worker --network ID`` run the same function with the
+        same options. Without ``fun`` the stored start arguments are used, and
+        options given here with a value other than their default override them
+        for these processes. Calling it again adds workers. The processes die
+        with this process (see :mod:`rushpy.pool`).
 
         Args:
             n_workers: How many processes to start.
@@ -496,75 +470,46 @@ class Controller(ReadMethods):
             log_level: Log level of the workers (their output goes to log files,
                 see :attr:`local_workers`).
 
+        Raises:
+            ConfigError: an option is invalid.
+            NoStartArgumentsError: no ``fun`` and the network stores no start arguments.
+
         """
         if not isinstance(n_workers, int) or isinstance(n_workers, bool) or n_workers < 1:
             raise ConfigError(f"invalid n_workers={n_workers!r}: start at least 1 worker")
-        heartbeat = heartbeat_settings(heartbeat_period, heartbeat_expire)
-        if idle_timeout is not None:
-            check_positive_seconds(idle_timeout, "idle_timeout")
-        args = self._resolve_start_args(fun, concurrency)
-        if args is not None and heartbeat is not None:
-            args["heartbeat_period"], args["heartbeat_expire"] = heartbeat
-        if args is None:
-            args = await self._store.get_start_args()
-            if args is None:
+        options: dict[str, Any] = {
+            "concurrency": concurrency,
+            "heartbeat_period": heartbeat_period,
+            "heartbeat_expire": heartbeat_expire,
+            "idle_timeout": idle_timeout,
+            "log_level": log_level,
+        }
+        spec = WorkerSpec(
+            network_id=self.network_id,
+            prefix=self._keys.prefix,
+            fun=None if fun is None else function_path(fun),
+            **options,
+        )
+        if spec.fun is not None:
+            await self._store.set_start_args(spec.to_start_args())
+        else:
+            stored = await self._store.get_start_args()
+            if stored is None:
                 raise NoStartArgumentsError(
                     f"network {self.network_id!r} has no stored start arguments: pass fun="
                 )
-        else:
-            await self._store.set_start_args(args)
-        return self._spawn(n_workers, args, idle_timeout, log_level)
+            defaults = {name: info.default for name, info in WorkerSpec.model_fields.items()}
+            given = {name: value for name, value in options.items() if value != defaults[name]}
+            spec = WorkerSpec(network_id=self.network_id, prefix=self._keys.prefix, **given).resolve(stored)
+        return self._spawn(n_workers, spec)
 
-    def _spawn(
-        self, n_workers: int, args: Mapping[str, Any], idle_timeout: float | None, log_level: str
-    ) -> list[str]:
-        if self._log_dir is None:
-            self._log_dir = Path(tempfile.mkdtemp(prefix=f"rushpy-{self.network_id}-"))
-        env = dict(os.environ)
-        env[ENV_URL] = self.config.to_url(include_password=True)
-        # Make the caller's import path (and the script's folder) visible to workers.
-        env["PYTHONPATH"] = os.pathsep.join(
-            p for p in [os.getcwd(), *sys.path, env.get("PYTHONPATH", "")] if p
-        )
-        ids = []
-        for _ in range(n_workers):
-            wid = new_worker_id()
-            log_path = self._log_dir / f"{wid}.log"
-            cmd = [
-                sys.executable,
-                "-m",
-                "rushpy.worker",
-                "--network",
-                self.network_id,
-                "--prefix",
-                self._keys.prefix,
-                "--worker-id",
-                wid,
-                "--fun",
-                str(args["fun"]),
-                "--concurrency",
-                str(args.get("concurrency", 1)),
-                "--log-level",
-                log_level,
-            ]
-            if args.get("heartbeat_period"):
-                cmd += ["--heartbeat-period", str(args["heartbeat_period"])]
-                cmd += ["--heartbeat-expire", str(args["heartbeat_expire"])]
-            if idle_timeout is not None:
-                cmd += ["--idle-timeout", str(idle_timeout)]
-            with open(log_path, "wb") as out:
-                process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
-                    cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env=env
-                )
-            self._local[wid] = LocalWorker(wid, process, log_path, idle_timeout, log_level)
-            ids.append(wid)
-        log.debug("started local workers", n=n_workers, fun=args["fun"])
-        return ids
+    def _spawn(self, n_workers: int, spec: WorkerSpec) -> list[str]:
+        return self._pool.spawn(spec, n_workers)
 
     @property
     def local_workers(self) -> dict[str, LocalWorker]:
         """Worker processes started by this controller, by id."""
-        return dict(self._local)
+        return self._pool.workers
 
     def worker_script(
         self,
@@ -578,17 +523,22 @@ class Controller(ReadMethods):
         The command never contains the password: set ``RUSHPY_REDIS_PASSWORD`` in
         the worker's environment when the server needs one. Without ``fun`` the
         worker uses the stored start arguments.
+
+        Raises:
+            ConfigError: ``concurrency`` is invalid.
+            WorkerFunctionError: ``fun`` cannot be found by import.
+
         """
-        parts = [python, "-m", "rushpy.worker", "--network", self.network_id]
-        parts += ["--url", self.config.to_url(include_password=False)]
+        given: dict[str, Any] = {"network_id": self.network_id}
         if self._keys.prefix != DEFAULT_PREFIX:
-            parts += ["--prefix", self._keys.prefix]
+            given["prefix"] = self._keys.prefix
         if fun is not None:
-            parts += ["--fun", function_path(fun)]
+            given["fun"] = function_path(fun)
         if concurrency is not None:
-            self._resolve_start_args(None, concurrency)
-            parts += ["--concurrency", str(concurrency)]
-        return shlex.join(parts)
+            given["concurrency"] = concurrency
+        argv = WorkerSpec(**given).to_argv()
+        url = ["--url", self.config.to_url(include_password=False)]
+        return shlex.join([python, "-m", "rushpy.worker", *argv[:2], *url, *argv[2:]])
 
     async def wait_for_workers(
         self,
@@ -596,61 +546,63 @@ class Controller(ReadMethods):
         worker_ids: Sequence[str] | None = None,
         timeout: float | None = None,
     ) -> list[str]:
-        """Wait until ``n`` workers run and every id in ``worker_ids`` has registered.
+        """Wait until ``n`` workers run; with ``worker_ids``, ``n`` of those workers.
 
-        ``n`` defaults to the number of local workers started and still expected.
-        ``timeout=0`` checks once. Returns the running worker ids.
+        ``n`` defaults to every id in ``worker_ids``, else to the number of local
+        workers started. ``timeout=0`` checks once. Returns the running worker ids.
 
         Raises:
+            ConfigError: no ``n`` and no ``worker_ids`` and no local workers, an
+                invalid ``n`` or id, or ``n`` larger than the number of ``worker_ids``.
             WorkerTimeoutError: not enough workers came up in time.
             WorkerError: a local worker process exited before it registered (the
                 message includes the end of its output).
 
         """
         check_timeout(timeout, allow_none=True)
+        ids: list[str] | None = None
         if worker_ids is not None:
-            worker_ids = [validate_identifier(w, "worker id") for w in worker_ids]
-        if n is None and worker_ids is None:
-            n = len(self._local)
-            if n == 0:
+            if isinstance(worker_ids, str):
+                raise ConfigError(f"invalid worker_ids={worker_ids!r}: pass a list of ids")
+            ids = list(dict.fromkeys(validate_identifier(w, "worker id") for w in worker_ids))
+        if n is None:
+            n = len(ids) if ids is not None else len(self._pool)
+            if ids is None and n == 0:
                 raise ConfigError("wait_for_workers() needs n= or worker_ids= (no local workers started)")
-        if n is not None and (not isinstance(n, int) or isinstance(n, bool) or n < 0):
+        if not isinstance(n, int) or isinstance(n, bool) or n < 0:
             raise ConfigError(f"invalid n={n!r}: use an integer >= 0")
+        if ids is not None and n > len(ids):
+            raise ConfigError(
+                f"invalid n={n}: it counts workers among worker_ids, which has only {len(ids)} "
+                f"distinct id(s); pass n <= {len(ids)} or more ids"
+            )
         events = self._session.events
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             seen = events.counter(self._keys.events)
             running = await self._store.worker_ids(WorkerState.RUNNING)
             running_set = set(running)
-            ok = (n is None or len(running) >= n) and all(w in running_set for w in worker_ids or [])
-            if ok:
+            up = len(running) if ids is None else sum(w in running_set for w in ids)
+            if up >= n:
                 return running
             self._check_local_alive(await self._store.worker_ids())
             remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:
-                missing = [w for w in worker_ids or [] if w not in running_set]
+                missing = [w for w in ids or [] if w not in running_set]
                 raise WorkerTimeoutError(
-                    f"{len(running)} worker(s) running after {timeout} s, waited for "
-                    f"{n if n is not None else len(worker_ids or [])}"
-                    + (f"; missing ids {missing}" if missing else "")
+                    f"{up} worker(s) running after {timeout} s, waited for {n}"
+                    + (f" of {ids}; missing ids {missing}" if missing else "")
                     + "; check the worker logs or raise the timeout"
                 )
             # Registrations publish on the events channel; local process deaths do
-            # not, so look at the processes again at least every 0.2 s.
-            step = 0.2 if self._local else remaining
+            # not, so look at the processes again every PROBE_INTERVAL.
+            step = PROBE_INTERVAL if len(self._pool) else remaining
             if remaining is not None and step is not None:
                 step = min(step, remaining)
             await events.wait([self._keys.events], [seen], step)
 
     def _check_local_alive(self, registered: Sequence[str]) -> None:
-        known = set(registered)
-        for wid, local in self._local.items():
-            code = local.process.poll()
-            if code is not None and wid not in known:
-                raise WorkerError(
-                    f"local worker {wid} exited with code {code} before registering; "
-                    f"its output:\n{local.log_tail()}"
-                )
+        self._pool.check_started(set(registered))
 
     async def stop_workers(
         self,
@@ -678,7 +630,7 @@ class Controller(ReadMethods):
             log.warning("stop_workers: unknown worker ids", unknown=unknown)
         result = StopResult(unknown=unknown)
         for wid in targets:
-            if wid not in running and not (wid in self._local and self._local[wid].process.poll() is None):
+            if wid not in running and not self._pool.is_alive(wid):
                 result.not_running.append(wid)
                 continue
             result.stopped.append(wid)
@@ -690,11 +642,7 @@ class Controller(ReadMethods):
         return result
 
     async def _kill(self, worker_id: str) -> None:
-        local = self._local.get(worker_id)
-        if local is not None and local.process.poll() is None:
-            local.process.kill()
-            await asyncio.to_thread(local.process.wait)
-        else:
+        if not await self._pool.kill(worker_id):
             info = await self._store.worker_infos([worker_id])
             pid = info[0].pid if info else None
             if (
@@ -710,6 +658,10 @@ class Controller(ReadMethods):
             # kill key makes it stop at once. Either way its tasks are settled
             # below, so a result it still sends is discarded (first writer wins).
             await self._store.request_kill([worker_id])
+        await self._settle_killed(worker_id)
+
+    async def _settle_killed(self, worker_id: str) -> None:
+        """Record a killed worker and settle its tasks (once, first writer wins)."""
         if await self._store.set_worker_state(worker_id, WorkerState.KILLED):
             settled = await self._store.requeue_worker_tasks(
                 worker_id,
@@ -771,44 +723,25 @@ class Controller(ReadMethods):
         return await self.detect_lost_workers(restart_local_workers=self.restart_lost_workers)
 
     async def _restart_local(self, worker_ids: Sequence[str]) -> list[str]:
-        gone = [self._local.pop(w) for w in worker_ids if w in self._local]
-        if not gone:
-            return []
-        for old in gone:
-            # Lost but alive (hung, paused): stop it, or it would live on untracked
-            # next to its replacement.
-            if old.process.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    old.process.kill()
-                await asyncio.to_thread(old.process.wait)
-        args = await self._store.get_start_args()
-        if args is None:
-            log.warning("cannot restart lost workers: the network stores no start arguments")
-            return []
-        new = []
-        for old in gone:
-            new += self._spawn(1, args, old.idle_timeout, old.log_level)
-        log.warning("restarted lost local workers", lost=[w.worker_id for w in gone], new=new)
-        return new
+        # A replacement runs what the lost worker ran (its spec), under a new id.
+        return await self._pool.restart(worker_ids)
 
     async def _shutdown_local(self) -> None:
-        alive = [w for w in self._local.values() if w.process.poll() is None]
-        if not alive:
+        """Stop the local workers (SIGTERM, then SIGKILL after ``shutdown_timeout``).
+
+        Shielded: it runs to the end even when the controller's task is
+        cancelled; if it is interrupted anyway (a second Ctrl-C), the pool kills
+        every process at once. Workers it had to kill are recorded as killed.
+        """
+        if not self._pool.alive():
             return
-        with contextlib.suppress(Exception):
-            await self._store.request_terminate([w.worker_id for w in alive])
-        for w in alive:
-            with contextlib.suppress(ProcessLookupError):
-                w.process.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + self.shutdown_timeout
-        for w in alive:
-            remaining = max(0.0, deadline - time.monotonic())
-            try:
-                await asyncio.to_thread(w.process.wait, remaining)
-            except subprocess.TimeoutExpired:
-                log.warning("local worker did not exit in time; killing it", worker_id=w.worker_id)
-                with contextlib.suppress(Exception):
-                    await self._kill(w.worker_id)
+        killed = await self._pool.close(self.shutdown_timeout)
+        with anyio.CancelScope(shield=True), anyio.move_on_after(SETTLE_TIMEOUT):
+            for wid in killed:
+                try:
+                    await self._settle_killed(wid)
+                except Exception as exc:  # the server may be gone; lost-worker detection settles later
+                    log.warning("could not record a killed worker", worker_id=wid, error=str(exc))
 
     # -- reset ---------------------------------------------------------------------------------
     async def reset(self, workers: bool = True) -> None:
@@ -823,12 +756,7 @@ class Controller(ReadMethods):
         if workers:
             # Every local process still alive, also those no longer recorded as
             # running (lost while hung, say): they are forgotten below.
-            for local in self._local.values():
-                if local.process.poll() is None:
-                    with contextlib.suppress(ProcessLookupError):
-                        local.process.kill()
-                    await asyncio.to_thread(local.process.wait)
+            await self._pool.kill_all()
             await self._store.request_terminate(await self._store.worker_ids(WorkerState.RUNNING))
-            self._local.clear()
         await self._store.delete_all(keep_workers=not workers)
         self.reset_cache()

@@ -31,7 +31,7 @@ async def network_keys(controller: Controller) -> set[str]:
     """Every key of the controller's network on the server."""
     return {
         name.decode()
-        async for name in controller.store.client.scan_iter(match=controller.keys.pattern, count=1000)
+        async for name in controller._store.client.scan_iter(match=controller._keys.pattern, count=1000)
     }
 
 
@@ -484,7 +484,7 @@ async def test_reset_cache_rereads_finished_tasks(controller: Controller) -> Non
     assert (await controller.fetch_new_tasks()).keys == keys
 
     # Change a stored result behind the controller's back; only a re-read sees it.
-    await controller.store.client.hset(controller.keys.task(keys[0]), "ys", encode({"y": 100}))
+    await controller._store.client.hset(controller._keys.task(keys[0]), "ys", encode({"y": 100}))
     controller.reset_cache()
 
     table = await controller.fetch_finished_tasks()
@@ -652,7 +652,7 @@ async def test_reset_without_workers_keeps_registrations(controller: Controller,
         assert info["state"] == ["running"]
         # No task key survives.
         assert not any(":task:" in k for k in await network_keys(controller))
-        assert controller.keys.all_tasks not in await network_keys(controller)
+        assert controller._keys.all_tasks not in await network_keys(controller)
 
         # The network is usable again.
         [key] = await controller.push_tasks([{"x": 9}])

@@ -8,7 +8,6 @@ failed with a ``WorkerLost`` condition). A kill stops a worker at once
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 import socket
@@ -67,11 +66,11 @@ async def worker_states(controller: Controller) -> dict[str, str]:
 
 async def shared_queue(controller: Controller) -> list[str]:
     """Keys in the shared queue itself (not in any worker's pending list)."""
-    return [k.decode() for k in await controller.store.client.lrange(controller.keys.queued, 0, -1)]
+    return [k.decode() for k in await controller._store.client.lrange(controller._keys.queued, 0, -1)]
 
 
 async def heartbeat_exists(controller: Controller, worker_id: str) -> bool:
-    return bool(await controller.store.client.exists(controller.keys.heartbeat(worker_id)))
+    return bool(await controller._store.client.exists(controller._keys.heartbeat(worker_id)))
 
 
 async def wait_until_running(controller: Controller, *keys: str) -> None:
@@ -103,16 +102,15 @@ def last_condition(row: dict[str, Any]) -> dict[str, Any]:
 
 async def stop_beating(worker: Worker) -> None:
     """Pause the heartbeat of an in-process worker (as a long stall would)."""
-    task = worker._heartbeat_task
-    assert task is not None
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
+    heartbeat = worker._heartbeat
+    assert heartbeat is not None
+    heartbeat.stop()
+    await anyio.sleep(0)
 
 
 def resume_beating(worker: Worker) -> None:
-    assert worker.heartbeat is not None
-    worker._heartbeat_task = asyncio.create_task(worker._beat_forever(*worker.heartbeat))
+    assert worker._heartbeat is not None and worker._task_group is not None
+    worker._task_group.start_soon(worker._heartbeat.run)
 
 
 @pytest.fixture
@@ -199,7 +197,7 @@ async def test_expired_heartbeat_is_lost_and_its_tasks_are_settled(
         assert table[pending].get("attempts") is None
         # Its priority queue moved to the shared queue: no task waits for a lost worker.
         assert table[mine]["state"] == "queued"
-        assert await controller.store.client.llen(controller.keys.priority_queue(w.worker_id)) == 0
+        assert await controller._store.client.llen(controller._keys.priority_queue(w.worker_id)) == 0
         assert set(await shared_queue(controller)) == {retried, pending, mine}
         status = await controller.status()
         assert status.n_running_tasks == 0
@@ -276,7 +274,7 @@ async def test_killed_local_worker_process_is_lost(controller: Controller) -> No
 async def test_worker_without_heartbeat_whose_process_is_gone_is_lost(
     controller: Controller, config: RedisConfig, network_id: str
 ) -> None:
-    store = controller.store
+    store = controller._store
     host = socket.gethostname()
     gone = "dead-pid-worker"
     await store.register_worker(gone, {"pid": dead_pid(), "hostname": host, "heartbeat": False})
@@ -581,7 +579,7 @@ async def test_kill_key_stops_a_worker_loop_and_requeues_its_task(
                 tg.start_soon(run_function, w, funcs.async_sleepy)
                 await wait_until_running(controller, key)
                 assert not w.killed
-                await controller.store.request_kill([w.worker_id])
+                await controller._store.request_kill([w.worker_id])
         # run_function returned (the task group closed) with the task still sleeping.
         assert w.killed
         # Still inside the worker: the task is settled on exit.
@@ -625,7 +623,7 @@ async def test_kill_key_makes_a_cli_worker_exit_130(
     proc, key = await cli_worker_running_a_task(
         controller, config, network_id=network_id, wid=wid, tmp_path=tmp_path, processes=processes
     )
-    await controller.store.request_kill([wid])
+    await controller._store.request_kill([wid])
     assert await wait_exit(proc, 10) == 130
     assert (await worker_states(controller))[wid] == "killed"
     row = (await rows(controller))[key]
