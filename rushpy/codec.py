@@ -3,7 +3,14 @@
 Supported beyond msgpack's own types (None, bool, int, float, str, bytes, lists,
 tuples, mappings): timezone-aware and naive ``datetime``, ``date``,
 ``timedelta``, ``Decimal``, numpy arrays and numpy scalars (when numpy is
-installed). No pickle is ever used. Anything else raises :class:`TaskError`.
+installed). No pickle is ever used.
+
+A value must come back as it went in, so what msgpack would silently change is
+refused with :class:`TaskError` naming the field (``xs['x']``): sets and
+frozensets (they would come back as lists), numpy arrays of Python objects
+(they would come back as lists), and every other type. Two documented
+exceptions: tuples come back as lists (msgpack has one array type), and numpy
+scalars come back as the equal Python scalar.
 """
 
 from __future__ import annotations
@@ -11,6 +18,7 @@ from __future__ import annotations
 import datetime as dt
 import decimal
 import sys
+from collections.abc import Mapping
 from typing import Any
 
 import msgpack  # type: ignore[import-untyped]
@@ -40,7 +48,10 @@ def _default(obj: Any) -> Any:
     if np is not None:
         if isinstance(obj, np.ndarray):
             if obj.dtype.hasobject:
-                return obj.tolist()
+                raise TaskError(
+                    f"is a numpy array of Python objects (dtype {obj.dtype}), which would come back "
+                    "as a list; convert it to a numeric or string dtype, or pass obj.tolist()"
+                )
             arr = np.ascontiguousarray(obj)
             payload = msgpack.packb([arr.dtype.str, list(obj.shape), arr.tobytes()])
             return msgpack.ExtType(_EXT_NDARRAY, payload)
@@ -51,18 +62,17 @@ def _default(obj: Any) -> Any:
             return _default(value) if isinstance(value, (dt.date, dt.timedelta)) else value
     if isinstance(obj, int):
         raise TaskError(
-            f"cannot encode integer {obj}: it is outside the 64-bit range msgpack stores; "
-            "store it as a string or a float"
+            f"is the integer {obj}, outside the 64-bit range msgpack stores; store it as a string or a float"
         )
     if isinstance(obj, (set, frozenset)):
-        try:
-            return sorted(obj)
-        except TypeError:  # mixed types: any stable order will do
-            return sorted(obj, key=repr)
+        # Storing a set as a list would hand back a different type: refuse instead.
+        raise TaskError(
+            f"is a {type(obj).__name__} {obj!r:.80}, which would come back as a list; "
+            "pass sorted(...) (a list) or a mapping instead"
+        )
     raise TaskError(
-        f"cannot encode value {obj!r} of type {type(obj).__name__}: task values must be "
-        "None, bool, int, float, str, bytes, lists, mappings, datetimes, Decimal or numpy "
-        "arrays; convert it to one of these first"
+        f"is {obj!r:.80} of type {type(obj).__name__}: task values must be None, bool, int, "
+        "float, str, bytes, lists, mappings, datetimes, Decimal or numpy arrays; convert it first"
     )
 
 
@@ -84,20 +94,62 @@ def _ext_hook(code: int, data: bytes) -> Any:
     return msgpack.ExtType(code, data)
 
 
-def encode(value: Any) -> bytes:
+def _pack(value: Any) -> bytes:
+    packed: bytes = msgpack.packb(value, default=_default, datetime=True, use_bin_type=True)
+    return packed
+
+
+def encode(value: Any, *, name: str = "value") -> bytes:
     """Encode one value with msgpack.
 
+    Args:
+        value: The value to encode.
+        name: What the value is, for error messages (``"xs"``, ``"ys"``,
+            ``"xss[3]"``): a refused element is named by its path from it,
+            e.g. ``xs['x'][2]``.
+
     Raises:
-        TaskError: the value (or something inside it) has an unsupported type.
+        TaskError: the value (or something inside it) cannot be stored so that it
+            comes back as it went in; the message names the element's path.
 
     """
     try:
-        packed: bytes = msgpack.packb(value, default=_default, datetime=True, use_bin_type=True)
-        return packed
+        return _pack(value)
     except (TypeError, ValueError, OverflowError) as exc:
-        if isinstance(exc, TaskError):
-            raise
-        raise TaskError(f"cannot encode value {value!r:.80}: {exc}") from exc
+        # The slow path runs only on failure: find which element was refused.
+        try:
+            path, reason = _locate(value, name)
+        except RecursionError:  # nested deeper than Python recurses: name the whole value
+            path, reason = name, None
+        if reason is None:
+            reason = f"cannot be encoded ({exc})"
+        raise TaskError(f"cannot encode value at {path}: it {reason}") from exc
+
+
+def _locate(value: Any, path: str) -> tuple[str, str | None]:
+    """Return the path of the first element that cannot be packed, and why."""
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            found = _locate(key, f"{path} key {key!r:.40}")
+            if found[1] is not None:
+                return found
+            found = _locate(item, f"{path}[{key!r:.40}]")
+            if found[1] is not None:
+                return found
+        return path, None
+    if isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            found = _locate(item, f"{path}[{i}]")
+            if found[1] is not None:
+                return found
+        return path, None
+    try:
+        _pack(value)
+    except TaskError as exc:
+        return path, str(exc)
+    except (TypeError, ValueError, OverflowError) as exc:
+        return path, f"cannot be encoded ({exc})"
+    return path, None
 
 
 def decode(data: bytes) -> Any:

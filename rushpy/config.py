@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, m
 from rushpy.errors import ConfigError
 
 __all__ = [
+    "DEFAULT_RECONNECT_BUDGET",
     "DEFAULT_URL",
     "ENV_PASSWORD",
     "ENV_URL",
@@ -38,6 +39,8 @@ ENV_PASSWORD = "RUSHPY_REDIS_PASSWORD"  # noqa: S105 - a variable name, not a se
 """Password used when the URL carries none; lets command lines stay password-free."""
 DEFAULT_URL = "redis://127.0.0.1:6379/0"
 """URL used when neither argument nor environment names a server."""
+DEFAULT_RECONNECT_BUDGET = 10.0
+"""Default of :attr:`RedisConfig.reconnect_budget`: seconds of outage that clients ride out."""
 
 _SCHEMES = ("redis", "rediss", "unix")
 _IDENTIFIER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
@@ -76,6 +79,16 @@ class RedisConfig(BaseModel):
         connect_timeout: Seconds to establish a connection.
         ssl_cert_reqs: Certificate check for ``rediss``: ``required`` (default) or ``none``.
         ssl_ca_certs: Path of a CA bundle for ``rediss``.
+        reconnect_budget: Seconds of outage that clients ride out (default 10).
+            A command that fails on a dropped connection, a timeout or a
+            server restart is sent again on a fresh connection, with
+            exponential backoff from 0.05 s capped at 1 s, until this many
+            seconds have passed since its first failure; then
+            :class:`~rushpy.errors.ConnectionFailedError` is raised. Waiting
+            methods (``wait_for_tasks``, ``wait_for_new_tasks``,
+            ``fetch_new_tasks(timeout=...)``, ``wait_for_workers``) raise it
+            once the event subscription has been down this long, however long
+            their own timeout. ``0`` fails at the first error.
 
     """
 
@@ -92,6 +105,7 @@ class RedisConfig(BaseModel):
     connect_timeout: float = Field(default=5.0, gt=0)
     ssl_cert_reqs: Literal["required", "none"] = "required"
     ssl_ca_certs: str | None = None
+    reconnect_budget: float = Field(default=DEFAULT_RECONNECT_BUDGET, ge=0, allow_inf_nan=False)
 
     def __init__(self, **data: Any) -> None:
         """Validate the fields; pydantic errors become :class:`ConfigError`."""

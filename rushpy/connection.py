@@ -1,31 +1,176 @@
-"""Redis clients built from a :class:`~rushpy.config.RedisConfig`."""
+"""Redis clients built from a :class:`~rushpy.config.RedisConfig`.
+
+:func:`create_client` returns a :class:`RushClient`: a ``redis.asyncio.Redis``
+whose commands and pipelines ride out an outage of up to
+:attr:`RedisConfig.reconnect_budget <rushpy.config.RedisConfig.reconnect_budget>`
+seconds (sent again on a fresh connection, with backoff) and then raise
+:class:`~rushpy.errors.ConnectionFailedError`, never a raw
+``redis.exceptions`` connection, timeout, authentication or protocol error.
+``ResponseError`` (the server answered with an error, ``NoScriptError``
+included) passes through unchanged: the store handles it.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import ssl
-from typing import Any
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any, TypeVar
 
 from redis.asyncio import ConnectionPool, Redis
+from redis.asyncio.client import Pipeline
 from redis.asyncio.connection import Connection, SSLConnection, UnixDomainSocketConnection
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
-from redis.exceptions import AuthenticationError, ResponseError
+from redis.exceptions import (
+    AuthenticationError,
+    AuthorizationError,
+    InvalidResponse,
+    ResponseError,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from rushpy.config import RedisConfig
 from rushpy.errors import ConnectionFailedError
 
-__all__ = ["COMMAND_RETRIES", "check_connection", "create_client"]
+__all__ = [
+    "TRANSLATED_ERRORS",
+    "RushClient",
+    "RushPipeline",
+    "check_connection",
+    "connection_failed",
+    "create_client",
+]
 
-COMMAND_RETRIES = 10
-"""Times a command is sent again after a dropped connection or a server restart.
+T = TypeVar("T")
 
-With exponential backoff from 0.05 s capped at 1 s, that rides out about 6 s
-of outage before the error reaches the caller. Every rushpy write is safe to
-repeat: scripts are first-writer-wins and carry a token, so a repeat after a
-lost reply reports what the first run did.
-"""
+TRANSLATED_ERRORS: tuple[type[BaseException], ...] = (
+    RedisConnectionError,
+    RedisTimeoutError,
+    InvalidResponse,
+    OSError,
+)
+"""Errors that mean "no usable server": :class:`RushClient` raises them as
+:class:`~rushpy.errors.ConnectionFailedError` (authentication errors are
+connection errors in redis-py)."""
+
+_BACKOFF_BASE = 0.05
+_BACKOFF_CAP = 1.0
+
+
+def connection_failed(config: RedisConfig, exc: BaseException, elapsed: float) -> ConnectionFailedError:
+    """The :class:`ConnectionFailedError` that stands for ``exc``.
+
+    Args:
+        config: Settings of the server (named without its password).
+        exc: The redis-py or socket error.
+        elapsed: Seconds spent trying before giving up.
+
+    """
+    if isinstance(exc, ConnectionFailedError):
+        return exc
+    if isinstance(exc, (AuthenticationError, AuthorizationError)):
+        return ConnectionFailedError(
+            f"server {config} refused the credentials ({exc}); check the user name and "
+            "password (RUSHPY_REDIS_PASSWORD or the URL) and the user's ACL permissions"
+        )
+    if isinstance(exc, InvalidResponse):
+        return ConnectionFailedError(
+            f"the service at {config} does not speak the Redis protocol ({exc}); check the host "
+            "and port: another program (a web server?) listens there"
+        )
+    return ConnectionFailedError(
+        f"no usable connection to the server at {config} after {elapsed:.1f} s ({exc}); gave up "
+        f"after the reconnect budget of {config.reconnect_budget:g} s. Check that the server runs "
+        "and this host can reach it, or raise RedisConfig(reconnect_budget=...) to ride out "
+        "longer outages"
+    )
+
+
+class _BudgetRetry(Retry):
+    """Retry connection errors until ``budget`` seconds passed since the first failure.
+
+    redis-py counts retries; an outage is better bounded in seconds (one
+    setting for commands and waiters). Authentication errors are not retried:
+    a wrong password does not heal by waiting.
+    """
+
+    def __init__(self, budget: float, max_retries: int | None) -> None:
+        super().__init__(
+            ExponentialWithJitterBackoff(base=_BACKOFF_BASE, cap=_BACKOFF_CAP),
+            2**31 if max_retries is None else max_retries,
+            (RedisConnectionError, RedisTimeoutError),
+        )
+        self.budget = budget
+
+    async def call_with_retry(
+        self,
+        do: Callable[[], Awaitable[T]],
+        fail: Callable[..., Any],
+        is_retryable: Callable[[Exception], bool] | None = None,
+        with_failure_count: bool = False,
+    ) -> T:
+        """Run ``do`` until it succeeds, the budget is spent, or an error is not retryable."""
+        self._backoff.reset()  # type: ignore[no-untyped-call]
+        failures = 0
+        first_failure: float | None = None
+        while True:
+            try:
+                return await do()
+            except self._supported_errors as error:
+                if isinstance(error, (AuthenticationError, AuthorizationError)):
+                    raise
+                if is_retryable is not None and not is_retryable(error):
+                    raise
+                failures += 1
+                await (fail(error, failures) if with_failure_count else fail(error))
+                now = time.monotonic()
+                first_failure = now if first_failure is None else first_failure
+                left = self.budget - (now - first_failure)
+                if left <= 0 or failures > self._retries:
+                    raise
+                await asyncio.sleep(min(self._backoff.compute(failures), left))
+
+
+class RushClient(Redis):
+    """A ``redis.asyncio.Redis`` that raises :class:`ConnectionFailedError` for connection problems.
+
+    Build it with :func:`create_client`. ``config`` names the server in messages
+    and holds the reconnect budget.
+    """
+
+    config: RedisConfig
+
+    async def execute_command(self, *args: Any, **options: Any) -> Any:
+        """Run one command; connection problems raise :class:`ConnectionFailedError`."""
+        started = time.monotonic()
+        try:
+            return await super().execute_command(*args, **options)  # type: ignore[no-untyped-call]
+        except TRANSLATED_ERRORS as exc:
+            raise connection_failed(self.config, exc, time.monotonic() - started) from exc
+
+    def pipeline(self, transaction: bool = True, shard_hint: str | None = None) -> RushPipeline:
+        """A pipeline whose ``execute`` translates connection problems like the client."""
+        pipe = RushPipeline(self.connection_pool, self.response_callbacks, transaction, shard_hint)
+        pipe.config = self.config
+        return pipe
+
+
+class RushPipeline(Pipeline):
+    """Pipeline of a :class:`RushClient`: connection problems raise :class:`ConnectionFailedError`."""
+
+    config: RedisConfig
+
+    async def execute(self, raise_on_error: bool = True) -> list[Any]:
+        """Send the queued commands; connection problems raise :class:`ConnectionFailedError`."""
+        started = time.monotonic()
+        try:
+            return await super().execute(raise_on_error)
+        except TRANSLATED_ERRORS as exc:
+            raise connection_failed(self.config, exc, time.monotonic() - started) from exc
+
 
 try:
     from hiredis import pack_command as _hiredis_pack
@@ -33,21 +178,62 @@ except ImportError:  # pragma: no cover - hiredis is a dependency, but stay usab
     _hiredis_pack = None  # type: ignore[assignment]
 
 
+_LARGE_ARG = 1 << 20
+"""Arguments of at least this many bytes are sent by reference, never copied into a packed command."""
+
+_SEND_SLICE = 1 << 20
+"""Bytes handed to the socket transport at once when a command is large."""
+
+
 class _FastPacking:
-    """Pack commands with hiredis's C encoder.
+    """Pack commands with hiredis's C encoder; send large ones without copies.
 
     redis-py's asyncio connections encode arguments in Python; for the long
     argument lists of batched scripts (thousands of keys and values) that was
     the largest CPU cost of a worker. hiredis produces the same bytes.
+
+    A command with a large argument (a big task value) is packed by redis-py's
+    own packer instead, which keeps such arguments as separate pieces, and is
+    written a slice at a time: hiredis would copy the value into the packed
+    command, and asyncio's ``writelines`` (Python 3.11) joins every piece into
+    one more copy, then copies what the socket did not take into its buffer.
     """
 
     def pack_command(self, *args: Any) -> list[bytes]:
+        if any(type(a) is bytes and len(a) >= _LARGE_ARG for a in args):
+            packed: list[bytes] = super().pack_command(*args)  # type: ignore[misc]
+            return packed
         first = args[0]
         if isinstance(first, str) and " " in first:
             args = tuple(first.encode().split()) + args[1:]
         elif isinstance(first, bytes) and b" " in first:
             args = tuple(first.split()) + args[1:]
         return [_hiredis_pack(args)]
+
+    async def send_packed_command(self, command: Any, check_health: bool = True) -> None:
+        if isinstance(command, list) and len(command) > 1 and sum(map(len, command)) > _SEND_SLICE:
+            for part in _slices(command):
+                await super().send_packed_command(part, check_health)  # type: ignore[misc]
+                check_health = False
+            return
+        await super().send_packed_command(command, check_health)  # type: ignore[misc]
+
+
+def _slices(pieces: list[bytes]) -> Iterator[list[memoryview]]:
+    """Runs of ``pieces`` of about :data:`_SEND_SLICE` bytes, large pieces cut into views."""
+    run: list[memoryview] = []
+    size = 0
+    for piece in pieces:
+        view = memoryview(piece)
+        for start in range(0, max(len(view), 1), _SEND_SLICE):
+            part = view[start : start + _SEND_SLICE]
+            run.append(part)
+            size += len(part)
+            if size >= _SEND_SLICE:
+                yield run
+                run, size = [], 0
+    if run:
+        yield run
 
 
 class _TCPConnection(_FastPacking, Connection):
@@ -63,13 +249,22 @@ class _UnixConnection(_FastPacking, UnixDomainSocketConnection):
 
 
 def create_client(
-    config: RedisConfig, *, max_connections: int | None = None, retries: int = COMMAND_RETRIES
-) -> Redis:
+    config: RedisConfig, *, max_connections: int | None = None, retries: int | None = None
+) -> RushClient:
     """Create an asyncio Redis client (bytes responses, hiredis parser if installed).
 
     Connections open lazily; call :func:`check_connection` to fail fast. A
-    command that fails on a dropped connection is sent again up to ``retries``
-    times on a fresh connection, with exponential backoff.
+    command that fails on a dropped connection or a timeout is sent again on a
+    fresh connection, with exponential backoff (0.05 s doubling, capped at
+    1 s), until ``config.reconnect_budget`` seconds have passed since its first
+    failure; then it raises :class:`ConnectionFailedError`.
+
+    Args:
+        config: Server settings.
+        max_connections: Size limit of the connection pool (``None``: no limit).
+        retries: At most this many retries as well (``0``: fail at the first
+            error); ``None`` bounds retries by the budget only.
+
     """
     kwargs: dict[str, Any] = {
         "db": config.db,
@@ -79,7 +274,7 @@ def create_client(
         "socket_connect_timeout": config.connect_timeout,
         "decode_responses": False,
         "client_name": "rushpy",
-        "retry": Retry(ExponentialWithJitterBackoff(base=0.05, cap=1.0), retries),
+        "retry": _BudgetRetry(config.reconnect_budget, retries),
         "retry_on_error": [RedisConnectionError, RedisTimeoutError],
     }
     connection_class: type[Connection] | type[UnixDomainSocketConnection]
@@ -100,31 +295,33 @@ def create_client(
         else:
             connection_class = _TCPConnection if _hiredis_pack is not None else Connection
     pool = ConnectionPool(connection_class=connection_class, max_connections=max_connections, **kwargs)
-    # from_pool: the client owns the pool, so aclose() disconnects every connection.
-    return Redis.from_pool(pool)
+    # The client owns the pool, so aclose() disconnects every connection.
+    client = RushClient(connection_pool=pool)
+    client.auto_close_connection_pool = True
+    client.config = config
+    return client
 
 
 async def check_connection(config: RedisConfig) -> None:
     """Ping the server once, without retries (a wrong address fails at once).
 
     Raises:
-        ConnectionFailedError: the server is unreachable or refused the credentials;
-            the message names the URL (without password) and what to check.
+        ConnectionFailedError: the server is unreachable, refused the credentials,
+            or does not speak the Redis protocol; the message names the URL
+            (without password) and what to check.
 
     """
     probe = create_client(config, max_connections=1, retries=0)
     try:
         await probe.ping()
-    except AuthenticationError as exc:
+    except ConnectionFailedError as exc:
+        cause = exc.__cause__
+        if isinstance(cause, (AuthenticationError, AuthorizationError, InvalidResponse)):
+            raise
         raise ConnectionFailedError(
-            f"server {config} refused the credentials ({exc}); check the user name and "
-            "password (RUSHPY_REDIS_PASSWORD or the URL)"
-        ) from exc
-    except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
-        raise ConnectionFailedError(
-            f"cannot reach Redis at {config} ({exc}); start a server there, set "
+            f"cannot reach Redis at {config} ({cause or exc}); start a server there, set "
             "RUSHPY_REDIS_URL to one that runs, or use rushpy.EmbeddedServer"
-        ) from exc
+        ) from cause
     except ResponseError as exc:
         raise ConnectionFailedError(f"server {config} answered PING with an error: {exc}") from exc
     finally:

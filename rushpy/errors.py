@@ -2,7 +2,35 @@
 
 Every error raised on purpose by rushpy derives from :class:`RushError`, so
 callers can catch the whole family with one ``except`` clause. Messages name
-the offending value and say how to fix it.
+the offending value and say how to fix it. No raw ``redis.exceptions`` error
+reaches a user: connection, timeout, authentication and protocol errors become
+:class:`ConnectionFailedError`, error replies :class:`ServerError`.
+
+The tree (a builtin in brackets is a second base, so ``except ValueError``
+and friends keep working)::
+
+    RushError
+    ├── ConfigError [ValueError]           a setting is invalid
+    ├── ConnectionFailedError [ConnectionError]
+    │                                      server unreachable past the reconnect
+    │                                      budget, refused the credentials, or
+    │                                      not speaking the Redis protocol
+    ├── ServerError                        the server answered with an error
+    ├── EmbeddedServerError                no server binary, or it did not start
+    ├── TaskError [ValueError]             task input is invalid (types, lengths,
+    │   │                                  values that cannot round-trip)
+    │   └── UnknownTaskError [KeyError]    a key is not a task of the network
+    ├── WorkerError                        worker-side problem
+    │   ├── UnknownWorkerError [KeyError]  a worker id is not registered
+    │   ├── WorkerFunctionError [ValueError]
+    │   │                                  the function cannot be imported or called
+    │   ├── WorkerNotRunningError          the worker was declared lost or stopped
+    │   └── NoStartArgumentsError          no function given and none stored
+    ├── WorkerTimeoutError [TimeoutError]  workers did not register in time
+    └── TaskTimeoutError [TimeoutError]    tasks did not finish in time
+
+``ConnectionFailedError`` is an ``OSError`` (through ``ConnectionError``):
+code that retries transient ``OSError`` (the worker loop) keeps retrying it.
 """
 
 from __future__ import annotations

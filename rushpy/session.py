@@ -92,16 +92,23 @@ class Session:
         try:
             await check_connection(self.config)
             await self.store.load_scripts()
-            listener = EventListener(self.store.client, self._channels, self._on_event)
-            await listener.start()
         except BaseException:
             await self._close_client()
             raise
-        self._listener = listener
         # Entered here and exited in __aexit__, in the same task: the owner is used
         # as `async with`, so the group's scope nests around the caller's block.
-        self._task_group = anyio.create_task_group()
-        await self._task_group.__aenter__()
+        task_group = anyio.create_task_group()
+        await task_group.__aenter__()
+        listener = EventListener(self.config, self._channels, self._on_event)
+        try:
+            # The listener reads in the session's group: cancelled with it on exit.
+            await listener.start(task_group)
+        except BaseException:
+            await task_group.__aexit__(None, None, None)
+            await self._close_client()
+            raise
+        self._listener = listener
+        self._task_group = task_group
         return self
 
     async def __aexit__(

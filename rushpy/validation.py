@@ -9,6 +9,7 @@ from typing import Any, TypeVar
 from rushpy.errors import ConfigError, TaskError
 
 __all__ = [
+    "broadcast",
     "check_keys",
     "check_mappings",
     "check_max_retries",
@@ -52,13 +53,55 @@ def check_mappings(values: Any, name: str) -> list[dict[str, Any]]:
 
 
 def check_same_length(ref: Sequence[Any], values: Sequence[T] | None, name: str) -> list[T | None]:
-    """Check that ``values`` (optional) has one entry per entry of ``ref``."""
+    """Check that ``values`` (optional) has one entry per entry of ``ref``.
+
+    For per-task settings that must never be shared (``seeds``, ``priority``,
+    ``timeouts`` lists): a single entry is not repeated. See :func:`broadcast`
+    for values where one entry may stand for every task.
+
+    Raises:
+        TaskError: ``values`` is not a list, or its length differs from ``ref``'s.
+
+    """
     if values is None:
         return [None] * len(ref)
     if not _is_list_like(values):
         raise TaskError(f"{name} must be a list with one entry per task, got {type(values).__name__}")
     if len(values) != len(ref):
         raise TaskError(f"{name} has {len(values)} entries but there are {len(ref)} tasks; pass one per task")
+    return list(values)
+
+
+def broadcast(ref: Sequence[Any], values: Sequence[T] | None, name: str) -> list[T | None]:
+    """One entry per entry of ``ref``; a list of length 1 applies to every entry.
+
+    For ``xss_extra``, ``yss``, ``yss_extra`` and ``conditions``, where one value
+    for many tasks is the common case (one condition for many failed keys).
+    Call it before writing anything, so a mismatch leaves Redis untouched.
+
+    Args:
+        ref: The tasks (keys or ``xss``); only its length is used.
+        values: ``None`` (an entry of ``None`` per task), one entry for all, or
+            one entry per task.
+        name: Argument name for error messages.
+
+    Raises:
+        TaskError: ``values`` is not a list, or has neither 1 nor ``len(ref)`` entries.
+
+    """
+    if values is None:
+        return [None] * len(ref)
+    if not _is_list_like(values):
+        raise TaskError(
+            f"{name} must be a list (one entry per task, or one for all), got {type(values).__name__}"
+        )
+    if len(values) == 1:
+        return [values[0]] * len(ref)
+    if len(values) != len(ref):
+        raise TaskError(
+            f"{name} has {len(values)} entries but there are {len(ref)} tasks; pass one per task, "
+            "or a list of one entry for all"
+        )
     return list(values)
 
 

@@ -375,3 +375,14 @@ def test_invalid_identifiers(value: str) -> None:
 def test_non_string_identifiers(value: object) -> None:
     with pytest.raises(ConfigError, match="worker id"):
         validate_identifier(value, "worker id")
+
+
+def test_reconnect_budget_default_and_validation() -> None:
+    from rushpy.config import DEFAULT_RECONNECT_BUDGET
+
+    assert RedisConfig().reconnect_budget == DEFAULT_RECONNECT_BUDGET == 10.0
+    assert RedisConfig(reconnect_budget=0).reconnect_budget == 0.0
+    assert RedisConfig.from_url("redis://h:1/0", reconnect_budget=2.5).reconnect_budget == 2.5
+    for bad in (-1, float("inf"), float("nan"), "soon"):
+        with pytest.raises(ConfigError, match="reconnect_budget"):
+            RedisConfig(reconnect_budget=bad)

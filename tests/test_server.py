@@ -5,6 +5,7 @@ Every test here starts its own server; the session `server` fixture is left alon
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import signal
@@ -13,6 +14,7 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -374,6 +376,7 @@ PARENT_SCRIPT = textwrap.dedent(
     server = EmbeddedServer().start()
     print(server.pid, server.port, flush=True)
     if sys.argv[1] == "exit":
+        sys.stdin.readline()  # exit only once the test has seen the server answer
         os._exit(0)
     time.sleep(60)
     """
@@ -386,6 +389,7 @@ def test_dead_parent_leaves_no_server(tmp_path: Path, how: str) -> None:
     env["TMPDIR"] = str(tmp_path)
     parent = subprocess.Popen(
         [sys.executable, "-c", PARENT_SCRIPT, how],
+        stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -393,19 +397,79 @@ def test_dead_parent_leaves_no_server(tmp_path: Path, how: str) -> None:
     )
     try:
         assert parent.stdout is not None
+        assert parent.stdin is not None
         line = parent.stdout.readline()
         assert line, parent.stderr.read() if parent.stderr else ""
         pid_text, port_text = line.split()
         server_pid = int(pid_text)
+        # The parent is still alive here in both cases (it waits for stdin or sleeps),
+        # so this PING cannot race the shutdown that the test is about.
         assert _ping(RedisConfig(port=int(port_text)))
         if how == "sigkill":
             parent.send_signal(signal.SIGKILL)
+        else:
+            parent.stdin.write("exit\n")
+            parent.stdin.flush()
         parent.wait(timeout=30)
     finally:
         if parent.poll() is None:
             parent.kill()
             parent.wait()
     assert _wait_dead(server_pid), f"server {server_pid} outlived its parent"
+
+
+def test_server_outlives_the_thread_that_started_it() -> None:
+    # PR_SET_PDEATHSIG fires when the forking *thread* ends. `async with
+    # EmbeddedServer()` starts it in an anyio worker thread that ends after 10 s
+    # idle: the server must not die with that thread.
+    server = EmbeddedServer()
+    starter = threading.Thread(target=server.start)
+    starter.start()
+    starter.join()
+    try:
+        tid = starter.native_id
+        assert tid is not None
+        # Once the OS thread is gone, a parent-death signal would have been sent.
+        deadline = time.monotonic() + 15
+        while Path(f"/proc/self/task/{tid}").exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert not Path(f"/proc/self/task/{tid}").exists()
+        # Give a signalled server ample time to act on it (it shuts down within
+        # ~0.1 s); a healthy one answers throughout.
+        for _ in range(10):
+            assert server.running
+            assert _ping(server.config)
+            time.sleep(0.1)
+    finally:
+        server.stop()
+
+
+def test_child_whose_parent_died_before_prctl_exits() -> None:
+    # The race the pre-exec check closes: the parent died between fork and the
+    # parent-death request, so no signal would ever come. A pid that is not our
+    # parent stands for "the parent is gone".
+    from rushpy.server import _die_with_parent
+
+    child = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(60)"],
+        preexec_fn=functools.partial(_die_with_parent, os.getpid() + 1_000_000),  # noqa: PLW1509
+    )
+    try:
+        assert child.wait(timeout=30) == 1
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    # With the real parent, the child goes on to exec (Popen returns after the exec).
+    alive = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(60)"],
+        preexec_fn=functools.partial(_die_with_parent, os.getpid()),  # noqa: PLW1509
+    )
+    try:
+        assert alive.poll() is None
+    finally:
+        alive.kill()
+        alive.wait()
 
 
 def test_atexit_stops_server_on_normal_exit(tmp_path: Path) -> None:
