@@ -114,9 +114,9 @@ async def test_push_ten_thousand_tasks_in_one_call(controller: Controller) -> No
         pytest.param([{"x": 1}, 3], None, r"xss\[1\] must be a mapping", id="element-not-mapping"),
         pytest.param([{"x": 1}, {2: "a"}], None, r"xss\[1\] has key 2 .*keys must be strings", id="int-key"),
         pytest.param(
-            [{"x": 1}, {"x": 2}],
-            [{"e": 1}],
-            "xss_extra has 1 entries but there are 2 tasks",
+            [{"x": 1}, {"x": 2}, {"x": 3}],
+            [{"e": 1}, {"e": 2}],
+            "xss_extra has 2 entries but there are 3 tasks",
             id="extra-length",
         ),
         pytest.param([{"x": 1}], "nope", "xss_extra must be a list", id="extra-not-list"),
@@ -253,8 +253,8 @@ async def test_push_finished_tasks(controller: Controller) -> None:
 
 
 async def test_push_finished_tasks_rejects_mismatched_yss(controller: Controller) -> None:
-    with pytest.raises(rushpy.TaskError, match="yss has 1 entries but there are 2 tasks"):
-        await controller.push_finished_tasks([{"x": 1}, {"x": 2}], [{"y": 1}])
+    with pytest.raises(rushpy.TaskError, match="yss has 2 entries but there are 3 tasks"):
+        await controller.push_finished_tasks([{"x": 1}, {"x": 2}, {"x": 3}], [{"y": 1}, {"y": 2}])
     with pytest.raises(rushpy.TaskError, match=r"yss\[0\] must be a mapping"):
         await controller.push_finished_tasks([{"x": 1}], [3])  # type: ignore[list-item]
     assert await controller.n_tasks() == 0

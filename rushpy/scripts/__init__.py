@@ -1,23 +1,34 @@
 """The Lua scripts of every task state transition.
 
-Each script is read once from its ``.lua`` file beside this module, hashed
-locally, loaded into the server once per client (``SCRIPT LOAD``) and run by
-SHA (``EVALSHA``). A server that lost its script cache (restart, ``SCRIPT
-FLUSH``) gets the script loaded again transparently.
+Each script is read once from its ``.lua`` file beside this module, with the
+shared helpers of ``prelude.lua`` prepended, hashed locally, loaded into the
+server once per client (``SCRIPT LOAD``) and run by SHA (``EVALSHA``). A
+server that lost its script cache (restart, ``SCRIPT FLUSH``) gets the script
+loaded again transparently.
+
+Callers do not build key and argument lists themselves: every script has one
+typed wrapper in :mod:`rushpy.scripts.calls` that returns a :class:`Call`,
+which runs alone (:meth:`Call.run`) or, with many others, in one pipeline.
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from redis.asyncio import Redis
 from redis.exceptions import NoScriptError
 
-__all__ = ["SCRIPT_NAMES", "Script", "load_all", "script"]
+__all__ = ["PRELUDE", "SCRIPT_NAMES", "Call", "Script", "load_all", "script"]
+
+T = TypeVar("T")
+
+PRELUDE = "prelude"
+"""File name (without ``.lua``) of the helpers prepended to every script."""
 
 SCRIPT_NAMES = (
     "cancel",
@@ -39,11 +50,11 @@ SCRIPT_NAMES = (
 
 @dataclass(frozen=True, slots=True)
 class Script:
-    """One Lua script: its name, source and SHA1.
+    """One Lua script: its name, source (prelude included) and SHA1.
 
     Attributes:
         name: File name without extension.
-        source: Lua source code.
+        source: Lua source code as loaded: the prelude, then the script.
         sha: Hex SHA1 of the source, as ``EVALSHA`` expects.
 
     """
@@ -61,10 +72,41 @@ class Script:
             return await client.evalsha(self.sha, len(keys), *keys, *args)
 
 
+@dataclass(frozen=True, slots=True)
+class Call(Generic[T]):
+    """One prepared script call: what to send and how to read the reply.
+
+    Built by the wrappers of :mod:`rushpy.scripts.calls`, which own each
+    script's ``KEYS``/``ARGV`` layout. Run it alone with :meth:`run`, or send
+    many in one pipeline (``script``, ``keys``, ``args``) and pass each raw
+    reply to ``parse``.
+
+    Attributes:
+        script: The script to run.
+        keys: Its ``KEYS``.
+        args: Its ``ARGV``.
+        parse: Turns the raw reply into the typed result.
+
+    """
+
+    script: Script
+    keys: list[str]
+    args: list[Any]
+    parse: Callable[[Any], T]
+
+    async def run(self, client: Redis) -> T:
+        """Run the call on ``client`` and return its parsed reply."""
+        return self.parse(await self.script(client, self.keys, self.args))
+
+
+def _read(name: str) -> str:
+    return resources.files(__package__).joinpath(f"{name}.lua").read_text(encoding="utf-8")
+
+
 @cache
 def script(name: str) -> Script:
-    """Return the bundled script ``name`` (cached after the first read)."""
-    source = resources.files(__package__).joinpath(f"{name}.lua").read_text(encoding="utf-8")
+    """Return the bundled script ``name``, prelude included (cached after the first read)."""
+    source = _read(PRELUDE) + "\n" + _read(name)
     sha = hashlib.sha1(source.encode()).hexdigest()  # noqa: S324 - EVALSHA names scripts by SHA1
     return Script(name, source, sha)
 

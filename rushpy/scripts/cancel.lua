@@ -4,22 +4,21 @@
 -- KEYS[3+M..] task hashes, one per key in ARGV order
 -- ARGV[1] M, ARGV[2] condition (msgpack), ARGV[3] time (msgpack),
 -- ARGV[4] channel, ARGV[5..] task keys
--- Each list is rebuilt in one pass, so cancelling N keys in lists of total
--- length L costs O(N + L). A cancelled task records the condition as its final
--- one and in its "conditions" history; it is never retried automatically.
+-- Each list is rebuilt in one pass (remove_where), so cancelling N keys in
+-- lists of total length L costs O(N + L). A cancelled task records the
+-- condition as its final one and in its "conditions" history; it is never
+-- retried automatically. First writer wins: finished and failed tasks, and
+-- keys found nowhere, are left alone.
 -- Publishes "C <keys...>" on the channel for cancelled running tasks, so their
 -- workers interrupt them, and "X" when only queued tasks were cancelled.
 -- Returns {cancelled queued keys, cancelled running keys}.
 local m = tonumber(ARGV[1])
+local condition = cmsgpack.unpack(ARGV[2])
 local hashes = {}
 for i = 5, #ARGV do hashes[ARGV[i]] = KEYS[i - 2 + m] end
-local condition = cmsgpack.unpack(ARGV[2])
 local function fail(key)
   local hash = hashes[key]
-  local raw = redis.call("HGET", hash, "conditions")
-  local history = raw and cmsgpack.unpack(raw) or {}
-  history[#history + 1] = condition
-  redis.call("HSET", hash, "conditions", cmsgpack.pack(history), "condition", ARGV[2], "finished_at", ARGV[3])
+  redis.call("HSET", hash, "conditions", with_condition(hash, condition), "condition", ARGV[2], "finished_at", ARGV[3])
   redis.call("SADD", KEYS[2], key)
   hashes[key] = nil
 end
@@ -34,24 +33,12 @@ end
 local queued = {}
 for l = 3, 2 + m do
   if next(hashes) == nil then break end
-  local items = redis.call("LRANGE", KEYS[l], 0, -1)
-  local keep = {}
-  local removed = false
-  for _, key in ipairs(items) do
-    if hashes[key] then
-      fail(key)
-      queued[#queued + 1] = key
-      removed = true
-    else
-      keep[#keep + 1] = key
-    end
-  end
-  if removed then
-    redis.call("DEL", KEYS[l])
-    for i = 1, #keep, 1000 do
-      redis.call("RPUSH", KEYS[l], unpack(keep, i, math.min(i + 999, #keep)))
-    end
-  end
+  remove_where(KEYS[l], function(key)
+    if not hashes[key] then return false end
+    fail(key)
+    queued[#queued + 1] = key
+    return true
+  end)
 end
 if #running > 0 then
   redis.call("PUBLISH", ARGV[4], "C " .. table.concat(running, " "))

@@ -9,8 +9,9 @@
 -- Each claim starts a new attempt: the task's "attempts" count goes up by one.
 -- A key no longer in the pending list (re-queued, cancelled, or claimed by a
 -- concurrent pop of the same worker) is answered with false, unless this very
--- call claimed it already: a client that repeats the call after a lost reply
--- (same token) gets the same tasks back, so no claim is ever lost.
+-- call claimed it already and the task still runs on this worker: a client
+-- that repeats the call after a lost reply (same token) gets the same tasks
+-- back, so no claim is ever lost, and never a task cancelled meanwhile.
 -- A worker that is no longer running (declared lost, stopped) claims nothing:
 -- the script returns -1 and the worker must stop.
 -- Returns, per key, false or {xs, xs_extra, timeout, seed, attempts}.
@@ -28,7 +29,8 @@ for i = 5, #KEYS do
     local row = redis.call("HMGET", hash, "xs", "xs_extra", "timeout", "seed")
     row[5] = attempts
     out[#out + 1] = row
-  elseif redis.call("HGET", hash, "claim") == ARGV[4] and redis.call("SISMEMBER", KEYS[3], key) == 1 then
+  elseif redis.call("HGET", hash, "claim") == ARGV[4] and redis.call("SISMEMBER", KEYS[3], key) == 1
+      and redis.call("SISMEMBER", KEYS[2], key) == 1 then
     local row = redis.call("HMGET", hash, "xs", "xs_extra", "timeout", "seed", "attempts")
     row[5] = cmsgpack.unpack(row[5])
     out[#out + 1] = row

@@ -8,36 +8,40 @@
 -- ARGV[1] destination kind: "list" (finished) or "set" (failed)
 -- ARGV[2] pub/sub channel to announce to
 -- ARGV[3] token, unique per call
--- ARGV[4] C, the number of fields common to every task, then C name/value
--- pairs, then F, the number of per-task fields, then F field names, then per
--- task its key, the attempt it reports on ("" = any) and F values ("" = field
--- left unset). For failures the one field is "condition".
+-- ARGV[4..] the field preamble (parse_fields), then per task its key, the
+-- attempt it reports on ("" = any) and F values ("" = field left unset). For
+-- failures the one field is "condition".
 -- First writer wins, per attempt: a task that this worker no longer runs
 -- (finished, failed, cancelled or re-queued by someone else), or whose
 -- current attempt is not the one reported on, is left untouched and the
 -- outcome discarded. A client that repeats the call after a lost reply (same
--- token) is told what the first run did with each task instead.
--- A failure is appended to the task's "conditions" history. While its
--- attempts are at most its "max_retries", the task goes back to the queue;
--- otherwise it fails with that condition.
+-- token, stored as the task's "done" field) is told what the first run did
+-- with each task instead.
+-- A failure is appended to the task's "conditions" history; with attempts
+-- left (attempts_left) the task goes back to the queue's tail, otherwise it
+-- fails with that condition.
 -- Publishes on ARGV[2]: "F <first index> <keys...>" for finished tasks, "X"
 -- for failed ones.
 -- Returns, per task, 1 if recorded (or re-queued by an earlier run of the
 -- same call), 2 if re-queued for a retry, 0 if discarded.
 local token = ARGV[3]
-local pos = 4
-local common = {}
-local ncommon = tonumber(ARGV[pos])
-for i = 1, ncommon * 2 do common[i] = ARGV[pos + i] end
-pos = pos + ncommon * 2 + 1
-local nfields = tonumber(ARGV[pos])
-local names = {}
-for i = 1, nfields do names[i] = ARGV[pos + i] end
-pos = pos + nfields + 1
+local common, names, start = parse_fields(4)
+local nfields = #names
 local failing = ARGV[1] == "set"
+-- Decode every condition before writing anything: a bad argument must not
+-- leave a task removed from running and recorded nowhere.
+local decoded = {}
+if failing then
+  local pos = start
+  for t = 5, #KEYS do
+    decoded[t] = cmsgpack.unpack(ARGV[pos + 2])
+    pos = pos + 2 + nfields
+  end
+end
 local out = {}
 local failed = 0
 local announce = {}
+local pos = start
 for t = 5, #KEYS do
   local key = ARGV[pos]
   local attempt = ARGV[pos + 1]
@@ -55,35 +59,16 @@ for t = 5, #KEYS do
   if not ok then
     out[#out + 1] = redis.call("HGET", hash, "done") == token and 1 or 0
   elseif failing then
-    local condition = ARGV[pos]
-    local raw = redis.call("HGET", hash, "conditions")
-    local history = raw and cmsgpack.unpack(raw) or {}
-    history[#history + 1] = cmsgpack.unpack(condition)
-    local attempts = redis.call("HGET", hash, "attempts")
-    local retries = redis.call("HGET", hash, "max_retries")
-    attempts = attempts and cmsgpack.unpack(attempts) or 1
-    retries = retries and cmsgpack.unpack(retries) or 0
-    if attempts <= retries then
-      redis.call("HSET", hash, "conditions", cmsgpack.pack(history), "done", token)
+    local done = {"done", token}
+    if retry_or_fail(hash, key, ARGV[pos], decoded[t], KEYS[2], done, field_args(done, common, {}, pos)) then
       redis.call("RPUSH", KEYS[4], key)
       out[#out + 1] = 2
     else
-      redis.call("HSET", hash, "conditions", cmsgpack.pack(history), "condition", condition, "done", token, unpack(common))
-      redis.call("SADD", KEYS[2], key)
       out[#out + 1] = 1
       failed = failed + 1
     end
   else
-    local args = {"done", token}
-    for i = 1, #common do args[#args + 1] = common[i] end
-    for i = 1, nfields do
-      local value = ARGV[pos + i - 1]
-      if value ~= "" then
-        args[#args + 1] = names[i]
-        args[#args + 1] = value
-      end
-    end
-    redis.call("HSET", hash, unpack(args))
+    redis.call("HSET", hash, unpack(field_args({"done", token}, common, names, pos)))
     redis.call("RPUSH", KEYS[2], key)
     announce[#announce + 1] = key
     out[#out + 1] = 1
@@ -91,10 +76,7 @@ for t = 5, #KEYS do
   pos = pos + nfields
 end
 if #announce > 0 then
-  -- "F <index of the first key in the finished list> <key> <key> ...": lets
-  -- listeners read new results without first reading the list.
-  local first = redis.call("LLEN", KEYS[2]) - #announce
-  redis.call("PUBLISH", ARGV[2], "F " .. first .. " " .. table.concat(announce, " "))
+  announce_finished(KEYS[2], ARGV[2], announce)
 elseif failed > 0 then
   redis.call("PUBLISH", ARGV[2], "X")
 end

@@ -8,17 +8,13 @@
 -- Returns the keys in the pending list (at most N), oldest first.
 local n = tonumber(ARGV[1])
 local have = redis.call("LLEN", KEYS[1])
-if have < n then
-  for _, source in ipairs({KEYS[2], KEYS[3]}) do
-    local want = n - have
-    if want <= 0 then break end
-    local moved = redis.call("LPOP", source, want)
-    if moved then
-      for i = 1, #moved, 1000 do
-        redis.call("RPUSH", KEYS[1], unpack(moved, i, math.min(i + 999, #moved)))
-      end
-      have = have + #moved
-    end
+for _, source in ipairs({KEYS[2], KEYS[3]}) do
+  local want = n - have
+  if want <= 0 then break end
+  local moved = redis.call("LPOP", source, want)
+  if moved then
+    rpush_all(KEYS[1], moved)
+    have = have + #moved
   end
 end
 if have == 0 then return {} end

@@ -10,51 +10,25 @@
 -- Popped-but-unclaimed tasks go back to the head of the queue in their order;
 -- tasks waiting in the worker's priority queue move to the shared queue's tail.
 -- Interrupted tasks go to the head too, so they run next; the condition is
--- appended to their "conditions" history either way.
+-- appended to their "conditions" history either way (retry_or_fail).
 -- First writer wins: a task whose result arrived meanwhile is skipped.
 -- Returns {re-queued keys, failed keys, number of pending and priority keys
 -- moved to the shared queue}.
-local pending = redis.call("LRANGE", KEYS[5], 0, -1)
-if #pending > 0 then
-  redis.call("DEL", KEYS[5])
-  for i = #pending, 1, -1000 do
-    local lo = math.max(1, i - 999)
-    local chunk = {}
-    for j = i, lo, -1 do chunk[#chunk + 1] = pending[j] end
-    redis.call("LPUSH", KEYS[4], unpack(chunk))
-  end
-end
-local priority = redis.call("LRANGE", KEYS[6], 0, -1)
-if #priority > 0 then
-  redis.call("DEL", KEYS[6])
-  for i = 1, #priority, 1000 do
-    redis.call("RPUSH", KEYS[4], unpack(priority, i, math.min(i + 999, #priority)))
-  end
-end
 local condition = cmsgpack.unpack(ARGV[1])
+local released = release_pending(KEYS[5], KEYS[4]) + release_priority(KEYS[6], KEYS[4])
 local requeued = {}
 local failed = {}
 for i = 7, #KEYS do
   local key = ARGV[i - 3]
   local hash = KEYS[i]
   if redis.call("SREM", KEYS[3], key) == 1 and redis.call("SREM", KEYS[1], key) == 1 then
-    local raw = redis.call("HGET", hash, "conditions")
-    local history = raw and cmsgpack.unpack(raw) or {}
-    history[#history + 1] = condition
-    local attempts = redis.call("HGET", hash, "attempts")
-    local retries = redis.call("HGET", hash, "max_retries")
-    attempts = attempts and cmsgpack.unpack(attempts) or 1
-    retries = retries and cmsgpack.unpack(retries) or 0
-    if attempts <= retries then
-      redis.call("HSET", hash, "conditions", cmsgpack.pack(history))
+    if retry_or_fail(hash, key, ARGV[1], condition, KEYS[2], {}, {"finished_at", ARGV[2]}) then
       redis.call("LPUSH", KEYS[4], key)
       requeued[#requeued + 1] = key
     else
-      redis.call("HSET", hash, "conditions", cmsgpack.pack(history), "condition", ARGV[1], "finished_at", ARGV[2])
-      redis.call("SADD", KEYS[2], key)
       failed[#failed + 1] = key
     end
   end
 end
 if #failed > 0 then redis.call("PUBLISH", ARGV[3], "X") end
-return {requeued, failed, #pending + #priority}
+return {requeued, failed, released}

@@ -4,34 +4,26 @@
 -- ARGV[1] "1" to ignore max_retries, ARGV[2] N, the number of new seeds that
 -- follow the keys (0 or one per key), ARGV[3..] task keys, then the seeds
 -- (msgpack, "" = leave the seed).
--- Without ignoring, only tasks whose attempts are at most their max_retries
--- are re-queued. The final condition and finish time are cleared; the attempt
--- count and the "conditions" history stay.
+-- Without ignoring, only tasks with attempts left (attempts_left: a task that
+-- never ran has 0 attempts) are re-queued. The final condition and finish time
+-- are cleared; the attempt count and the "conditions" history stay.
+-- First writer wins: keys not in the failed set are skipped.
 -- Returns the keys re-queued.
 local nkeys = #KEYS - 2
+local seeded = tonumber(ARGV[2]) > 0
 local out = {}
 for i = 1, nkeys do
   local key = ARGV[2 + i]
   local hash = KEYS[2 + i]
-  if redis.call("SISMEMBER", KEYS[1], key) == 1 then
-    local ok = ARGV[1] == "1"
-    if not ok then
-      local attempts = redis.call("HGET", hash, "attempts")
-      local retries = redis.call("HGET", hash, "max_retries")
-      attempts = attempts and cmsgpack.unpack(attempts) or 0
-      retries = retries and cmsgpack.unpack(retries) or 0
-      ok = attempts <= retries
+  if redis.call("SISMEMBER", KEYS[1], key) == 1 and (ARGV[1] == "1" or attempts_left(hash)) then
+    redis.call("SREM", KEYS[1], key)
+    redis.call("HDEL", hash, "condition", "finished_at")
+    if seeded then
+      local seed = ARGV[2 + nkeys + i]
+      if seed ~= "" then redis.call("HSET", hash, "seed", seed) end
     end
-    if ok then
-      redis.call("SREM", KEYS[1], key)
-      redis.call("HDEL", hash, "condition", "finished_at")
-      if tonumber(ARGV[2]) > 0 then
-        local seed = ARGV[2 + nkeys + i]
-        if seed ~= "" then redis.call("HSET", hash, "seed", seed) end
-      end
-      redis.call("RPUSH", KEYS[2], key)
-      out[#out + 1] = key
-    end
+    redis.call("RPUSH", KEYS[2], key)
+    out[#out + 1] = key
   end
 end
 return out

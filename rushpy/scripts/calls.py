@@ -1,0 +1,346 @@
+"""One typed wrapper per Lua script: the only code that knows a script's layout.
+
+Each function takes named, typed parameters, builds the script's ``KEYS`` and
+``ARGV`` (in the order its ``.lua`` header documents) and returns a
+:class:`~rushpy.scripts.Call` whose ``parse`` turns the raw reply into Python
+values. Task field values arrive already msgpack-encoded (the store encodes
+and size-checks them before anything is written); conditions, times, worker
+ids and seeds are encoded here.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from rushpy.codec import decode, encode
+from rushpy.keys import Keys
+from rushpy.models import Condition, PoppedTask, WorkerState
+from rushpy.scripts import Call, script
+
+__all__ = [
+    "WORKER_SETS",
+    "Buffer",
+    "Requeued",
+    "cancel",
+    "claim",
+    "complete",
+    "create",
+    "dequeue",
+    "heartbeat",
+    "now",
+    "pop",
+    "read",
+    "release",
+    "requeue",
+    "retry",
+    "running",
+    "text",
+    "worker_state",
+]
+
+Buffer = bytes | memoryview
+"""An encoded field value (large values may be passed without a copy)."""
+
+WORKER_SETS = {
+    WorkerState.RUNNING: "running_workers",
+    WorkerState.TERMINATED: "terminated_workers",
+    WorkerState.KILLED: "killed_workers",
+    WorkerState.LOST: "lost_workers",
+}
+"""Attribute of :class:`~rushpy.keys.Keys` naming the set of each worker state."""
+
+
+@dataclass(frozen=True, slots=True)
+class Requeued:
+    """How the tasks of a worker that is gone were settled.
+
+    Attributes:
+        requeued: Interrupted tasks put back in the queue (attempts left).
+        failed: Interrupted tasks failed (no attempts left).
+        released: Popped-but-unclaimed tasks and tasks of the worker's priority
+            queue put back in the shared queue.
+
+    """
+
+    requeued: list[str]
+    failed: list[str]
+    released: int
+
+
+def now() -> bytes:
+    """The current time (UTC), msgpack-encoded as task timestamps are stored."""
+    return encode(dt.datetime.now(dt.UTC))
+
+
+def text(values: Any) -> list[str]:
+    """Keys of a reply (bytes or str, ``None`` for none) as strings."""
+    return [v.decode() if isinstance(v, bytes) else v for v in values or ()]
+
+
+def _preamble(common: Sequence[tuple[str, Buffer]], names: Sequence[str]) -> list[Any]:
+    # The field preamble that parse_fields (prelude.lua) reads.
+    out: list[Any] = [len(common)]
+    for name, value in common:
+        out += (name, value)
+    return [*out, len(names), *names]
+
+
+def create(
+    keys: Keys,
+    state: Literal["queued", "finished", "failed"],
+    tasks: Sequence[tuple[str, Sequence[Buffer]]],
+    *,
+    names: Sequence[str],
+    common: Sequence[tuple[str, Buffer]] = (),
+    queue: str | None = None,
+) -> Call[int]:
+    """``create.lua``: nothing -> ``state``; the call returns how many were created.
+
+    Args:
+        keys: Key names of the network.
+        state: Target state.
+        tasks: Per task its key and one encoded value per name (``b""``: unset).
+        names: Field names of the per-task values.
+        common: Encoded fields with the same value for every task.
+        queue: For ``queued``: the list to push to (default the shared queue).
+
+    """
+    if state == "queued":
+        dest, kind, channel = queue or keys.queued, "list", ""
+    elif state == "finished":
+        dest, kind, channel = keys.finished, "list", keys.events
+    else:
+        dest, kind, channel = keys.failed, "set", keys.events
+    args: list[Any] = [kind, channel, *_preamble(common, names)]
+    for key, values in tasks:
+        args.append(key)
+        args += values
+    hashes = keys.tasks(key for key, _ in tasks)
+    return Call(script("create"), [dest, keys.all_tasks, *hashes], args, int)
+
+
+def running(
+    keys: Keys, worker_id: str, tasks: Sequence[tuple[str, Buffer, Buffer]], *, at: bytes | None = None
+) -> Call[int]:
+    """``running.lua``: nothing -> running on ``worker_id`` (first attempt).
+
+    Args:
+        keys: Key names of the network.
+        worker_id: The worker that runs the tasks.
+        tasks: Per task its key, encoded ``xs`` and encoded ``xs_extra`` (``b""``: none).
+        at: Creation and start time (encoded); default now.
+
+    """
+    stamp = at or now()
+    common = [
+        ("worker_id", encode(worker_id)),
+        ("created_at", stamp),
+        ("started_at", stamp),
+        ("attempts", encode(1)),
+    ]
+    args = _preamble(common, ("xs", "xs_extra"))
+    for key, xs, extra in tasks:
+        args += (key, xs, extra)
+    hashes = keys.tasks(key for key, _, _ in tasks)
+    sets = [keys.running, keys.worker_running(worker_id), keys.all_tasks]
+    return Call(script("running"), [*sets, *hashes], args, int)
+
+
+def pop(keys: Keys, worker_id: str, n: int) -> Call[list[str]]:
+    """``pop.lua``: up to ``n`` keys into the worker's pending list; returns the pending keys."""
+    lists = [keys.pending(worker_id), keys.priority_queue(worker_id), keys.queued]
+    return Call(script("pop"), lists, [n], text)
+
+
+def _claimed(task_keys: Sequence[str]) -> Any:
+    def parse(raw: Any) -> list[PoppedTask | None] | None:
+        if raw == -1:
+            return None
+        out: list[PoppedTask | None] = []
+        for key, item in zip(task_keys, raw, strict=True):
+            if not item:
+                out.append(None)
+                continue
+            xs_raw, extra_raw, timeout_raw, seed_raw, attempt = item
+            out.append(
+                PoppedTask(
+                    key=key,
+                    xs=decode(xs_raw) if xs_raw else {},
+                    xs_extra=decode(extra_raw) if extra_raw else None,
+                    attempt=int(attempt),
+                    timeout=decode(timeout_raw) if timeout_raw else None,
+                    seed=decode(seed_raw) if seed_raw else None,
+                )
+            )
+        return out
+
+    return parse
+
+
+def claim(
+    keys: Keys, worker_id: str, task_keys: Sequence[str], *, token: str
+) -> Call[list[PoppedTask | None] | None]:
+    """``claim.lua``: pending -> running, attempts + 1.
+
+    The reply is ``None`` when the worker no longer counts as running (it
+    claimed nothing), else per key the claimed task or ``None`` (not pending).
+    A repeat with the same ``token`` returns the tasks the first run claimed.
+    """
+    sets = [keys.pending(worker_id), keys.running, keys.worker_running(worker_id), keys.running_workers]
+    args = [worker_id, encode(worker_id), now(), encode(token), *task_keys]
+    return Call(script("claim"), [*sets, *keys.tasks(task_keys)], args, _claimed(list(task_keys)))
+
+
+def complete(
+    keys: Keys,
+    worker_id: str,
+    state: Literal["finished", "failed"],
+    items: Sequence[tuple[str, int | None, Sequence[Buffer]]],
+    *,
+    names: Sequence[str],
+    token: str,
+) -> Call[list[int]]:
+    """``complete.lua``: running -> finished | failed (or the queue's tail: a retry).
+
+    Args:
+        keys: Key names of the network.
+        worker_id: The worker that ran the tasks.
+        state: Target state.
+        items: Per task its key, the attempt reported on (``None``: any) and one
+            encoded value per name (``b""``: unset). For ``failed`` the one name
+            is ``condition``.
+        names: Field names of the values.
+        token: Unique per logical call; a repeat with it reports the first run.
+
+    The reply has per item 1 (recorded), 2 (re-queued for a retry) or 0 (discarded).
+
+    """
+    dest, kind = (keys.finished, "list") if state == "finished" else (keys.failed, "set")
+    args: list[Any] = [kind, keys.events, encode(token), *_preamble([("finished_at", now())], names)]
+    for key, attempt, values in items:
+        args += (key, b"" if attempt is None else attempt)
+        args += values
+    sets = [keys.running, dest, keys.worker_running(worker_id), keys.queued]
+    hashes = keys.tasks(key for key, _, _ in items)
+    return Call(script("complete"), [*sets, *hashes], args, lambda raw: [int(x) for x in raw])
+
+
+def requeue(keys: Keys, worker_id: str, task_keys: Sequence[str], condition: Condition) -> Call[Requeued]:
+    """``requeue.lua``: settle a gone worker's pending, priority and running tasks.
+
+    Args:
+        keys: Key names of the network.
+        worker_id: The worker that is gone.
+        task_keys: The keys of its running set (read just before).
+        condition: Recorded in the history of each interrupted task.
+
+    """
+    lists = [
+        keys.running,
+        keys.failed,
+        keys.worker_running(worker_id),
+        keys.queued,
+        keys.pending(worker_id),
+        keys.priority_queue(worker_id),
+    ]
+    args = [encode(condition.to_dict()), now(), keys.events, *task_keys]
+
+    def parse(raw: Any) -> Requeued:
+        requeued, failed, released = raw
+        return Requeued(text(requeued), text(failed), int(released))
+
+    return Call(script("requeue"), [*lists, *keys.tasks(task_keys)], args, parse)
+
+
+def release(keys: Keys, worker_id: str) -> Call[int]:
+    """``release.lua``: the worker's pending list -> head of the shared queue; returns how many."""
+    return Call(script("release"), [keys.pending(worker_id), keys.queued], [], int)
+
+
+def cancel(
+    keys: Keys, task_keys: Sequence[str], condition: Condition, worker_ids: Sequence[str]
+) -> Call[tuple[list[str], list[str]]]:
+    """``cancel.lua``: queued | pending | running -> failed.
+
+    Args:
+        keys: Key names of the network.
+        task_keys: Tasks to cancel.
+        condition: Their final condition.
+        worker_ids: Workers whose priority queues and pending lists are searched.
+
+    The reply is ``(cancelled queued keys, cancelled running keys)``.
+
+    """
+    lists = [keys.queued]
+    for wid in worker_ids:
+        lists += [keys.priority_queue(wid), keys.pending(wid)]
+    args = [len(lists), encode(condition.to_dict()), now(), keys.events, *task_keys]
+    return Call(
+        script("cancel"),
+        [keys.running, keys.failed, *lists, *keys.tasks(task_keys)],
+        args,
+        lambda raw: (text(raw[0]), text(raw[1])),
+    )
+
+
+def dequeue(keys: Keys, queue: str, task_keys: Sequence[str], condition: Condition) -> Call[int]:
+    """``dequeue.lua``: keys of ``queue`` -> failed with ``condition``; returns how many moved."""
+    args = [encode(condition.to_dict()), now(), keys.events, *task_keys]
+    return Call(script("dequeue"), [queue, keys.failed, *keys.tasks(task_keys)], args, int)
+
+
+def retry(
+    keys: Keys, task_keys: Sequence[str], *, ignore_max_retries: bool, seeds: Sequence[Any] | None = None
+) -> Call[list[str]]:
+    """``retry.lua``: failed -> tail of the shared queue; returns the keys re-queued.
+
+    Args:
+        keys: Key names of the network.
+        task_keys: Failed tasks.
+        ignore_max_retries: Re-queue even tasks whose attempts are used up.
+        seeds: A new seed per key (``None`` keeps a task's seed), or ``None``.
+
+    """
+    args: list[Any] = [
+        b"1" if ignore_max_retries else b"0",
+        0 if seeds is None else len(task_keys),
+        *task_keys,
+    ]
+    if seeds is not None:
+        args += [b"" if seed is None else encode(seed) for seed in seeds]
+    return Call(script("retry"), [keys.failed, keys.queued, *keys.tasks(task_keys)], args, text)
+
+
+def worker_state(keys: Keys, worker_id: str, state: WorkerState) -> Call[bool]:
+    """``worker_state.lua``: a running worker -> ``state``; ``False`` if it was not running."""
+    sets = [keys.running_workers, getattr(keys, WORKER_SETS[state]), keys.worker(worker_id)]
+    return Call(script("worker_state"), sets, [worker_id, encode(state.value)], bool)
+
+
+def heartbeat(keys: Keys, worker_id: str, expire: float) -> Call[bool]:
+    """``heartbeat.lua``: refresh the heartbeat key; ``False`` if the worker is not running."""
+    return Call(
+        script("heartbeat"),
+        [keys.running_workers, keys.heartbeat(worker_id)],
+        [worker_id, max(1, int(expire * 1000))],
+        bool,
+    )
+
+
+def _hashes(raw: Any) -> list[dict[str, Any] | None]:
+    out: list[dict[str, Any] | None] = []
+    for flat in raw:
+        if not flat:
+            out.append(None)
+            continue
+        it = iter(flat)
+        out.append({name.decode(): decode(value) for name, value in zip(it, it, strict=True)})
+    return out
+
+
+def read(keys: Keys, task_keys: Sequence[str]) -> Call[list[dict[str, Any] | None]]:
+    """``read.lua``: decoded hashes of ``task_keys`` in order (``None``: no such task)."""
+    return Call(script("read"), keys.tasks(task_keys), [], _hashes)

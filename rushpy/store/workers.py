@@ -1,0 +1,161 @@
+"""Worker records: registration, heartbeats, states, stop requests, start arguments."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from rushpy.codec import decode, encode
+from rushpy.models import WorkerInfo, WorkerState
+from rushpy.scripts import calls as sc
+from rushpy.store.base import Plumbing, decode_hash
+
+__all__ = ["WorkerStore"]
+
+
+class WorkerStore(Plumbing):
+    """Worker operations of one network (see :class:`~rushpy.store.base.Plumbing`)."""
+
+    async def register_worker(
+        self, worker_id: str, info: Mapping[str, Any], heartbeat_expire: float | None = None
+    ) -> None:
+        """Record a worker as running with its registration data.
+
+        With ``heartbeat_expire`` the first heartbeat is set in the same
+        transaction, so no observer ever sees a running worker with a heartbeat
+        flag but no heartbeat key.
+        """
+        k = self.keys
+        async with self.client.pipeline(transaction=True) as pipe:
+            pipe.hset(
+                k.worker(worker_id),
+                mapping={name: encode(value) for name, value in {**info, "state": "running"}.items()},
+            )
+            pipe.sadd(k.workers, worker_id)
+            pipe.sadd(k.running_workers, worker_id)
+            for state in (WorkerState.TERMINATED, WorkerState.KILLED, WorkerState.LOST):
+                pipe.srem(getattr(k, sc.WORKER_SETS[state]), worker_id)
+            pipe.delete(k.terminate_signal(worker_id), k.kill_signal(worker_id))
+            if heartbeat_expire is not None:
+                pipe.set(k.heartbeat(worker_id), b"1", px=max(1, int(heartbeat_expire * 1000)))
+            await pipe.execute()
+
+    async def unregister(self, worker_id: str) -> None:
+        """Clean up after a worker that exited: delete its heartbeat, terminate and kill keys.
+
+        Its registration, log and state stay (they are the network's history).
+        Call it after the worker left the running state, so a heartbeat
+        refresh cannot bring the key back.
+        """
+        k = self.keys
+        await self.client.delete(
+            k.heartbeat(worker_id), k.terminate_signal(worker_id), k.kill_signal(worker_id)
+        )
+
+    async def beat(self, worker_id: str, expire: float) -> bool:
+        """Refresh the worker's heartbeat key; ``False`` if the worker is not running."""
+        return await self.run(sc.heartbeat(self.keys, worker_id, expire))
+
+    async def set_worker_state(self, worker_id: str, state: WorkerState) -> bool:
+        """Move a running worker to ``state``; ``False`` (nothing written) if it was not running."""
+        return await self.run(sc.worker_state(self.keys, worker_id, state))
+
+    async def running_worker_flags(self, worker_ids: Sequence[str]) -> list[bool]:
+        """Whether each worker id is in the running set."""
+        if not worker_ids:
+            return []
+        return [bool(x) for x in await self.client.smismember(self.keys.running_workers, list(worker_ids))]
+
+    async def worker_infos(self, worker_ids: Sequence[str] | None = None) -> list[WorkerInfo]:
+        """Registration data of the given (default: all) workers that exist."""
+        ids = list(worker_ids) if worker_ids is not None else await self.worker_ids()
+        if not ids:
+            return []
+        async with self.client.pipeline(transaction=False) as pipe:
+            for wid in ids:
+                pipe.hgetall(self.keys.worker(wid))
+            raw = await pipe.execute()
+        out = []
+        for wid, h in zip(ids, raw, strict=True):
+            if not h:
+                continue
+            data = decode_hash(h)
+            out.append(
+                WorkerInfo(
+                    worker_id=wid,
+                    state=WorkerState(data.pop("state", "running")),
+                    pid=data.pop("pid", None),
+                    hostname=data.pop("hostname", None),
+                    started_at=data.pop("started_at", None),
+                    heartbeat=bool(data.pop("heartbeat", False)),
+                    extra=data,
+                )
+            )
+        return out
+
+    async def heartbeats_alive(self, worker_ids: Sequence[str]) -> list[bool]:
+        """Whether each worker's heartbeat key exists (one pipelined round trip)."""
+        if not worker_ids:
+            return []
+        async with self.client.pipeline(transaction=False) as pipe:
+            for wid in worker_ids:
+                pipe.exists(self.keys.heartbeat(wid))
+            raw = await pipe.execute()
+        return [int(x) > 0 for x in raw]
+
+    async def publish_event(self, kind: bytes = b"W") -> None:
+        """Wake listeners of the events channel (e.g. after a worker registered)."""
+        await self.client.publish(self.keys.events, kind)
+
+    # -- stop requests ------------------------------------------------------------------
+    async def request_terminate(self, worker_ids: Sequence[str]) -> None:
+        """Set each worker's terminate key and wake it through the events channel."""
+        if not worker_ids:
+            return
+        async with self.client.pipeline(transaction=False) as pipe:
+            for wid in worker_ids:
+                pipe.set(self.keys.terminate_signal(wid), b"1")
+                pipe.publish(self.keys.terminate_signal(wid), b"terminate")
+            await pipe.execute()
+
+    async def request_kill(self, worker_ids: Sequence[str]) -> None:
+        """Set each worker's kill key and publish on it: the worker stops at once."""
+        if not worker_ids:
+            return
+        async with self.client.pipeline(transaction=False) as pipe:
+            for wid in worker_ids:
+                pipe.set(self.keys.kill_signal(wid), b"1")
+                pipe.publish(self.keys.kill_signal(wid), b"kill")
+            await pipe.execute()
+
+    async def request_terminate_all(self) -> None:
+        """Ask every worker of the network, present and future, to exit once the queue is empty."""
+        async with self.client.pipeline(transaction=False) as pipe:
+            pipe.set(self.keys.terminate_all, b"1")
+            pipe.publish(self.keys.terminate_all, b"terminate")
+            await pipe.execute()
+
+    async def stop_requests(self, worker_id: str) -> tuple[bool, bool, bool]:
+        """Which stop requests exist: ``(terminate this worker, drain and terminate all, kill)``."""
+        k = self.keys
+        async with self.client.pipeline(transaction=False) as pipe:
+            pipe.exists(k.terminate_signal(worker_id))
+            pipe.exists(k.terminate_all)
+            pipe.exists(k.kill_signal(worker_id))
+            raw = await pipe.execute()
+        own, drain, kill = (int(x) > 0 for x in raw)
+        return own, drain, kill
+
+    async def kill_requested(self, worker_id: str) -> bool:
+        """Whether the worker was asked to stop at once."""
+        return int(await self.client.exists(self.keys.kill_signal(worker_id))) > 0
+
+    # -- start arguments --------------------------------------------------------------------
+    async def set_start_args(self, args: Mapping[str, Any]) -> None:
+        """Store the arguments that ``python -m rushpy.worker`` uses without ``--fun``."""
+        await self.client.set(self.keys.start_args, encode(dict(args)))
+
+    async def get_start_args(self) -> dict[str, Any] | None:
+        """The stored start arguments, or ``None``."""
+        raw = await self.client.get(self.keys.start_args)
+        return None if raw is None else dict(decode(raw if isinstance(raw, bytes) else raw.encode()))
