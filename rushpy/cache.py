@@ -83,10 +83,10 @@ class ResultCache:
                 while (start + len(keys)) in self._announced:
                     keys.append(self._announced[start + len(keys)])
             if not keys:
-                keys = await self._store.finished_keys(start)
+                keys = await self._store.reads.finished_keys(start)
             if not keys:
                 return 0
-            hashes = await self._store.read_tasks(keys)
+            hashes = await self._store.reads.read_tasks(keys)
             self._rows.extend(
                 flatten_task(k, TaskState.FINISHED.value, t)
                 for k, t in zip(keys, hashes, strict=True)

@@ -1,28 +1,195 @@
-"""The ``rushpy`` command: run an embedded server, inspect a network.
+"""The ``rushpy`` command line, and ``python -m rushpy.worker``.
 
-- ``rushpy server [--port N] [--unix-socket]`` runs a private Redis-compatible
-  server in the foreground until Ctrl-C.
+- ``rushpy server [--port N] [--unix-socket] [--appendonly]`` runs a private
+  Redis-compatible server in the foreground until Ctrl-C.
 - ``rushpy status --network ID [--url URL]`` prints task and worker counts.
+- ``rushpy worker --network ID [options]`` (also ``python -m rushpy.worker``)
+  runs a worker; its flags are those of :class:`~rushpy.spec.WorkerSpec`.
+
+A worker without ``--fun`` runs the start arguments the controller stored for
+the network (``Controller.start_local_workers`` stores them). If there are none
+yet it waits up to ``--wait-for-start-args SECONDS`` for them (default 0: it
+exits at once with code 2, so a mistyped network id does not hang), so
+operators can start workers before the controller. The server comes from
+``--url``, else ``RUSHPY_REDIS_URL``, else ``REDIS_URL``; a password missing
+from the URL is read from ``RUSHPY_REDIS_PASSWORD``, so it never has to appear
+on a command line.
+
+Worker signals: SIGTERM or a first SIGINT terminate the worker (it finishes the
+tasks it runs, then exits); a second SIGINT kills it at once, as does a kill
+request from the controller (``stop_workers(type="kill")``): the tasks it ran
+go back to the queue (attempts left) or fail. The exit code is 0 after a
+termination, 130 after a kill, 2 after an error. A worker started by a
+controller gets SIGTERM when that process dies (Linux, ``PR_SET_PDEATHSIG``).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import signal
 import sys
 import threading
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import asdict
+from typing import Any
 
 from rushpy.config import RedisConfig
+from rushpy.connection import check_connection, create_client
+from rushpy.controller import Controller
 from rushpy.errors import RushError
-from rushpy.reader import NetworkClient
+from rushpy.functions import resolve_function
+from rushpy.keys import Keys
+from rushpy.lifetime import die_with_parent
+from rushpy.logs import configure_cli_logging, get_logger
+from rushpy.pool import ENV_PARENT_PID
 from rushpy.server import EmbeddedServer
+from rushpy.spec import WorkerSpec
+from rushpy.store import Store
+from rushpy.worker.core import Worker
+from rushpy.worker.runner import run_function
 
-__all__ = ["main"]
+__all__ = ["START_ARGS_POLL_MAX", "build_worker_parser", "main", "worker_main"]
+
+log = get_logger("rushpy.worker")
+
+START_ARGS_POLL_MAX = 1.0
+"""Longest pause (seconds) between looks for start arguments while a worker waits for them."""
+_KILLED = 130
 
 
+# -- worker ------------------------------------------------------------------------------------
+def _add_worker_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--url", help="server URL (default: $RUSHPY_REDIS_URL, then $REDIS_URL)")
+    WorkerSpec.add_arguments(parser)
+
+
+def build_worker_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``python -m rushpy.worker``."""
+    parser = argparse.ArgumentParser(
+        prog="python -m rushpy.worker",
+        description="Run a rushpy worker that pops tasks of a network and runs a function on them.",
+    )
+    _add_worker_arguments(parser)
+    return parser
+
+
+async def _start_args(config: RedisConfig, spec: WorkerSpec) -> dict[str, Any] | None:
+    """The network's stored start arguments, waiting up to ``spec.wait_for_start_args`` for them."""
+    client = create_client(config)
+    try:
+        await check_connection(config)
+        store = Store(client, Keys(spec.network_id, spec.prefix))
+        deadline = time.monotonic() + spec.wait_for_start_args
+        pause = 0.05
+        args = await store.get_start_args()
+        if not args and spec.wait_for_start_args > 0:
+            log.warning(
+                "the network stores no start arguments yet; waiting for a controller",
+                network=spec.network_id,
+                seconds=spec.wait_for_start_args,
+            )
+        # Start arguments are written once, before any worker is needed: a short
+        # poll with backoff costs nothing and needs no subscription.
+        while not args and (remaining := deadline - time.monotonic()) > 0:
+            await asyncio.sleep(min(pause, remaining))
+            pause = min(2 * pause, START_ARGS_POLL_MAX)
+            args = await store.get_start_args()
+        return args
+    finally:
+        await client.aclose()
+
+
+async def run_worker(spec: WorkerSpec, url: str | None = None, *, parent: int | None = None) -> int:
+    """Run one worker until it is terminated or killed; returns the exit code (0 or 130).
+
+    Args:
+        spec: The worker's flags; without ``fun`` the stored start arguments complete it.
+        url: Server URL (default: the environment, see :meth:`RedisConfig.from_env`).
+        parent: Pid of the controller that started this worker: a SIGTERM that
+            arrives once it is gone (its death signal) kills the worker instead
+            of terminating it, so no task keeps it alive without its controller.
+
+    """
+    config = RedisConfig.from_url(url) if url else RedisConfig.from_env()
+    if spec.fun is None:
+        spec = spec.resolve(await _start_args(config, spec))
+        configure_cli_logging(spec.log_level)
+    assert spec.fun is not None  # resolve() returns a spec with a function
+    fun = resolve_function(spec.fun)
+    worker = Worker(
+        spec.network_id,
+        config,
+        worker_id=spec.worker_id,
+        prefix=spec.prefix,
+        heartbeat_period=spec.heartbeat_period,
+        heartbeat_expire=spec.heartbeat_expire,
+    )
+    interrupts = 0
+
+    def on_sigint() -> None:
+        nonlocal interrupts
+        interrupts += 1
+        if interrupts == 1:
+            log.warning("SIGINT: terminating after running tasks; press Ctrl-C again to kill")
+            worker.set_terminated()
+        else:
+            log.warning("second SIGINT: killing the worker")
+            worker.mark_killed()
+
+    def on_sigterm() -> None:
+        if parent is not None and os.getppid() != parent:
+            log.warning("the controller that started this worker is gone: killing the worker")
+            worker.mark_killed()
+        else:
+            worker.set_terminated()
+
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, on_sigterm)
+    loop.add_signal_handler(signal.SIGINT, on_sigint)
+    try:
+        async with worker:
+            # A kill (second SIGINT, or the controller's kill key) makes run_function
+            # cancel the tasks in flight and return; leaving the block settles them.
+            await run_function(
+                worker, fun, concurrency=spec.concurrency, fun_path=spec.fun, idle_timeout=spec.idle_timeout
+            )
+    finally:
+        loop.remove_signal_handler(signal.SIGTERM)
+        loop.remove_signal_handler(signal.SIGINT)
+    return _KILLED if worker.killed else 0
+
+
+def _tie_to_parent() -> int | None:
+    """Ask for SIGTERM when the controller that started us dies; returns its pid (``None``: no such)."""
+    parent = os.environ.pop(ENV_PARENT_PID, None)  # not for our own children
+    if not parent:
+        return None
+    die_with_parent(signal.SIGTERM)
+    return int(parent)
+
+
+def _worker(options: argparse.Namespace) -> int:
+    spec = WorkerSpec.from_namespace(options)
+    configure_cli_logging(spec.log_level)
+    parent = _tie_to_parent()
+    if parent is not None and os.getppid() != parent:
+        # It died before we asked for the signal: nobody would ever stop us.
+        print("rushpy.worker: the controller that started this worker is gone; exiting", file=sys.stderr)
+        return 1
+    code = asyncio.run(run_worker(spec, options.url, parent=parent))
+    if code == _KILLED:
+        # Killed: the worker's cleanup has run; do not wait for a thread still
+        # running a plain function (threads cannot be interrupted).
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(_KILLED)
+    return code
+
+
+# -- server and status ---------------------------------------------------------------------------
 def _server(options: argparse.Namespace) -> int:
     server = EmbeddedServer(port=options.port, unix_socket=options.unix_socket, appendonly=options.appendonly)
     # Handlers first: a signal that arrives while starting or printing must stop cleanly.
@@ -43,15 +210,57 @@ def _server(options: argparse.Namespace) -> int:
 
 async def _status(options: argparse.Namespace) -> int:
     config = RedisConfig.from_url(options.url) if options.url else RedisConfig.from_env()
-    async with NetworkClient(options.network, config) as client:
-        status = await client.status()
-        for name, value in asdict(status).items():
-            print(f"{name:26} {value}")
-        workers = await client.worker_info()
-        if len(workers):
-            print()
-            print(workers.format(columns=["worker_id", "state", "pid", "hostname"]))
+    async with Controller(options.network, config) as rush:
+        status = await rush.status()
+        workers = await rush.worker_info()
+    for name, value in asdict(status).items():
+        print(f"{name:26} {value}")
+    if len(workers):
+        print()
+        print(workers.format(columns=["worker_id", "state", "pid", "hostname"]))
     return 0
+
+
+# -- entry points ------------------------------------------------------------------------------
+def _run(command: Callable[[], int], prog: str) -> int:
+    """Run a command: errors print one line (exit 2), a closed pipe ends it quietly (exit 1)."""
+    try:
+        code = command()
+        # Flush here, inside the handler: a pipe closed early (``| head -1``)
+        # otherwise raises only at interpreter exit, with a traceback.
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # As the Python docs recommend: send what is left to devnull, so the
+        # flush at exit does not fail a second time.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1
+    except Exception as exc:
+        error = _rush_error(exc)
+        if error is None:
+            raise
+        print(f"{prog}: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return code
+
+
+def _rush_error(exc: BaseException) -> RushError | None:
+    """``exc`` if it is a :class:`RushError`, or the first one of a group made of them only."""
+    if isinstance(exc, RushError):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        leaves = [_rush_error(e) for e in exc.exceptions]
+        if all(leaves):
+            return leaves[0]
+    return None
+
+
+def worker_main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``python -m rushpy.worker``."""
+    options = build_worker_parser().parse_args(argv)
+    return _run(lambda: _worker(options), "rushpy.worker")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -63,13 +272,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_server.add_argument("--unix-socket", action="store_true", help="listen on a unix socket")
     p_server.add_argument("--appendonly", action="store_true", help="turn on the append-only file")
     p_status = sub.add_parser("status", help="print task and worker counts of a network")
-    p_status.add_argument("--network", required=True)
-    p_status.add_argument("--url", default=None)
+    p_status.add_argument("--network", required=True, help="id of the network")
+    p_status.add_argument(
+        "--url", default=None, help="server URL (default: $RUSHPY_REDIS_URL, then $REDIS_URL)"
+    )
+    p_worker = sub.add_parser(
+        "worker",
+        help="run a worker (same flags as python -m rushpy.worker)",
+        description="Run a rushpy worker that pops tasks of a network and runs a function on them.",
+    )
+    _add_worker_arguments(p_worker)
     options = parser.parse_args(argv)
-    try:
-        if options.command == "server":
-            return _server(options)
-        return asyncio.run(_status(options))
-    except RushError as exc:
-        print(f"rushpy: error: {exc}", file=sys.stderr)
-        return 2
+    commands: dict[str, Callable[[argparse.Namespace], int]] = {
+        "server": _server,
+        "status": lambda o: asyncio.run(_status(o)),
+        "worker": _worker,
+    }
+    return _run(lambda: commands[options.command](options), "rushpy")

@@ -49,11 +49,11 @@ async def find_lost_workers(store: Store) -> dict[str, str]:
     elsewhere nothing can tell a busy worker from a dead one, so start remote
     workers with a heartbeat.
     """
-    running = await store.worker_ids(WorkerState.RUNNING)
-    infos = await store.worker_infos(running)
+    running = await store.workers.worker_ids(WorkerState.RUNNING)
+    infos = await store.workers.worker_infos(running)
     beating = [info.worker_id for info in infos if info.heartbeat]
     lost: dict[str, str] = {}
-    for wid, alive in zip(beating, await store.heartbeats_alive(beating), strict=True):
+    for wid, alive in zip(beating, await store.workers.heartbeats_alive(beating), strict=True):
         if not alive:
             lost[wid] = "its heartbeat expired"
     host = socket.gethostname()
@@ -75,10 +75,10 @@ async def settle_lost_workers(store: Store, reasons: Mapping[str, str]) -> list[
     """
     found = []
     for wid, why in reasons.items():
-        if not await store.set_worker_state(wid, WorkerState.LOST):
+        if not await store.workers.set_worker_state(wid, WorkerState.LOST):
             continue
         found.append(wid)
-        settled = await store.requeue_worker_tasks(
+        settled = await store.tasks.requeue_worker_tasks(
             wid, Condition("WorkerLost", f"worker {wid} was lost ({why}) while running the task")
         )
         log.warning(
@@ -91,7 +91,7 @@ async def settle_lost_workers(store: Store, reasons: Mapping[str, str]) -> list[
         )
     await release_stranded_pending(store)
     if found:
-        await store.publish_event()
+        await store.workers.publish_event()
     return found
 
 
@@ -103,11 +103,12 @@ async def release_stranded_pending(store: Store) -> int:
     in its pending list, where no running worker ever claims it. Returns how
     many tasks went back to the queue.
     """
-    gone = await store.worker_ids(WorkerState.LOST) + await store.worker_ids(WorkerState.KILLED)
+    workers = store.workers
+    gone = await workers.worker_ids(WorkerState.LOST) + await workers.worker_ids(WorkerState.KILLED)
     released = 0
-    for wid, n in zip(gone, await store.pending_lengths(gone), strict=True):
+    for wid, n in zip(gone, await store.tasks.pending_lengths(gone), strict=True):
         if n:
-            moved = await store.release_pending(wid)
+            moved = await store.tasks.release_pending(wid)
             if moved:
                 log.warning("returned tasks held by a worker that is gone", worker_id=wid, n=moved)
             released += moved
@@ -142,7 +143,7 @@ class LostWorkerDetector:
         """Find workers that are gone and settle their tasks; returns the ids this call marked."""
         reasons = await find_lost_workers(self._store)
         if self._probe is not None:
-            running = set(await self._store.worker_ids(WorkerState.RUNNING))
+            running = set(await self._store.workers.worker_ids(WorkerState.RUNNING))
             reasons.update({w: why for w, why in self._probe().items() if w in running})
         return await settle_lost_workers(self._store, reasons)
 
@@ -150,4 +151,4 @@ class LostWorkerDetector:
         """Whether any worker can still run open tasks."""
         if self._starting is not None and self._starting():
             return True
-        return bool(await self._store.worker_ids(WorkerState.RUNNING))
+        return bool(await self._store.workers.worker_ids(WorkerState.RUNNING))

@@ -93,41 +93,41 @@ class Reads:
     # -- counts ---------------------------------------------------------------------
     async def status(self) -> NetworkStatus:
         """Counts of tasks per state and of workers, in one round trip."""
-        return await self._store.status()
+        return await self._store.reads.status()
 
     async def n_finished_tasks(self) -> int:
         """Tasks with a result."""
-        return await self._store.n_finished()
+        return await self._store.reads.n_finished()
 
     # -- keys by state ---------------------------------------------------------------
     async def tasks_with_state(self, states: str | Iterable[str] | None) -> dict[str, list[str]]:
         """Task keys per state (one consistent snapshot)."""
         wanted = normalize_states(states)
-        snap = await self._store.snapshot()
+        snap = await self._store.reads.snapshot()
         return {s.value: snap[s] for s in wanted}
 
     async def in_set(self, name: str, keys: str | Sequence[str]) -> bool | list[bool]:
         """Whether the task (or each task) is in the ``running`` or ``failed`` set."""
         assert name in ("running", "failed")
         if isinstance(keys, str):
-            return (await self._store.in_set(name, [keys]))[0]  # type: ignore[arg-type]
-        return await self._store.in_set(name, check_keys(keys))  # type: ignore[arg-type]
+            return (await self._store.reads.in_set(name, [keys]))[0]  # type: ignore[arg-type]
+        return await self._store.reads.in_set(name, check_keys(keys))  # type: ignore[arg-type]
 
     # -- fetching ---------------------------------------------------------------------
     async def rows(self, keys: Sequence[str], state: TaskState | str) -> list[dict[str, Any]]:
         """Flat rows of ``keys`` in ``state`` (keys whose hash is gone are left out)."""
-        tasks = await self._store.read_tasks(keys)
+        tasks = await self._store.reads.read_tasks(keys)
         return [flatten_task(k, str(state), t) for k, t in zip(keys, tasks, strict=True) if t is not None]
 
     async def fetch_queued_tasks(self) -> Table:
         """Queued tasks: the shared queue (head first), then priority queues."""
-        snap = await self._store.snapshot()
+        snap = await self._store.reads.snapshot()
         return Table(await self.rows(snap[TaskState.QUEUED], TaskState.QUEUED))
 
     async def fetch_priority_tasks(self) -> Table:
         """Tasks in workers' priority queues; column ``priority`` names the worker."""
         rows: list[dict[str, Any]] = []
-        for worker_id, keys in (await self._store.priority_keys()).items():
+        for worker_id, keys in (await self._store.reads.priority_keys()).items():
             for row in await self.rows(keys, TaskState.QUEUED):
                 row["priority"] = worker_id
                 rows.append(row)
@@ -135,11 +135,11 @@ class Reads:
 
     async def fetch_running_tasks(self) -> Table:
         """Tasks being run."""
-        return Table(await self.rows(await self._store.members("running"), TaskState.RUNNING))
+        return Table(await self.rows(await self._store.reads.members("running"), TaskState.RUNNING))
 
     async def fetch_failed_tasks(self) -> Table:
         """Failed tasks, with their ``condition``."""
-        return Table(await self.rows(await self._store.members("failed"), TaskState.FAILED))
+        return Table(await self.rows(await self._store.reads.members("failed"), TaskState.FAILED))
 
     async def fetch_finished_tasks(self) -> Table:
         """Every finished task in finish order (the cache plus new results)."""
@@ -148,14 +148,14 @@ class Reads:
     async def fetch_tasks_with_state(self, states: str | Iterable[str] | None) -> Table:
         """Tasks in the given states (default all), from one snapshot, in creation order."""
         wanted = normalize_states(states)
-        snap = await self._store.snapshot()
+        snap = await self._store.reads.snapshot()
         where = {k: s for s in wanted for k in snap[s]}
-        order = [k for k in await self._store.all_keys() if k in where]
+        order = [k for k in await self._store.reads.all_keys() if k in where]
         if len(order) < len(where):
             # Keys not in the creation list (created by an older writer): append them.
             listed = set(order)
             order += [k for k in where if k not in listed]
-        tasks = await self._store.read_tasks(order)
+        tasks = await self._store.reads.read_tasks(order)
         return Table(
             [flatten_task(k, where[k].value, t) for k, t in zip(order, tasks, strict=True) if t is not None]
         )
@@ -211,12 +211,12 @@ class Reads:
             seen = events.counter(channel)
             if lost is not None:
                 found_lost += await lost.detect()
-            snap = await self._store.snapshot()
+            snap = await self._store.reads.snapshot()
             done = {k: TaskState.FINISHED for k in snap[TaskState.FINISHED]}
             done.update({k: TaskState.FAILED for k in snap[TaskState.FAILED]})
             open_keys = [k for k in wanted if k not in done]
             if not open_keys:
-                tasks = await self._store.read_tasks(wanted)
+                tasks = await self._store.reads.read_tasks(wanted)
                 return Table(
                     [flatten_task(k, done[k].value, t) for k, t in zip(wanted, tasks, strict=True) if t]
                 )
@@ -246,7 +246,7 @@ class Reads:
 
     async def worker_info(self) -> Table:
         """One row per worker: ``worker_id``, ``state``, ``pid``, ``hostname``, ``started_at``."""
-        infos = await self._store.worker_infos()
+        infos = await self._store.workers.worker_infos()
         return Table(
             [
                 {

@@ -16,6 +16,7 @@ import pytest
 
 from rushpy import Controller, RedisConfig
 from tests import funcs
+from tests.helpers import eventually
 
 # Request the backend fixture explicitly: the anyio plugin otherwise re-creates the call spec of
 # async tests that lack it and drops their own parametrization.
@@ -254,4 +255,62 @@ def test_invalid_concurrency_exits_2(network_id: str, concurrency: str) -> None:
     )
     assert done.returncode == 2, done.stderr
     assert "concurrency" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_worker_whose_controller_is_gone_exits_at_once(config: RedisConfig, network_id: str) -> None:
+    env = worker_env(config.to_url(include_password=True))
+    env["RUSHPY_PARENT_PID"] = "1"  # not our parent: the controller that started us is gone
+    done = run_cli(["--network", network_id, "--fun", "tests.funcs:square"], env)
+    assert done.returncode == 1, done.stderr
+    assert "controller that started this worker is gone" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+# -- start arguments (issue 7: bugs 4 and 14) ------------------------------------------------
+async def test_cli_worker_takes_the_stored_idle_timeout(
+    controller: Controller, network_id: str, spawn: Callable[[list[str]], WorkerProcess]
+) -> None:
+    await controller.start_local_workers(1, fun=funcs.square, idle_timeout=0.5)
+    wid = "cli-stored-idle"
+    proc = spawn(["--network", network_id, "--worker-id", wid])
+    # Without flags it runs the stored idle timeout too: it leaves once the queue stayed empty.
+    assert await proc.wait(30) == 0, proc.stderr
+    assert await worker_state(controller, wid) == "terminated"
+
+
+async def test_worker_started_before_the_controller_waits_for_start_arguments(
+    controller: Controller, network_id: str, spawn: Callable[[list[str]], WorkerProcess]
+) -> None:
+    wid = "cli-early"
+    proc = spawn(["--network", network_id, "--worker-id", wid, "--wait-for-start-args", "60"])
+    await eventually(lambda: "waiting for a controller" in proc.stderr, "the worker waits", timeout=30)
+    assert proc.process.poll() is None
+    await controller.start_local_workers(1, fun=funcs.square, concurrency=2)
+    await controller.wait_for_workers(worker_ids=[wid], timeout=30)
+    keys = await controller.push_priority_tasks([{"x": i} for i in range(5)], [wid] * 5)
+    table = await controller.wait_for_tasks(keys, timeout=30)
+    assert set(table["worker_id"]) == {wid}
+    assert table["y"] == [i * i for i in range(5)]
+    proc.send_signal(signal.SIGTERM)
+    assert await proc.wait(15) == 0, proc.stderr
+
+
+def test_wait_for_start_arguments_is_bounded(config: RedisConfig, network_id: str) -> None:
+    done = run_cli(
+        ["--network", network_id, "--wait-for-start-args", "0.3"],
+        worker_env(config.to_url(include_password=True)),
+    )
+    assert done.returncode == 2, done.stderr
+    assert "waiting for a controller" in done.stderr
+    assert "stores no start arguments" in done.stderr and "--wait-for-start-args" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("value", ["-1", "nan", "soon"])
+def test_invalid_wait_for_start_args_exits_2(network_id: str, value: str) -> None:
+    env = worker_env(f"redis://127.0.0.1:{dead_port()}/0")
+    done = run_cli(["--network", network_id, "--wait-for-start-args", value], env)
+    assert done.returncode == 2, done.stderr
+    assert "wait" in done.stderr
     assert "Traceback" not in done.stderr

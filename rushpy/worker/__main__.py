@@ -1,6 +1,6 @@
-"""Entry point of ``python -m rushpy.worker``."""
+"""Entry point of ``python -m rushpy.worker`` (the worker command line lives in :mod:`rushpy.cli`)."""
 
-from rushpy.worker.cli import main
+from rushpy.cli import worker_main
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(worker_main())

@@ -1,0 +1,287 @@
+"""What a worker process is started with: :class:`WorkerSpec`.
+
+One frozen model describes a worker process: the network it joins, the
+function it runs and its options. It is the single place where the worker
+command line is built (:meth:`WorkerSpec.to_argv`) and parsed
+(:meth:`WorkerSpec.add_arguments`, :meth:`WorkerSpec.from_namespace`,
+:meth:`WorkerSpec.from_argv`), and where the start arguments that
+``Controller.start_local_workers`` stores for the network are written
+(:meth:`WorkerSpec.to_start_args`) and read (:meth:`WorkerSpec.from_start_args`,
+:meth:`WorkerSpec.resolve`).
+
+The server URL is not part of the spec: it may carry a password, and a spec
+ends up on command lines and in Redis. Local workers get the URL through the
+``RUSHPY_REDIS_URL`` environment variable; ``worker_script`` prints ``--url``
+without the password.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar, NoReturn
+
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
+
+from rushpy.config import heartbeat_settings, validate_identifier
+from rushpy.errors import ConfigError, NoStartArgumentsError, RushError
+from rushpy.functions import function_path
+from rushpy.keys import DEFAULT_PREFIX
+from rushpy.validation import check_positive_seconds
+
+__all__ = ["LOG_LEVELS", "WorkerSpec"]
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
+"""Log levels a worker accepts (``--log-level``)."""
+
+# Fields stored as the network's start arguments: everything but the identity
+# of one process (network, prefix, worker id) and how long it waits for them.
+_STORED = ("fun", "concurrency", "heartbeat_period", "heartbeat_expire", "idle_timeout", "log_level")
+_HEARTBEAT = ("heartbeat_period", "heartbeat_expire")
+
+
+class _RaisingParser(argparse.ArgumentParser):
+    """A parser that raises :class:`ConfigError` instead of exiting (for :meth:`WorkerSpec.from_argv`)."""
+
+    def error(self, message: str) -> NoReturn:
+        raise ConfigError(f"invalid worker arguments: {message}")
+
+
+class WorkerSpec(BaseModel):
+    """Everything a worker process is started with, except the server URL.
+
+    Attributes:
+        network_id: Id of the network to join (``--network``).
+        prefix: First component of every key (``--prefix``).
+        fun: Function to run, ``module:function`` or ``file.py:function``
+            (``--fun``); ``None``: take it from the network's stored start arguments.
+        concurrency: Tasks in flight at once (``--concurrency``).
+        heartbeat_period: Seconds between heartbeats; ``None``: no heartbeat.
+        heartbeat_expire: Seconds until the heartbeat key expires (default three periods).
+        idle_timeout: Exit once the queue stayed empty this many seconds; ``None``: never.
+        log_level: ``debug``, ``info``, ``warning`` or ``error``.
+        worker_id: Id to register under; ``None``: a generated one.
+        wait_for_start_args: Seconds a worker without ``fun`` waits for the
+            controller to store start arguments (``0``: fail at once, ``inf``:
+            wait without limit). Lets operators start workers before the controller.
+
+    Fields given explicitly (``model_fields_set``) take precedence over the stored
+    start arguments in :meth:`resolve`, and only they appear in :meth:`to_argv`.
+
+    Raises:
+        ConfigError: a value is invalid; the message names it and the fix.
+        WorkerFunctionError: ``fun`` is not a ``module:function`` path.
+
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+
+    network_id: str
+    prefix: str = DEFAULT_PREFIX
+    fun: str | None = None
+    concurrency: int = 1
+    heartbeat_period: float | None = None
+    heartbeat_expire: float | None = None
+    idle_timeout: float | None = None
+    log_level: str = "warning"
+    worker_id: str | None = None
+    wait_for_start_args: float = 0.0
+
+    # Flag name of each field (the rest is derived: ``--`` + field name with dashes).
+    _FLAGS: ClassVar[dict[str, str]] = {"network_id": "--network"}
+
+    def __init__(self, **data: Any) -> None:
+        """Validate the fields; a bad value raises a :class:`~rushpy.errors.RushError` naming it."""
+        try:
+            super().__init__(**data)
+        except ValidationError as exc:
+            raise _rush_error(exc) from None
+
+    # -- validation ----------------------------------------------------------------------------
+    @model_validator(mode="before")
+    @classmethod
+    def _heartbeat(cls, data: Any) -> Any:
+        # Normalise the pair once (expire defaults to three periods), so every
+        # consumer of a spec sees both values or neither.
+        if isinstance(data, dict) and (
+            data.get("heartbeat_period") is not None or data.get("heartbeat_expire") is not None
+        ):
+            settings = heartbeat_settings(data.get("heartbeat_period"), data.get("heartbeat_expire"))
+            assert settings is not None  # at least one of the two is set
+            data = {**data, "heartbeat_period": settings[0], "heartbeat_expire": settings[1]}
+        return data
+
+    @field_validator("network_id")
+    @classmethod
+    def _network(cls, value: str) -> str:
+        return validate_identifier(value, "network id")
+
+    @field_validator("prefix")
+    @classmethod
+    def _prefix(cls, value: str) -> str:
+        return validate_identifier(value, "key prefix")
+
+    @field_validator("worker_id")
+    @classmethod
+    def _worker_id(cls, value: str | None) -> str | None:
+        return None if value is None else validate_identifier(value, "worker id")
+
+    @field_validator("fun")
+    @classmethod
+    def _fun(cls, value: str | None) -> str | None:
+        return None if value is None else function_path(value)
+
+    @field_validator("concurrency")
+    @classmethod
+    def _concurrency(cls, value: int) -> int:
+        if value < 1:
+            raise ConfigError(f"invalid concurrency={value!r}: use an integer >= 1")
+        return value
+
+    @field_validator("idle_timeout")
+    @classmethod
+    def _idle_timeout(cls, value: float | None) -> float | None:
+        return None if value is None else check_positive_seconds(value, "idle_timeout")
+
+    @field_validator("log_level")
+    @classmethod
+    def _log_level(cls, value: str) -> str:
+        if value not in LOG_LEVELS:
+            raise ConfigError(f"invalid log_level={value!r}: use one of {', '.join(LOG_LEVELS)}")
+        return value
+
+    @field_validator("wait_for_start_args")
+    @classmethod
+    def _wait(cls, value: float) -> float:
+        if math.isnan(value) or value < 0:
+            raise ConfigError(
+                f"invalid wait_for_start_args={value!r}: use seconds >= 0 (0: do not wait, inf: no limit)"
+            )
+        return float(value)
+
+    # -- command line --------------------------------------------------------------------------
+    @classmethod
+    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
+        """Add the worker flags to ``parser``; every default is ``None`` (= not given)."""
+        parser.add_argument("--network", dest="network_id", required=True, help="id of the network to join")
+        parser.add_argument(
+            "--fun",
+            help="function to run, as module:function or file.py:function "
+            "(default: the start arguments stored by the controller)",
+        )
+        parser.add_argument("--worker-id", help="id to register under (default: generated)")
+        parser.add_argument("--concurrency", type=int, help="tasks in flight at once (default: 1)")
+        parser.add_argument("--prefix", help=f"key prefix (default: {DEFAULT_PREFIX})")
+        parser.add_argument(
+            "--heartbeat-period", type=float, help="seconds between heartbeats (default: none)"
+        )
+        parser.add_argument(
+            "--heartbeat-expire",
+            type=float,
+            help="seconds until the heartbeat key expires (default: 3 periods)",
+        )
+        parser.add_argument(
+            "--idle-timeout",
+            type=float,
+            help="exit once the queue stayed empty for this many seconds (elastic pools)",
+        )
+        parser.add_argument("--log-level", choices=LOG_LEVELS, help="log level (default: warning)")
+        parser.add_argument(
+            "--wait-for-start-args",
+            type=float,
+            metavar="SECONDS",
+            help="without --fun, wait this long for the controller to store start arguments "
+            "(default: 0, fail at once; inf: no limit)",
+        )
+
+    @classmethod
+    def from_namespace(cls, options: argparse.Namespace) -> WorkerSpec:
+        """The spec of parsed flags (see :meth:`add_arguments`); only given flags count as set."""
+        values = {name: getattr(options, name, None) for name in cls.model_fields}
+        return cls(**{name: value for name, value in values.items() if value is not None})
+
+    @classmethod
+    def from_argv(cls, argv: Sequence[str]) -> WorkerSpec:
+        """Parse worker flags (the output of :meth:`to_argv`).
+
+        Raises:
+            ConfigError: unknown flag, missing ``--network`` or a bad value.
+
+        """
+        parser = _RaisingParser(prog="rushpy.worker", add_help=False)
+        cls.add_arguments(parser)
+        return cls.from_namespace(parser.parse_args(list(argv)))
+
+    def to_argv(self) -> list[str]:
+        """The worker flags of this spec: ``--network`` and every field given explicitly."""
+        argv = ["--network", self.network_id]
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if name == "network_id" or name not in self.model_fields_set or value is None:
+                continue
+            flag = self._FLAGS.get(name, "--" + name.replace("_", "-"))
+            argv += [flag, repr(value) if isinstance(value, float) else str(value)]
+        return argv
+
+    # -- stored start arguments ----------------------------------------------------------------
+    def to_start_args(self) -> dict[str, Any]:
+        """The start arguments to store for the network (a msgpack-able dict).
+
+        Raises:
+            ConfigError: the spec names no function.
+
+        """
+        if self.fun is None:
+            raise ConfigError("a worker spec without fun cannot be stored as start arguments: pass fun=")
+        return {name: getattr(self, name) for name in _STORED}
+
+    @classmethod
+    def from_start_args(
+        cls, args: Mapping[str, Any], network_id: str, *, prefix: str = DEFAULT_PREFIX
+    ) -> WorkerSpec:
+        """The spec of stored start arguments for network ``network_id``.
+
+        Keys this version does not know are ignored, so a newer controller's
+        start arguments still start an older worker.
+        """
+        known = {name: args[name] for name in _STORED if args.get(name) is not None}
+        return cls(network_id=network_id, prefix=prefix, **known)
+
+    def resolve(self, stored: Mapping[str, Any] | None) -> WorkerSpec:
+        """The spec to run: this one if it names a function, else the stored start arguments.
+
+        Fields given explicitly here override the stored ones; the heartbeat
+        period and expiry count as one setting (either flag replaces both).
+
+        Raises:
+            NoStartArgumentsError: no function here and nothing stored.
+
+        """
+        if self.fun is not None:
+            return self
+        if not stored:
+            raise NoStartArgumentsError(
+                f"network {self.network_id!r} stores no start arguments and no --fun was given: pass "
+                "--fun module:function, start workers once with Controller.start_local_workers(), "
+                "or wait for them with --wait-for-start-args SECONDS"
+            )
+        base = self.from_start_args(stored, self.network_id, prefix=self.prefix)
+        values = {name: getattr(base, name) for name in type(base).model_fields}
+        given = set(self.model_fields_set)
+        if given & set(_HEARTBEAT):
+            given |= set(_HEARTBEAT)
+        values.update({name: getattr(self, name) for name in given})
+        return type(self)(**values)
+
+
+def _rush_error(exc: ValidationError) -> RushError:
+    """The error to raise for a failed validation: the validator's own, else a ConfigError."""
+    problems = []
+    for err in exc.errors():
+        original = (err.get("ctx") or {}).get("error")
+        if isinstance(original, RushError):
+            return original
+        where = ".".join(str(p) for p in err["loc"]) or "worker spec"
+        problems.append(f"{where}={err.get('input')!r}: {err['msg']}")
+    return ConfigError("invalid worker spec: " + "; ".join(problems))
