@@ -17,10 +17,10 @@ import anyio.abc
 
 from rushpy.config import RedisConfig
 from rushpy.connection import check_connection, create_client
-from rushpy.errors import RushError
+from rushpy.errors import ConfigError, RushError
 from rushpy.events import EventListener
 from rushpy.keys import DEFAULT_PREFIX, Keys
-from rushpy.store import Store
+from rushpy.store import DEFAULT_MAX_TASK_BYTES, Store
 
 __all__ = ["CLOSE_TIMEOUT", "Session", "resolve_config"]
 
@@ -47,6 +47,8 @@ class Session:
         channels: Pub/sub channels to listen to besides the network's events channel.
         on_event: Called with the channel and payload of every message.
         owner: Name of the owning class, for error messages.
+        max_task_bytes: Largest encoded size of one task's field values; a bigger
+            task is refused with a ``TaskError`` before anything is written.
 
     """
 
@@ -59,10 +61,16 @@ class Session:
         channels: Sequence[str] = (),
         on_event: Callable[[str, bytes], None] | None = None,
         owner: str = "Controller",
+        max_task_bytes: int = DEFAULT_MAX_TASK_BYTES,
     ) -> None:
+        if not isinstance(max_task_bytes, int) or isinstance(max_task_bytes, bool) or max_task_bytes < 1:
+            raise ConfigError(
+                f"invalid max_task_bytes={max_task_bytes!r}: use a positive number of bytes "
+                f"(default {DEFAULT_MAX_TASK_BYTES})"
+            )
         self.keys = Keys(network_id, prefix)
         self.config = resolve_config(config)
-        self.store = Store(create_client(self.config), self.keys)
+        self.store = Store(create_client(self.config), self.keys, max_task_bytes=max_task_bytes)
         self._channels = [self.keys.events, *channels]
         self._on_event = on_event
         self._owner = owner
@@ -121,7 +129,9 @@ class Session:
         try:
             if task_group is not None:
                 task_group.cancel_scope.cancel()
-                await task_group.__aexit__(exc_type, exc, tb)
+                # Not given the caller's exception: the group would wrap it in an
+                # ExceptionGroup. It only reports errors of its own tasks.
+                await task_group.__aexit__(None, None, None)
         finally:
             await self._close_client()
 

@@ -1,0 +1,369 @@
+"""The worker-management methods of the Controller: start, wait for, stop, and watch workers.
+
+:class:`WorkerMethods` holds no state and defines no hook. The work is done by
+components the controller owns: its :class:`~rushpy.pool.LocalWorkerPool`
+(processes), its :class:`~rushpy.lost.LostWorkerDetector` and the store;
+:class:`~rushpy.spec.WorkerSpec` builds every worker command line.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shlex
+import signal
+import socket
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import anyio
+
+from rushpy.config import RedisConfig, validate_identifier
+from rushpy.errors import ConfigError, NoStartArgumentsError, WorkerTimeoutError
+from rushpy.functions import function_path
+from rushpy.keys import DEFAULT_PREFIX, Keys
+from rushpy.logs import get_logger
+from rushpy.lost import LostWorkerDetector, pid_alive
+from rushpy.models import Condition, WorkerState
+from rushpy.pool import PROBE_INTERVAL, SETTLE_TIMEOUT, LocalWorker, LocalWorkerPool
+from rushpy.session import Session
+from rushpy.spec import WorkerSpec
+from rushpy.store import Store
+from rushpy.validation import check_timeout
+
+__all__ = ["StopResult", "WorkerMethods"]
+
+log = get_logger("rushpy.controller")
+
+
+@dataclass(frozen=True, slots=True)
+class StopResult:
+    """What :meth:`Controller.stop_workers` did.
+
+    Attributes:
+        stopped: Ids of workers asked to stop (terminate) or stopped (kill).
+        unknown: Ids that are not workers of the network (reported, not fatal).
+        not_running: Ids of workers that had already stopped.
+
+    """
+
+    stopped: list[str] = field(default_factory=list)
+    unknown: list[str] = field(default_factory=list)
+    not_running: list[str] = field(default_factory=list)
+
+
+class WorkerMethods:
+    """Methods that manage workers; the owner sets the attributes annotated below."""
+
+    _session: Session
+    _store: Store
+    _keys: Keys
+    _pool: LocalWorkerPool
+    _lost: LostWorkerDetector
+    shutdown_timeout: float
+    restart_lost_workers: bool
+
+    @property
+    def network_id(self) -> str:
+        """Id of the network."""
+        return self._keys.network_id
+
+    @property
+    def config(self) -> RedisConfig:
+        """Server settings."""
+        return self._session.config
+
+    # -- workers (processes: rushpy.pool; command line and start arguments: rushpy.spec) ------
+    async def start_local_workers(
+        self,
+        n_workers: int,
+        fun: Callable[..., Any] | str | None = None,
+        *,
+        concurrency: int = 1,
+        heartbeat_period: float | None = None,
+        heartbeat_expire: float | None = None,
+        idle_timeout: float | None = None,
+        log_level: str = "warning",
+    ) -> list[str]:
+        """Start ``n_workers`` worker processes on this host; returns their ids.
+
+        With ``fun`` the start arguments (function and every option below) are
+        stored in the network, so workers started later with
+        ``python -m rushpy.worker --network ID`` run the same function with the
+        same options. Without ``fun`` the stored start arguments are used, and
+        options given here with a value other than their default override them
+        for these processes. Calling it again adds workers. The processes die
+        with this process (see :mod:`rushpy.pool`).
+
+        Args:
+            n_workers: How many processes to start.
+            fun: The function (importable, or defined in the running script) or its
+                path ``module:function``; default the stored start arguments.
+            concurrency: Tasks in flight per worker.
+            heartbeat_period: Seconds between the workers' heartbeats (``None``: none).
+            heartbeat_expire: Seconds until a heartbeat expires (default 3 periods).
+            idle_timeout: Each worker exits once it found the queue empty for this
+                many seconds (``None``: workers wait for work until stopped).
+            log_level: Log level of the workers (their output goes to log files,
+                see :attr:`local_workers`).
+
+        Raises:
+            ConfigError: an option is invalid.
+            NoStartArgumentsError: no ``fun`` and the network stores no start arguments.
+
+        """
+        if not isinstance(n_workers, int) or isinstance(n_workers, bool) or n_workers < 1:
+            raise ConfigError(f"invalid n_workers={n_workers!r}: start at least 1 worker")
+        options: dict[str, Any] = {
+            "concurrency": concurrency,
+            "heartbeat_period": heartbeat_period,
+            "heartbeat_expire": heartbeat_expire,
+            "idle_timeout": idle_timeout,
+            "log_level": log_level,
+        }
+        spec = WorkerSpec(
+            network_id=self.network_id,
+            prefix=self._keys.prefix,
+            fun=None if fun is None else function_path(fun),
+            **options,
+        )
+        if spec.fun is not None:
+            await self._store.workers.set_start_args(spec.to_start_args())
+        else:
+            stored = await self._store.workers.get_start_args()
+            if stored is None:
+                raise NoStartArgumentsError(
+                    f"network {self.network_id!r} has no stored start arguments: pass fun="
+                )
+            defaults = {name: info.default for name, info in WorkerSpec.model_fields.items()}
+            given = {name: value for name, value in options.items() if value != defaults[name]}
+            spec = WorkerSpec(network_id=self.network_id, prefix=self._keys.prefix, **given).resolve(stored)
+        return self._spawn(n_workers, spec)
+
+    def _spawn(self, n_workers: int, spec: WorkerSpec) -> list[str]:
+        return self._pool.spawn(spec, n_workers)
+
+    @property
+    def local_workers(self) -> dict[str, LocalWorker]:
+        """Worker processes started by this controller, by id."""
+        return self._pool.workers
+
+    def worker_script(
+        self,
+        fun: Callable[..., Any] | str | None = None,
+        *,
+        concurrency: int | None = None,
+        python: str = "python",
+    ) -> str:
+        """The shell command that starts a worker of this network on any host.
+
+        The command never contains the password: set ``RUSHPY_REDIS_PASSWORD`` in
+        the worker's environment when the server needs one. Without ``fun`` the
+        worker uses the stored start arguments.
+
+        Raises:
+            ConfigError: ``concurrency`` is invalid.
+            WorkerFunctionError: ``fun`` cannot be found by import.
+
+        """
+        given: dict[str, Any] = {"network_id": self.network_id}
+        if self._keys.prefix != DEFAULT_PREFIX:
+            given["prefix"] = self._keys.prefix
+        if fun is not None:
+            given["fun"] = function_path(fun)
+        if concurrency is not None:
+            given["concurrency"] = concurrency
+        argv = WorkerSpec(**given).to_argv()
+        url = ["--url", self.config.to_url(include_password=False)]
+        return shlex.join([python, "-m", "rushpy.worker", *argv[:2], *url, *argv[2:]])
+
+    async def wait_for_workers(
+        self,
+        n: int | None = None,
+        worker_ids: Sequence[str] | None = None,
+        timeout: float | None = None,
+    ) -> list[str]:
+        """Wait until ``n`` workers run; with ``worker_ids``, ``n`` of those workers.
+
+        ``n`` defaults to every id in ``worker_ids``, else to the number of local
+        workers started. ``timeout=0`` checks once. Returns the running worker ids.
+
+        Raises:
+            ConfigError: no ``n`` and no ``worker_ids`` and no local workers, an
+                invalid ``n`` or id, or ``n`` larger than the number of ``worker_ids``.
+            WorkerTimeoutError: not enough workers came up in time.
+            WorkerError: a local worker process exited before it registered (the
+                message includes the end of its output).
+
+        """
+        check_timeout(timeout, allow_none=True)
+        ids: list[str] | None = None
+        if worker_ids is not None:
+            if isinstance(worker_ids, str):
+                raise ConfigError(f"invalid worker_ids={worker_ids!r}: pass a list of ids")
+            ids = list(dict.fromkeys(validate_identifier(w, "worker id") for w in worker_ids))
+        if n is None:
+            n = len(ids) if ids is not None else len(self._pool)
+            if ids is None and n == 0:
+                raise ConfigError("wait_for_workers() needs n= or worker_ids= (no local workers started)")
+        if not isinstance(n, int) or isinstance(n, bool) or n < 0:
+            raise ConfigError(f"invalid n={n!r}: use an integer >= 0")
+        if ids is not None and n > len(ids):
+            raise ConfigError(
+                f"invalid n={n}: it counts workers among worker_ids, which has only {len(ids)} "
+                f"distinct id(s); pass n <= {len(ids)} or more ids"
+            )
+        events = self._session.events
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            seen = events.counter(self._keys.events)
+            running = await self._store.workers.worker_ids(WorkerState.RUNNING)
+            running_set = set(running)
+            up = len(running) if ids is None else sum(w in running_set for w in ids)
+            if up >= n:
+                return running
+            self._check_local_alive(await self._store.workers.worker_ids())
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                missing = [w for w in ids or [] if w not in running_set]
+                raise WorkerTimeoutError(
+                    f"{up} worker(s) running after {timeout} s, waited for {n}"
+                    + (f" of {ids}; missing ids {missing}" if missing else "")
+                    + "; check the worker logs or raise the timeout"
+                )
+            # Registrations publish on the events channel; local process deaths do
+            # not, so look at the processes again every PROBE_INTERVAL.
+            step = PROBE_INTERVAL if len(self._pool) else remaining
+            if remaining is not None and step is not None:
+                step = min(step, remaining)
+            await events.wait([self._keys.events], [seen], step)
+
+    def _check_local_alive(self, registered: Sequence[str]) -> None:
+        self._pool.check_started(set(registered))
+
+    async def stop_workers(
+        self,
+        type: Literal["terminate", "kill"] = "terminate",  # noqa: A002 - name from the contract
+        worker_ids: Sequence[str] | None = None,
+    ) -> StopResult:
+        """Stop workers (default: all running).
+
+        ``terminate`` asks them to finish the tasks they run and exit. ``kill``
+        stops local processes at once (SIGKILL); their running tasks fail with a
+        condition naming the worker, and tasks they popped go back to the queue.
+        Unknown ids are reported in the result and logged, not raised.
+        """
+        if type not in ("terminate", "kill"):
+            raise ConfigError(f"invalid type={type!r}: use 'terminate' or 'kill'")
+        known = set(await self._store.workers.worker_ids())
+        running = set(await self._store.workers.worker_ids(WorkerState.RUNNING))
+        if worker_ids is None:
+            targets = sorted(running)
+            unknown: list[str] = []
+        else:
+            targets = [w for w in worker_ids if w in known]
+            unknown = [w for w in worker_ids if w not in known]
+        if unknown:
+            log.warning("stop_workers: unknown worker ids", unknown=unknown)
+        result = StopResult(unknown=unknown)
+        for wid in targets:
+            if wid not in running and not self._pool.is_alive(wid):
+                result.not_running.append(wid)
+                continue
+            result.stopped.append(wid)
+        if type == "terminate":
+            await self._store.workers.request_terminate(result.stopped)
+            return result
+        for wid in result.stopped:
+            await self._kill(wid)
+        return result
+
+    async def _kill(self, worker_id: str) -> None:
+        if not await self._pool.kill(worker_id):
+            info = await self._store.workers.worker_infos([worker_id])
+            pid = info[0].pid if info else None
+            if (
+                info
+                and info[0].hostname == socket.gethostname()
+                and pid
+                and int(pid) != os.getpid()  # an in-process worker: never kill ourselves
+                and pid_alive(int(pid))
+            ):
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(int(pid), signal.SIGKILL)
+            # A remote (or in-process) worker cannot be signalled from here: its
+            # kill key makes it stop at once. Either way its tasks are settled
+            # below, so a result it still sends is discarded (first writer wins).
+            await self._store.workers.request_kill([worker_id])
+        await self._settle_killed(worker_id)
+
+    async def _settle_killed(self, worker_id: str) -> None:
+        """Record a killed worker and settle its tasks (once, first writer wins)."""
+        if await self._store.workers.set_worker_state(worker_id, WorkerState.KILLED):
+            settled = await self._store.tasks.requeue_worker_tasks(
+                worker_id,
+                Condition("WorkerKilled", f"worker {worker_id} was killed while running the task"),
+            )
+            if settled.requeued or settled.failed:
+                log.info(
+                    "settled the tasks of a killed worker",
+                    worker_id=worker_id,
+                    requeued=len(settled.requeued),
+                    failed=len(settled.failed),
+                )
+        await self._store.workers.publish_event()
+
+    # -- lost workers ------------------------------------------------------------------------
+    async def detect_lost_workers(self, restart_local_workers: bool = False) -> list[str]:
+        """Find workers that are gone and settle their tasks; returns the ids found in this call.
+
+        A worker is lost when its heartbeat expired, when it was started by this
+        controller and its process exited, or when it runs on this host without a
+        heartbeat and its process is gone. Its popped tasks go back to the queue;
+        its running tasks go back while attempts remain (``max_retries``), else
+        fail with a ``WorkerLost`` condition naming it. Each lost worker is
+        reported by exactly one call, even with several detectors.
+
+        Args:
+            restart_local_workers: Start a replacement for every lost worker that
+                this controller started (same function and options).
+
+        """
+        found = await self._lost.detect()
+        if restart_local_workers:
+            # Replacements too may be killed before they register (never running,
+            # so never "lost"): restart those as well, or the pool would shrink. A
+            # process that exited on its own before registering (bad function,
+            # no server) is not restarted: it would fail again, forever.
+            registered = set(await self._store.workers.worker_ids())
+            stillborn = [
+                w for w, code in self._pool.exit_codes().items() if code < 0 and w not in registered
+            ]
+            await self._restart_local([*found, *stillborn])
+        return found
+
+    async def _detect_while_waiting(self) -> list[str]:
+        return await self.detect_lost_workers(restart_local_workers=self.restart_lost_workers)
+
+    async def _restart_local(self, worker_ids: Sequence[str]) -> list[str]:
+        # A replacement runs what the lost worker ran (its spec), under a new id.
+        return await self._pool.restart(worker_ids)
+
+    async def _shutdown_local(self) -> None:
+        """Stop the local workers (SIGTERM, then SIGKILL after ``shutdown_timeout``).
+
+        Shielded: it runs to the end even when the controller's task is
+        cancelled; if it is interrupted anyway (a second Ctrl-C), the pool kills
+        every process at once. Workers it had to kill are recorded as killed.
+        """
+        if not self._pool.alive():
+            return
+        killed = await self._pool.close(self.shutdown_timeout)
+        with anyio.CancelScope(shield=True), anyio.move_on_after(SETTLE_TIMEOUT):
+            for wid in killed:
+                try:
+                    await self._settle_killed(wid)
+                except Exception as exc:  # the server may be gone; lost-worker detection settles later
+                    log.warning("could not record a killed worker", worker_id=wid, error=str(exc))

@@ -1,0 +1,29 @@
+"""Controller options that reach its components: the task size limit."""
+
+from __future__ import annotations
+
+import pytest
+
+from rushpy import ConfigError, Controller, RedisConfig, TaskError
+
+
+async def test_max_task_bytes_reaches_the_store(config: RedisConfig, network_id: str) -> None:
+    async with Controller(network_id, config=config, max_task_bytes=1000) as rush:
+        with pytest.raises(TaskError, match="max_task_bytes=1,000"):
+            await rush.push_tasks([{"x": "a" * 2000}])
+        assert await rush.n_tasks() == 0
+        assert len(await rush.push_tasks([{"x": "a" * 100}])) == 1
+        await rush.reset()
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1.5, True, "64M"])
+def test_invalid_max_task_bytes_is_a_config_error(bad: object) -> None:
+    with pytest.raises(ConfigError, match="max_task_bytes"):
+        Controller("net", config="redis://localhost:1", max_task_bytes=bad)  # type: ignore[arg-type]
+
+
+async def test_an_error_in_the_block_comes_out_unwrapped(config: RedisConfig, network_id: str) -> None:
+    """The controller's task group never wraps the caller's exception in an ExceptionGroup."""
+    with pytest.raises(KeyError, match="boom"):
+        async with Controller(network_id, config=config, detect_lost_every=0.05):
+            raise KeyError("boom")
