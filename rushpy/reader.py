@@ -13,6 +13,8 @@ from collections.abc import Iterable, Sequence
 from types import TracebackType
 from typing import Any, Self, overload
 
+import anyio
+
 from rushpy.config import RedisConfig
 from rushpy.connection import check_connection, create_client
 from rushpy.errors import TaskError, TaskTimeoutError, UnknownTaskError, WorkerError
@@ -102,8 +104,8 @@ class NetworkClient:
     async def __aenter__(self) -> Self:
         await check_connection(self.config)
         await self.store.load_scripts()
-        self._listener = EventListener(self._client, self._channels(), self._on_event)
-        await self._listener.start()
+        self._listener = EventListener(self.config, self._channels(), self._on_event)
+        await self._listener.__aenter__()
         self._entered = True
         return self
 
@@ -115,9 +117,10 @@ class NetworkClient:
     ) -> None:
         self._entered = False
         if self._listener is not None:
-            await self._listener.close()
+            await self._listener.__aexit__(None, None, None)
             self._listener = None
-        await self._client.aclose()
+        with anyio.CancelScope(shield=True):  # may run while the owner is cancelled
+            await self._client.aclose()
 
     def _on_event(self, channel: str, data: bytes) -> None:
         if channel != self.keys.events or not data.startswith(b"F "):

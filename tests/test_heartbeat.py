@@ -7,9 +7,11 @@ import math
 
 import anyio
 import pytest
+import redis.asyncio
 
 from rushpy import ConfigError, Controller, RedisConfig, Worker, WorkerState
 from rushpy.config import heartbeat_settings
+from rushpy.keys import Keys
 from tests.funcs import burn
 
 
@@ -46,9 +48,9 @@ def test_worker_rejects_bad_heartbeat_before_connecting(config: RedisConfig, net
 async def test_worker_keeps_an_expiring_heartbeat(
     controller: Controller, config: RedisConfig, network_id: str
 ) -> None:
-    client = controller.store.client
+    client = controller._store.client
     async with Worker(network_id, config=config, heartbeat_period=0.1, heartbeat_expire=0.4) as w:
-        key = controller.keys.heartbeat(w.worker_id)
+        key = controller._keys.heartbeat(w.worker_id)
         info = (await controller.worker_info())[0]
         assert info["heartbeat"] is True
         assert info["heartbeat_period"] == 0.1
@@ -56,20 +58,18 @@ async def test_worker_keeps_an_expiring_heartbeat(
             ttl = await client.pttl(key)
             assert 0 < ttl <= 400
             await anyio.sleep(0.1)
-    # Once the worker is gone nothing refreshes the key: it expires.
-    with anyio.fail_after(3):
-        while await client.exists(key):
-            await anyio.sleep(0.05)
+    # The worker's exit deletes the key (test_exit_deletes_the_heartbeat_key).
+    assert not await client.exists(key)
 
 
 async def test_heartbeat_never_resurrects_after_the_worker_was_declared_lost(
     controller: Controller, config: RedisConfig, network_id: str
 ) -> None:
-    client = controller.store.client
+    client = controller._store.client
     async with Worker(network_id, config=config, heartbeat_period=0.1, heartbeat_expire=0.3) as w:
-        key = controller.keys.heartbeat(w.worker_id)
+        key = controller._keys.heartbeat(w.worker_id)
         # What lost-worker detection does: the worker leaves the running set.
-        assert await controller.store.set_worker_state(w.worker_id, WorkerState.LOST)
+        assert await controller._store.set_worker_state(w.worker_id, WorkerState.LOST)
         await client.delete(key)
         await anyio.sleep(0.5)  # five periods in which the worker would have beaten
         assert not await client.exists(key)
@@ -81,8 +81,8 @@ async def test_cpu_bound_function_does_not_stop_the_heartbeat(controller: Contro
     expire = 0.3
     await controller.start_local_workers(1, fun=burn, heartbeat_period=0.1, heartbeat_expire=expire)
     (worker_id,) = await controller.wait_for_workers(1, timeout=30)
-    key = controller.keys.heartbeat(worker_id)
-    client = controller.store.client
+    key = controller._keys.heartbeat(worker_id)
+    client = controller._store.client
     [task] = await controller.push_tasks([{"seconds": 10 * expire}])
     with anyio.fail_after(30):
         while not await controller.is_running_task(task):
@@ -96,3 +96,25 @@ async def test_cpu_bound_function_does_not_stop_the_heartbeat(controller: Contro
     rows = await controller.wait_for_tasks([task], timeout=30)
     assert rows[0]["state"] == "finished"
     assert rows[0]["loops"] > 0
+
+
+@pytest.mark.parametrize("stop", ["terminate", "kill"])
+async def test_exit_deletes_the_heartbeat_key(
+    controller: Controller, config: RedisConfig, network_id: str, stop: str
+) -> None:
+    # The worker settles its own tasks on exit (a kill included), so nothing is
+    # left for lost-worker detection: its heartbeat key goes at once instead of
+    # lingering until it expires.
+    client = redis.asyncio.Redis.from_url(config.to_url(include_password=True))
+    try:
+        async with Worker(network_id, config=config, heartbeat_period=10) as w:
+            key = Keys(network_id).heartbeat(w.worker_id)
+            assert await client.pttl(key) > 20_000
+            if stop == "kill":
+                w.set_killed()
+            else:
+                w.set_terminated()
+        assert not await client.exists(key), f"heartbeat key left after a {stop}"
+        assert await client.smembers(Keys(network_id).running_workers) == set()
+    finally:
+        await client.aclose()

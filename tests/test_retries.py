@@ -21,7 +21,6 @@ import pytest
 from rushpy import Condition, Controller, PoppedTask, RedisConfig, TaskError, Worker, run_function
 from rushpy.controller import next_seed
 from rushpy.worker.child import ChildProcess
-from rushpy.worker.core import components
 from tests import funcs
 from tests.test_controller import by_key, eventually
 from tests.test_worker import assert_each_key_in_one_state
@@ -478,12 +477,11 @@ async def test_cancel_running_task_of_an_in_process_worker(
     async with Worker(network_id, config=config) as w:
         running, done = await w.pop_tasks(2)
         assert await w.finish_tasks([done.key], [{"y": 1}]) == [True]
-        assert not components(w).tracker.is_cancelled(running.key)
+        assert not w.is_cancelled(running.key)
 
         assert await controller.cancel_tasks([running.key, done.key, UNKNOWN_KEY]) == [running.key]
-        tracker = components(w).tracker
-        await eventually(lambda: tracker.is_cancelled(running.key), "the worker hears of the cancellation")
-        assert not components(w).tracker.is_cancelled(done.key)
+        await eventually(lambda: w.is_cancelled(running.key), "the worker hears of the cancellation")
+        assert not w.is_cancelled(done.key)
         # The cancelled attempt's outcome is discarded; with retries left it is still not retried.
         assert await w.finish_tasks([running.key], [{"y": 0}]) == [False]
         assert await w.fail_tasks([running.key], ["late"]) == [False]

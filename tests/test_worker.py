@@ -11,9 +11,11 @@ from typing import Any
 
 import anyio
 import pytest
+import redis.asyncio
 
 import rushpy
 from rushpy import Controller, RedisConfig, TaskError, Worker, run_function
+from rushpy.keys import Keys
 from tests import funcs
 
 # Request the backend fixture explicitly: the anyio plugin otherwise re-creates the call spec of
@@ -400,18 +402,38 @@ async def test_mismatched_lengths_raise_task_error_and_change_nothing(
         await controller.push_tasks([{"x": 1}, {"x": 2}])
         tasks = await w.pop_tasks(2, timeout=0)
         keys = [t.key for t in tasks]
-        with pytest.raises(TaskError, match="yss"):
-            await w.finish_tasks(keys, [{"y": 1}])
-        with pytest.raises(TaskError, match="yss_extra"):
-            await w.finish_tasks(keys, [{"y": 1}, {"y": 2}], yss_extra=[{"a": 1}])
-        with pytest.raises(TaskError, match="conditions"):
-            await w.fail_tasks(keys, ["only one"])
+        with pytest.raises(TaskError, match="yss has 3 entries"):
+            await w.finish_tasks(keys, [{"y": 1}] * 3)
+        with pytest.raises(TaskError, match="yss_extra has 3 entries"):
+            await w.finish_tasks(keys, [{"y": 1}, {"y": 2}], yss_extra=[{"a": 1}] * 3)
+        with pytest.raises(TaskError, match="conditions has 3 entries"):
+            await w.fail_tasks(keys, ["one", "two", "three"])
+        with pytest.raises(TaskError, match=r"conditions\[0\] is None"):
+            await w.fail_tasks(keys, [None])  # type: ignore[list-item]
         with pytest.raises(TaskError, match="xss_extra"):
             await w.push_running_tasks([{"x": 1}], xss_extra=[{}, {}])
         with pytest.raises(TaskError):
             await w.finish_tasks(keys[0], [{"y": 1}])  # a bare string is not a list of keys
         assert await controller.is_running_task(keys) == [True, True]
         assert (await controller.status()).n_tasks == 2
+
+
+async def test_a_list_of_one_applies_to_every_key(
+    controller: Controller, config: RedisConfig, network_id: str
+) -> None:
+    async with Worker(network_id, config=config) as w:
+        own = await w.push_running_tasks([{"x": 1}, {"x": 2}], xss_extra=[{"origin": "loop"}])
+        await controller.push_tasks([{"x": 3}, {"x": 4}])
+        popped = [t.key for t in await w.pop_tasks(2, timeout=0)]
+        assert await w.finish_tasks(own, [{"y": 0}], yss_extra=[{"note": "same"}]) == [True, True]
+        assert await w.fail_tasks(popped, ["one reason for both"]) == [True, True]
+    finished = {r["key"]: r for r in await controller.fetch_finished_tasks()}
+    assert {k: (r["origin"], r["y"], r["note"]) for k, r in finished.items()} == {
+        k: ("loop", 0, "same") for k in own
+    }
+    failed = await controller.fetch_failed_tasks()
+    assert sorted(failed["key"]) == sorted(popped)
+    assert {r["condition"]["message"] for r in failed} == {"one reason for both"}
 
 
 async def test_fail_tasks_with_invalid_condition_raises_task_error(
@@ -485,10 +507,15 @@ async def test_exit_returns_popped_unclaimed_tasks_to_the_queue(
     controller: Controller, config: RedisConfig, network_id: str
 ) -> None:
     keys = await controller.push_tasks([{"x": i} for i in range(3)])
+    names = Keys(network_id)
+    raw = redis.asyncio.Redis.from_url(config.to_url(include_password=True))
     async with Worker(network_id, config=config) as w:
-        # Popped but not yet marked running: the keys sit in the worker's pending list.
-        assert await w.store.block_move(w.keys.queued, w.worker_id, 1) == keys[0]
-        assert await w.store.block_move(w.keys.queued, w.worker_id, 1) == keys[1]
+        # Popped but not yet marked running (what a blocking move does): the keys
+        # sit in the worker's pending list.
+        for key in keys[:2]:
+            moved = await raw.lmove(names.queued, names.pending(w.worker_id), "LEFT", "RIGHT")
+            assert moved.decode() == key
+        await raw.aclose()
         snap = await controller.tasks_with_state()
         assert sorted(snap["queued"]) == sorted(keys)
         assert_each_key_in_one_state(snap, keys)

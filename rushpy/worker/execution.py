@@ -1,0 +1,192 @@
+"""Running the user function on tasks: on the event loop, in a thread, or in a child process.
+
+``async def`` functions run on the event loop; a task's timeout cancels it at
+its deadline. Plain functions run off the loop in a worker thread (one per
+concurrency slot), so registration, heartbeats, pops and writes never stall;
+a plain function whose task has a timeout runs in a child process instead,
+killed at the deadline (:mod:`rushpy.worker.child`).
+
+A cancelled task is interrupted where it runs: its async task is cancelled,
+its child process killed, or its thread interrupted
+(:mod:`rushpy.worker.interrupt`), through the worker's
+:class:`~rushpy.worker.tracking.TaskTracker`. It has no outcome: the
+controller already recorded the failure.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import math
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import anyio
+import anyio.to_thread
+
+from rushpy.codec import encode
+from rushpy.functions import is_async_function
+from rushpy.models import Condition, PoppedTask
+from rushpy.worker.child import ChildProcess
+from rushpy.worker.interrupt import TaskInterrupted, ThreadInterrupter
+from rushpy.worker.tracking import TaskTracker
+
+__all__ = ["Executor", "Outcome", "failed"]
+
+Outcome = tuple[str, int, bool, dict[str, Any]]
+"""``(key, attempt, ok, fields)``: fields are ``ys`` for success, ``condition`` for failure."""
+
+
+def _check_result(ys: Any, task: PoppedTask) -> Outcome:
+    if ys is None:
+        ys = {}
+    if not isinstance(ys, Mapping):
+        condition = Condition(
+            "TypeError",
+            f"the function returned {type(ys).__name__} {ys!r:.80}; return a mapping such as {{'y': value}}",
+        )
+        return failed(task, condition)
+    try:
+        encode(ys)
+    except Exception as exc:  # the value cannot be stored: fail this task only
+        return failed(task, Condition.from_exception(exc))
+    return task.key, task.attempt, True, {"ys": dict(ys)}
+
+
+def failed(task: PoppedTask, condition: Condition | BaseException) -> Outcome:
+    """The outcome of a task that failed with ``condition``."""
+    if isinstance(condition, BaseException):
+        condition = Condition.from_exception(condition)
+    return task.key, task.attempt, False, {"condition": condition.to_dict()}
+
+
+def _timed_out(task: PoppedTask) -> Outcome:
+    return failed(task, Condition("TaskTimeout", f"the task timed out after {task.timeout:g} s"))
+
+
+def _run_sync_batch(
+    fun: Callable[..., Any],
+    tasks: list[PoppedTask],
+    tracker: TaskTracker,
+    interrupter: ThreadInterrupter,
+) -> list[Outcome]:
+    """Run plain-function tasks one after the other (in a worker thread)."""
+    out = []
+    for task in tasks:
+        if tracker.is_cancelled(task.key):
+            continue
+        try:
+            try:
+                interrupter.begin(task.key)
+                if tracker.is_cancelled(task.key):
+                    # Cancelled between the check above and begin(): its interrupt
+                    # found no thread running the task, so stop here instead.
+                    raise TaskInterrupted
+                ys = fun(**task.xs)
+            finally:
+                interrupter.end()
+        except TaskInterrupted:
+            continue  # cancelled: the controller recorded the failure
+        except Exception as exc:  # the function's failure fails its task; the worker goes on
+            out.append(failed(task, exc))
+        else:
+            out.append(_check_result(ys, task))
+    return out
+
+
+class Executor:
+    """Runs one function on batches of tasks, for every slot of a worker loop.
+
+    Args:
+        fun: Called with each task's ``xs`` as keyword arguments; returns a mapping.
+        tracker: Tells which tasks were cancelled and how to interrupt a running one.
+        concurrency: Worker threads for a plain function (one per slot).
+
+    """
+
+    def __init__(self, fun: Callable[..., Any], tracker: TaskTracker, concurrency: int) -> None:
+        self.fun = fun
+        self.is_async = is_async_function(fun)
+        self._tracker = tracker
+        self._limiter = anyio.CapacityLimiter(concurrency)
+        self._interrupter = ThreadInterrupter()
+
+    def needs_child(self, tasks: list[PoppedTask]) -> bool:
+        """Whether some of ``tasks`` must run in a child process (plain function, timeout)."""
+        return not self.is_async and any(t.timeout is not None for t in tasks)
+
+    async def run_batch(self, tasks: list[PoppedTask], child: ChildProcess | None) -> list[Outcome]:
+        """Run ``tasks``; returns the outcomes to write (none for cancelled tasks).
+
+        Cancelled tasks are no longer tracked afterwards. ``child`` runs the tasks
+        with a timeout of a plain function (see :meth:`needs_child`).
+        """
+        out = await self._run(tasks, child)
+        reported = {o[0] for o in out}
+        for task in tasks:
+            if task.key not in reported:
+                self._tracker.forget(task.key)
+        return out
+
+    async def _run(self, tasks: list[PoppedTask], child: ChildProcess | None) -> list[Outcome]:
+        out: list[Outcome] = []
+        if self.is_async:
+            for task in tasks:
+                if not self._tracker.is_cancelled(task.key):
+                    outcome = await self._run_async(task)
+                    if outcome is not None:
+                        out.append(outcome)
+            return out
+        untimed = [t for t in tasks if t.timeout is None]
+        if untimed:
+            out += await self._run_in_thread(untimed)
+        for task in tasks:
+            if task.timeout is None or self._tracker.is_cancelled(task.key):
+                continue
+            assert child is not None, "tasks with a timeout of a plain function need a child process"
+            outcome = await self._run_in_child(child, task)
+            if outcome is not None:
+                out.append(outcome)
+        return out
+
+    async def _run_async(self, task: PoppedTask) -> Outcome | None:
+        # One scope serves both the deadline and a cancellation (cheaper per task
+        # than two); which of them stopped the task is told apart afterwards.
+        deadline = math.inf if task.timeout is None else anyio.current_time() + task.timeout
+        scope = anyio.CancelScope(deadline=deadline)
+        with self._tracker.interruptible(task.key, scope.cancel), scope:
+            try:
+                ys = await self.fun(**task.xs)
+            except Exception as exc:  # the function's failure fails its task; the worker goes on
+                return failed(task, exc)
+            return _check_result(ys, task)
+        if self._tracker.is_cancelled(task.key):
+            return None  # cancelled: the controller recorded the failure
+        return _timed_out(task)
+
+    async def _run_in_thread(self, tasks: list[PoppedTask]) -> list[Outcome]:
+        with contextlib.ExitStack() as stack:
+            for task in tasks:
+                interrupt = functools.partial(self._interrupter.interrupt, task.key)
+                stack.enter_context(self._tracker.interruptible(task.key, interrupt))
+            # abandon_on_cancel: a kill must not wait for a plain function to return.
+            return await anyio.to_thread.run_sync(
+                _run_sync_batch,
+                self.fun,
+                tasks,
+                self._tracker,
+                self._interrupter,
+                limiter=self._limiter,
+                abandon_on_cancel=True,
+            )
+
+    async def _run_in_child(self, child: ChildProcess, task: PoppedTask) -> Outcome | None:
+        with self._tracker.interruptible(task.key, child.interrupt):
+            kind, value = await child.run(task.xs, task.timeout)
+        if kind == "ok":
+            return _check_result(value, task)
+        if kind == "timeout":
+            return _timed_out(task)
+        if kind == "cancelled":
+            return None
+        return failed(task, value)

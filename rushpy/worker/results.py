@@ -1,0 +1,103 @@
+"""Recording what a worker's tasks produced: results, failures, self-created tasks.
+
+Every outcome carries the attempt the worker claimed (from the
+:class:`~rushpy.worker.tracking.TaskTracker`), so ``complete.lua`` records it
+only while that attempt still runs on this worker: first writer wins, and a
+late outcome (the task was cancelled, or re-queued after the worker was
+declared lost) is discarded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
+
+from rushpy.errors import TaskError
+from rushpy.models import Condition
+from rushpy.store import Store
+from rushpy.validation import broadcast, check_keys, check_mappings
+from rushpy.worker.tracking import TaskTracker
+
+__all__ = ["Results"]
+
+Item = tuple[str, int | None, Mapping[str, Any]]
+"""``(key, attempt, fields)``: fields are ``ys``/``ys_extra`` or ``condition``."""
+
+
+class Results:
+    """Writes the outcomes of one worker's tasks.
+
+    Args:
+        store: Store of the network.
+        worker_id: Id of the worker.
+        tracker: The attempts of the tasks the worker claimed.
+
+    """
+
+    def __init__(self, store: Store, worker_id: str, tracker: TaskTracker) -> None:
+        self._store = store
+        self._worker_id = worker_id
+        self._tracker = tracker
+
+    async def push_running(
+        self,
+        xss: Sequence[Mapping[str, Any]],
+        xss_extra: Sequence[Mapping[str, Any] | None] | None,
+    ) -> list[str]:
+        """Create tasks that the worker runs itself; returns their keys."""
+        xss = check_mappings(xss, "xss")
+        extras = broadcast(xss, xss_extra, "xss_extra")
+        tasks = [{"xs": xs, "xs_extra": extra} for xs, extra in zip(xss, extras, strict=True)]
+        keys = await self._store.create_running(self._worker_id, tasks)
+        for key in keys:
+            self._tracker.claimed(key, 1)
+        return keys
+
+    async def finish(
+        self,
+        keys: Sequence[str],
+        yss: Sequence[Mapping[str, Any]],
+        yss_extra: Sequence[Mapping[str, Any] | None] | None,
+    ) -> list[bool]:
+        """Record results; per key whether it was recorded."""
+        keys = check_keys(keys)
+        results = broadcast(keys, check_mappings(yss, "yss"), "yss")
+        extras = broadcast(keys, yss_extra, "yss_extra")
+        items = [
+            (k, self._tracker.attempt(k), {"ys": ys, "ys_extra": extra})
+            for k, ys, extra in zip(keys, results, extras, strict=True)
+        ]
+        return [code != 0 for code in await self.complete("finished", items)]
+
+    async def fail(
+        self,
+        keys: Sequence[str],
+        conditions: Sequence[Condition | BaseException | Mapping[str, Any] | str],
+    ) -> list[bool]:
+        """Record failures (or re-queue tasks with attempts left); per key whether it was taken."""
+        keys = check_keys(keys)
+        items = []
+        for i, (key, condition) in enumerate(
+            zip(keys, broadcast(keys, conditions, "conditions"), strict=True)
+        ):
+            if condition is None:
+                raise TaskError(f"conditions[{i}] is None: pass an exception, a message or a Condition")
+            try:
+                fields = {"condition": Condition.coerce(condition).to_dict()}
+            except TypeError as exc:
+                raise TaskError(str(exc)) from None
+            items.append((key, self._tracker.attempt(key), fields))
+        return [code != 0 for code in await self.complete("failed", items)]
+
+    async def complete(self, state: Literal["finished", "failed"], items: Sequence[Item]) -> list[int]:
+        """Write outcomes and stop tracking their tasks.
+
+        Returns:
+            Per item the code of ``complete.lua``: 1 recorded, 2 re-queued
+            (a failure with attempts left), 0 discarded.
+
+        """
+        codes = await self._store.complete(self._worker_id, state, items)
+        for key, _, _ in items:
+            self._tracker.forget(key)
+        return codes
