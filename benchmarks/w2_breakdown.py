@@ -17,8 +17,9 @@ from typing import Any
 
 import rushpy
 from benchmarks.funcs import async_noop, noop
-from rushpy import reader
-from rushpy.store import Store
+from rushpy.cache import ResultCache
+from rushpy.reads import Reads
+from rushpy.store import TaskStore
 
 STAMPS: dict[str, list[float]] = {}
 
@@ -28,29 +29,30 @@ def stamp(name: str) -> None:
 
 
 def instrument() -> None:
-    create = Store.create_tasks
-    on_event = reader.NetworkClient._on_event
-    rows = reader.NetworkClient._rows
+    create = TaskStore.create_tasks
+    on_event = Reads.on_event
+    update = ResultCache.update
 
-    async def create_tasks(self: Store, *args: Any, **kwargs: Any) -> list[str]:
+    async def create_tasks(self: TaskStore, *args: Any, **kwargs: Any) -> list[str]:
         stamp("push start")
         out = await create(self, *args, **kwargs)
         stamp("push returned")
         return out
 
-    def event(self: reader.NetworkClient, channel: str, data: bytes) -> None:
+    def event(self: Reads, channel: str, data: bytes) -> None:
         if data.startswith(b"F"):
             stamp("event received")
         on_event(self, channel, data)
 
-    async def read_rows(self: reader.NetworkClient, *args: Any) -> list[dict[str, Any]]:
-        out = await rows(self, *args)
-        stamp("rows read")
+    async def read_rows(self: ResultCache, *, announced_only: bool = False) -> int:
+        out = await update(self, announced_only=announced_only)
+        if out:
+            stamp("rows read")
         return out
 
-    Store.create_tasks = create_tasks  # type: ignore[method-assign]
-    reader.NetworkClient._on_event = event  # type: ignore[method-assign]
-    reader.NetworkClient._rows = read_rows  # type: ignore[method-assign]
+    TaskStore.create_tasks = create_tasks  # type: ignore[method-assign]
+    Reads.on_event = event  # type: ignore[method-assign]
+    ResultCache.update = read_rows  # type: ignore[method-assign]
 
 
 async def measure(config: rushpy.RedisConfig, fun: Callable[..., Any], label: str) -> None:

@@ -84,7 +84,7 @@ async def _start_args(config: RedisConfig, spec: WorkerSpec) -> dict[str, Any] |
         store = Store(client, Keys(spec.network_id, spec.prefix))
         deadline = time.monotonic() + spec.wait_for_start_args
         pause = 0.05
-        args = await store.get_start_args()
+        args = await store.workers.get_start_args()
         if not args and spec.wait_for_start_args > 0:
             log.warning(
                 "the network stores no start arguments yet; waiting for a controller",
@@ -96,7 +96,7 @@ async def _start_args(config: RedisConfig, spec: WorkerSpec) -> dict[str, Any] |
         while not args and (remaining := deadline - time.monotonic()) > 0:
             await asyncio.sleep(min(pause, remaining))
             pause = min(2 * pause, START_ARGS_POLL_MAX)
-            args = await store.get_start_args()
+            args = await store.workers.get_start_args()
         return args
     finally:
         await client.aclose()
@@ -137,12 +137,12 @@ async def run_worker(spec: WorkerSpec, url: str | None = None, *, parent: int | 
             worker.set_terminated()
         else:
             log.warning("second SIGINT: killing the worker")
-            worker.mark_killed()
+            worker.set_killed()
 
     def on_sigterm() -> None:
         if parent is not None and os.getppid() != parent:
             log.warning("the controller that started this worker is gone: killing the worker")
-            worker.mark_killed()
+            worker.set_killed()
         else:
             worker.set_terminated()
 

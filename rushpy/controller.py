@@ -121,11 +121,11 @@ class Controller(ReadMethods, TaskMethods, WorkerMethods):
         tb: TracebackType | None,
     ) -> None:
         try:
-            with anyio.CancelScope(shield=True):
-                if self._session.is_open:
-                    # Stop the background checks first: they may restart workers.
-                    self._session.task_group.cancel_scope.cancel()
-                await self._shutdown_local()
+            try:
+                # Stop the background checks first: they may restart workers.
+                await self._session.stop_tasks()
+            finally:
+                await self._shutdown_local()  # shielded: runs even when cancelled
         finally:
             await self._session.__aexit__(exc_type, exc, tb)
 

@@ -79,8 +79,8 @@ class Session:
 
     @property
     def is_open(self) -> bool:
-        """Whether the session is entered and not closed yet."""
-        return self._listener is not None
+        """Whether the session is entered and its background tasks still run."""
+        return self._task_group is not None
 
     @property
     def events(self) -> EventListener:
@@ -125,15 +125,25 @@ class Session:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        task_group, self._task_group = self._task_group, None
         try:
-            if task_group is not None:
-                task_group.cancel_scope.cancel()
-                # Not given the caller's exception: the group would wrap it in an
-                # ExceptionGroup. It only reports errors of its own tasks.
-                await task_group.__aexit__(None, None, None)
+            await self.stop_tasks()
         finally:
             await self._close_client()
+
+    async def stop_tasks(self) -> None:
+        """Cancel the background tasks (the listener's too) and wait for them to end.
+
+        The client stays open: an owner calls this first on exit, then writes
+        its last records (a worker's exit state), then leaves the session.
+        Calling it again does nothing.
+        """
+        task_group, self._task_group = self._task_group, None
+        if task_group is None:
+            return
+        task_group.cancel_scope.cancel()
+        # Not given the caller's exception: the group would wrap it in an
+        # ExceptionGroup. It only reports errors of its own tasks.
+        await task_group.__aexit__(None, None, None)
 
     async def _close_client(self) -> None:
         """Close the listener, then the client; shielded, with a deadline."""

@@ -69,7 +69,7 @@ async def test_heartbeat_never_resurrects_after_the_worker_was_declared_lost(
     async with Worker(network_id, config=config, heartbeat_period=0.1, heartbeat_expire=0.3) as w:
         key = controller._keys.heartbeat(w.worker_id)
         # What lost-worker detection does: the worker leaves the running set.
-        assert await controller._store.set_worker_state(w.worker_id, WorkerState.LOST)
+        assert await controller._store.workers.set_worker_state(w.worker_id, WorkerState.LOST)
         await client.delete(key)
         await anyio.sleep(0.5)  # five periods in which the worker would have beaten
         assert not await client.exists(key)

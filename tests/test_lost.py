@@ -109,8 +109,8 @@ async def stop_beating(worker: Worker) -> None:
 
 
 def resume_beating(worker: Worker) -> None:
-    assert worker._heartbeat is not None and worker._task_group is not None
-    worker._task_group.start_soon(worker._heartbeat.run)
+    assert worker._heartbeat is not None
+    worker._session.task_group.start_soon(worker._heartbeat.run)
 
 
 @pytest.fixture
@@ -167,7 +167,7 @@ async def test_expired_heartbeat_is_lost_and_its_tasks_are_settled(
         assert sorted(t.key for t in popped) == sorted([retried, final])
         # A third task is popped but not yet claimed: it sits in the pending list.
         [pending] = await controller.push_tasks([{"x": 3}])
-        assert await w.store.pop_keys(w.worker_id, 1) == [pending]
+        assert await w._store.tasks.pop_keys(w.worker_id, 1) == [pending]
         # A fourth waits in the worker's own priority queue.
         [mine] = await controller.push_priority_tasks([{"x": 4}], priority=[w.worker_id])
 
@@ -277,13 +277,15 @@ async def test_worker_without_heartbeat_whose_process_is_gone_is_lost(
     store = controller._store
     host = socket.gethostname()
     gone = "dead-pid-worker"
-    await store.register_worker(gone, {"pid": dead_pid(), "hostname": host, "heartbeat": False})
+    await store.workers.register_worker(gone, {"pid": dead_pid(), "hostname": host, "heartbeat": False})
     # Elsewhere a dead pid says nothing: a worker on another host is left alone.
     remote = "remote-worker"
-    await store.register_worker(remote, {"pid": dead_pid(), "hostname": f"not-{host}", "heartbeat": False})
+    await store.workers.register_worker(
+        remote, {"pid": dead_pid(), "hostname": f"not-{host}", "heartbeat": False}
+    )
     [key] = await controller.push_tasks([{"x": 1}])
-    assert await store.pop_keys(gone, 1) == [key]
-    [claimed] = await store.claim(gone, [key])
+    assert await store.tasks.pop_keys(gone, 1) == [key]
+    [claimed] = await store.tasks.claim(gone, [key])
     assert claimed.key == key
 
     # A worker without heartbeat whose process lives (this one) is not lost either.
@@ -579,7 +581,7 @@ async def test_kill_key_stops_a_worker_loop_and_requeues_its_task(
                 tg.start_soon(run_function, w, funcs.async_sleepy)
                 await wait_until_running(controller, key)
                 assert not w.killed
-                await controller._store.request_kill([w.worker_id])
+                await controller._store.workers.request_kill([w.worker_id])
         # run_function returned (the task group closed) with the task still sleeping.
         assert w.killed
         # Still inside the worker: the task is settled on exit.
@@ -623,7 +625,7 @@ async def test_kill_key_makes_a_cli_worker_exit_130(
     proc, key = await cli_worker_running_a_task(
         controller, config, network_id=network_id, wid=wid, tmp_path=tmp_path, processes=processes
     )
-    await controller._store.request_kill([wid])
+    await controller._store.workers.request_kill([wid])
     assert await wait_exit(proc, 10) == 130
     assert (await worker_states(controller))[wid] == "killed"
     row = (await rows(controller))[key]

@@ -228,7 +228,7 @@ async def test_stored_start_arguments_carry_every_option(controller: Controller,
     await controller.start_local_workers(
         1, fun=funcs.square, concurrency=2, heartbeat_period=5, idle_timeout=30, log_level="info"
     )
-    stored = await controller._store.get_start_args()
+    stored = await controller._store.workers.get_start_args()
     assert stored is not None
     spec = WorkerSpec.from_start_args(stored, network_id)
     assert (spec.fun, spec.concurrency, spec.idle_timeout, spec.log_level) == (
@@ -260,7 +260,7 @@ async def test_start_without_fun_uses_the_stored_options_and_overrides_given_one
     spec = controller.local_workers[changed].spec
     assert (spec.concurrency, spec.idle_timeout, spec.log_level) == (2, 60.0, "debug")
     # The stored start arguments did not change.
-    stored = await controller._store.get_start_args()
+    stored = await controller._store.workers.get_start_args()
     assert stored is not None and (stored["idle_timeout"], stored["log_level"]) == (30.0, "warning")
     await controller.wait_for_workers(3, timeout=30)
 

@@ -237,7 +237,7 @@ async def test_push_tasks_stores_seeds_and_popped_tasks_carry_them(
 ) -> None:
     seeds: list[int | None] = [0, 2**64 - 1, None]
     keys = await controller.push_tasks([{"x": i} for i in range(3)], seeds=seeds)
-    hashes = await controller._store.read_tasks(keys)
+    hashes = await controller._store.reads.read_tasks(keys)
     assert [h.get("seed") if h else "missing" for h in hashes] == seeds
     rows = by_key(await controller.fetch_queued_tasks())
     assert [rows[k].get("seed") for k in keys] == seeds
@@ -359,7 +359,7 @@ async def test_late_outcome_of_a_requeued_attempt_is_discarded(
     async with Worker(network_id, config=config) as a, Worker(network_id, config=config) as b:
         assert (await pop(a)).attempt == 1
         # The controller settles a's tasks (as for a lost worker): back to the queue.
-        settled = await controller._store.requeue_worker_tasks(
+        settled = await controller._store.tasks.requeue_worker_tasks(
             a.worker_id, Condition("WorkerLost", "a is gone")
         )
         assert (settled.requeued, settled.failed) == ([key], [])
@@ -372,7 +372,7 @@ async def test_late_outcome_of_a_requeued_attempt_is_discarded(
         assert await b.finish_tasks([key], [{"y": "b"}]) == [True]
         assert await b.finish_tasks([key], [{"y": "again"}]) == [False]
         assert await a.finish_tasks([key], [{"y": "later"}]) == [False]
-    assert await controller._store.finished_keys() == [key]
+    assert await controller._store.reads.finished_keys() == [key]
     assert (await controller.fetch_finished_tasks()).keys == [key]
     row = (await controller.wait_for_tasks([key], timeout=30))[0]
     assert (row["state"], row["y"], row["worker_id"], row["attempts"]) == ("finished", "b", b.worker_id, 2)
@@ -386,17 +386,21 @@ async def test_stale_attempt_on_the_same_worker_is_fenced(
     [key] = await controller.push_tasks([{"x": 1}], max_retries=1)
     async with Worker(network_id, config=config) as w:
         assert (await pop(w)).attempt == 1
-        await controller._store.requeue_worker_tasks(w.worker_id, Condition("WorkerLost", "declared lost"))
+        await controller._store.tasks.requeue_worker_tasks(
+            w.worker_id, Condition("WorkerLost", "declared lost")
+        )
         task = await pop(w)
         assert (task.key, task.attempt) == (key, 2)
         # Outcomes of attempt 1 (as the run loop writes them, tagged with their attempt)
         # arrive while attempt 2 runs on the same worker: both are discarded.
         stale_fail = {"condition": Condition("E", "stale").to_dict()}
-        assert await w.store.complete(w.worker_id, "finished", [(key, 1, {"ys": {"y": "stale"}})]) == [0]
-        assert await w.store.complete(w.worker_id, "failed", [(key, 1, stale_fail)]) == [0]
+        assert await w._store.tasks.complete(w.worker_id, "finished", [(key, 1, {"ys": {"y": "stale"}})]) == [
+            0
+        ]
+        assert await w._store.tasks.complete(w.worker_id, "failed", [(key, 1, stale_fail)]) == [0]
         assert await controller.is_running_task(key) is True
         assert await w.finish_tasks([key], [{"y": "fresh"}]) == [True]
-    assert await controller._store.finished_keys() == [key]
+    assert await controller._store.reads.finished_keys() == [key]
     row = await row_of(controller, key)
     assert (row["state"], row["y"], row["attempts"]) == ("finished", "fresh", 2)
     assert messages(row) == ["declared lost"]
@@ -414,7 +418,7 @@ async def test_late_finish_after_a_retry_is_discarded(
         assert (task.key, task.attempt) == (key, 2)
         assert await a.finish_tasks([key], [{"y": "late"}]) == [False]
         assert await b.finish_tasks([key], [{"y": 2}]) == [True]
-    assert await controller._store.finished_keys() == [key]
+    assert await controller._store.reads.finished_keys() == [key]
     row = await row_of(controller, key)
     assert (row["state"], row["y"], row["worker_id"]) == ("finished", 2, b.worker_id)
     assert messages(row) == ["first try"]
@@ -426,14 +430,15 @@ async def test_late_finish_after_the_task_failed_for_good_is_discarded(
     [key] = await controller.push_tasks([{"x": 1}])  # no retry
     async with Worker(network_id, config=config) as w:
         await pop(w)
-        settled = await controller._store.requeue_worker_tasks(w.worker_id, Condition("WorkerLost", "gone"))
+        gone = Condition("WorkerLost", "gone")
+        settled = await controller._store.tasks.requeue_worker_tasks(w.worker_id, gone)
         assert (settled.requeued, settled.failed) == ([], [key])
         assert await w.finish_tasks([key], [{"y": 1}]) == [False]
     row = await row_of(controller, key)
     assert row["state"] == "failed"
     assert row["condition"] == {"type": "WorkerLost", "message": "gone"}
     assert await controller.n_finished_tasks() == 0
-    assert await controller._store.finished_keys() == []
+    assert await controller._store.reads.finished_keys() == []
 
 
 # -- cancellation ------------------------------------------------------------------------------
@@ -443,7 +448,7 @@ async def test_cancel_queued_priority_and_pending_tasks(
     async with Worker(network_id, config=config) as w:
         [k_pending] = await controller.push_tasks([{"x": 0}])
         # Popped but not yet claimed: in the worker's pending list.
-        assert await w.store.pop_keys(w.worker_id, 1) == [k_pending]
+        assert await w._store.tasks.pop_keys(w.worker_id, 1) == [k_pending]
         [k_shared, k_other] = await controller.push_tasks([{"x": 1}, {"x": 2}])
         [k_prio] = await controller.push_priority_tasks([{"x": 3}], priority=[w.worker_id])
         assert (await controller.fetch_priority_tasks()).keys == [k_prio]
@@ -494,7 +499,7 @@ async def test_cancel_running_task_of_an_in_process_worker(
     assert row["attempts"] == 1
     assert [c["type"] for c in row["conditions"]] == ["Cancelled"]
     assert (await row_of(controller, done.key))["state"] == "finished"
-    assert await controller._store.finished_keys() == [done.key]
+    assert await controller._store.reads.finished_keys() == [done.key]
 
 
 @pytest.mark.parametrize(

@@ -67,16 +67,6 @@ async def populate(store: Store) -> dict[str, list[str]]:
 # -- parts ------------------------------------------------------------------------------------------
 
 
-async def test_flat_names_forward_to_the_part_that_has_them(store: Store) -> None:
-    # TRANSITION: removed with Store.__getattr__.
-    assert store.claim == store.tasks.claim
-    assert store.snapshot == store.reads.snapshot
-    assert store.register_worker == store.workers.register_worker
-    assert store.worker_ids == store.workers.worker_ids
-    with pytest.raises(AttributeError, match="no_such_method"):
-        _ = store.no_such_method
-
-
 def test_chunks_split_by_count_and_by_bytes() -> None:
     assert list(chunks([1] * (2 * CHUNK + 1))) == [(0, CHUNK), (CHUNK, 2 * CHUNK), (2 * CHUNK, 2 * CHUNK + 1)]
     big = 20 * 1024 * 1024

@@ -119,10 +119,10 @@ async def test_a_reconnect_alone_does_not_stop_the_worker(
 ) -> None:
     async with Worker(network_id, config=config) as w:
         channel = Keys(network_id).terminate_signal(w.worker_id)
-        before = w._events().counter(channel)
+        before = w._session.events.counter(channel)
         await raw.execute_command("CLIENT", "KILL", "TYPE", "pubsub")
         # The listener notices the drop and bumps every channel once it is back.
-        await eventually(lambda: w._events().counter(channel) != before, "the listener reconnects")
+        await eventually(lambda: w._session.events.counter(channel) != before, "the listener reconnects")
         await anyio.sleep(0.1)  # the watcher has read the (absent) stop keys
         assert not w.terminated and not w.killed and not w.drain_requested
 
@@ -171,12 +171,11 @@ async def _run(w: Worker) -> None:
     await run_function(w, funcs.async_sleepy)
 
 
-async def test_mark_killed_is_a_deprecated_alias(
+async def test_set_killed_records_a_kill(
     controller: Controller, config: RedisConfig, network_id: str
 ) -> None:
     async with Worker(network_id, config=config) as w:
-        with pytest.deprecated_call():
-            w.mark_killed()
+        w.set_killed()
         assert w.killed and components(w).stop.final_state is WorkerState.KILLED
 
 

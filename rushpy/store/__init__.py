@@ -16,8 +16,6 @@ state collections hold bare task keys (uuid hex); the hash of key ``k`` is
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
 from redis.asyncio import Redis
 
 from rushpy.keys import Keys
@@ -43,16 +41,7 @@ __all__ = [
     "new_worker_id",
 ]
 
-if TYPE_CHECKING:
-    # TRANSITION: removed by the lead. Lets the type checker see the flat names
-    # that Store.__getattr__ forwards; at run time Store derives from object.
-    class _Flat(TaskStore, ReadStore, WorkerStore):
-        pass
-else:
-    _Flat = object
-
-
-class Store(_Flat):
+class Store:
     """Task and worker operations of one network on one Redis client.
 
     Args:
@@ -94,19 +83,3 @@ class Store(_Flat):
 
         """
         return await delete_network(self.tasks, keep_workers=keep_workers)
-
-    # TRANSITION: removed by the lead once callers use store.tasks / store.reads / store.workers.
-    async def delete_all(self, *, keep_workers: bool = False) -> int:
-        """Deprecated name of :meth:`reset`."""
-        return await self.reset(keep_workers=keep_workers)
-
-    # TRANSITION: removed by the lead. Forwards a flat name (store.claim) to the
-    # part that has it (store.tasks.claim) while the callers are restructured.
-    def __getattr__(self, name: str) -> Any:
-        for part in ("tasks", "reads", "workers"):
-            store = self.__dict__.get(part)
-            if store is not None and name in type(store).__dict__:
-                return getattr(store, name)
-        if name == "worker_ids":
-            return self.workers.worker_ids
-        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")

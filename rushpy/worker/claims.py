@@ -154,7 +154,7 @@ class Claims:
                 del self._delivered[:n]
                 tasks = await self._claim(keys)
             else:
-                tasks = await self._claim(await self._store.pop_keys(self._worker_id, n))
+                tasks = await self._claim(await self._store.tasks.pop_keys(self._worker_id, n))
             if tasks:
                 return tasks
             if self._stop.drain_requested:
@@ -193,7 +193,7 @@ class Claims:
         delivered = False
         try:
             with move.scope:
-                key = await self._store.block_move(move.source, self._worker_id, BLOCK_SLICE)
+                key = await self._store.tasks.block_move(move.source, self._worker_id, BLOCK_SLICE)
                 if key is not None:
                     self._delivered.append(key)
                     delivered = True
@@ -214,7 +214,7 @@ class Claims:
         if self._active_pops != 1:
             return
         await self.stop_moves()
-        await self._store.release_pending(self._worker_id)
+        await self._store.tasks.release_pending(self._worker_id)
         self._delivered.clear()
 
     async def stop_moves(self) -> None:
@@ -239,7 +239,7 @@ class Claims:
         self._claims_in_flight += 1
         self._no_claim_in_flight.clear()
         try:
-            tasks = await self._store.claim(self._worker_id, keys)
+            tasks = await self._store.tasks.claim(self._worker_id, keys)
         except WorkerNotRunningError:
             raise
         except Exception:
@@ -259,11 +259,11 @@ class Claims:
         self._claim_gate.clear()
         try:
             await self._no_claim_in_flight.wait()
-            running, stale = await self._store.worker_running_keys(self._worker_id)
+            running, stale = await self._store.tasks.worker_running_keys(self._worker_id)
             for key in stale:
                 self._tracker.forget(key)
             orphans = [k for k in running if k not in self._tracker]
-            rows = await self._store.read_tasks(orphans)
+            rows = await self._store.reads.read_tasks(orphans)
             self._claim_uncertain = False
         finally:
             self._claim_gate.set()

@@ -1,7 +1,12 @@
 """The :class:`Worker`: a network client that registers, pops tasks and records results.
 
 The worker is assembled from components with one job each, and this module
-wires them to the connection it inherits:
+wires them together:
+
+- :class:`~rushpy.session.Session`: the connection, the event listener and
+  the task group of its background work;
+- :class:`~rushpy.reads.Reads`: every read method (decentralized workers read
+  everything a controller reads);
 
 - :class:`~rushpy.worker.stop.StopState`: whether and how to stop, fed by
   every stop source;
@@ -11,13 +16,13 @@ wires them to the connection it inherits:
 - :class:`~rushpy.worker.tracking.TaskTracker`: attempts and cancellations of
   the claimed tasks.
 
-Background work (the heartbeat, the blocking moves, the stop-request watcher)
-runs in one anyio task group that the worker opens on entry and cancels on exit.
+Background work (the listener, the heartbeat, the blocking moves, the
+stop-request watcher) runs in the session's task group, cancelled first on
+exit, before the worker records how it ended.
 """
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
@@ -28,11 +33,14 @@ import anyio.abc
 
 from rushpy.config import RedisConfig, heartbeat_settings, validate_identifier
 from rushpy.errors import TaskError
-from rushpy.keys import DEFAULT_PREFIX
+from rushpy.keys import DEFAULT_PREFIX, Keys
 from rushpy.logs import get_logger
+from rushpy.lost import LostWorkerDetector
 from rushpy.models import Condition, PoppedTask
-from rushpy.reader import NetworkClient
-from rushpy.store import new_worker_id
+from rushpy.read_methods import ReadMethods
+from rushpy.reads import LostWatch, Reads
+from rushpy.session import Session
+from rushpy.store import DEFAULT_MAX_TASK_BYTES, new_worker_id
 from rushpy.validation import check_timeout
 from rushpy.worker.backoff import Backoff
 from rushpy.worker.claims import Claims
@@ -70,7 +78,7 @@ def components(worker: Worker) -> Components:
     return worker._components
 
 
-class Worker(NetworkClient):
+class Worker(ReadMethods):
     """A worker of a network.
 
     Example:
@@ -87,6 +95,8 @@ class Worker(NetworkClient):
         heartbeat_period: Seconds between heartbeats; ``None`` keeps no heartbeat.
         heartbeat_expire: Seconds after the last beat at which the heartbeat key
             expires (default three periods; at least two).
+        max_task_bytes: Largest encoded size of one task's results or condition
+            (and of tasks it creates); a bigger one raises ``TaskError``.
 
     Attributes:
         worker_id: Id the worker registered under.
@@ -103,44 +113,75 @@ class Worker(NetworkClient):
         prefix: str = DEFAULT_PREFIX,
         heartbeat_period: float | None = None,
         heartbeat_expire: float | None = None,
+        max_task_bytes: int = DEFAULT_MAX_TASK_BYTES,
     ) -> None:
         self.heartbeat = heartbeat_settings(heartbeat_period, heartbeat_expire)
         self.worker_id = validate_identifier(worker_id or new_worker_id(), "worker id")
-        super().__init__(network_id, config, prefix=prefix)
+        self._keys = Keys(network_id, prefix)
+        self._session = Session(
+            network_id,
+            config,
+            prefix=prefix,
+            channels=self._stop_channels(),
+            on_event=self._on_event,
+            owner="Worker",
+            max_task_bytes=max_task_bytes,
+        )
+        self._store = self._session.store
+        self._reads = Reads(self._session)
+        self._lost = LostWorkerDetector(self._store)
+        self._lost_watch = LostWatch(detect=self._lost.detect, workers_left=self._lost.workers_left)
         self._stop = StopState(self.worker_id)
         self._tracker = TaskTracker()
-        self._claims = Claims(self.store, self.keys, self.worker_id, self._stop, self._tracker)
-        self._results = Results(self.store, self.worker_id, self._tracker)
+        self._claims = Claims(self._store, self._keys, self.worker_id, self._stop, self._tracker)
+        self._results = Results(self._store, self.worker_id, self._tracker)
         self._components = Components(self._stop, self._tracker, self._results)
         self._heartbeat = (
             None
             if self.heartbeat is None
-            else Heartbeat(self.store, self.worker_id, *self.heartbeat, stop=self._stop)
+            else Heartbeat(self._store, self.worker_id, *self.heartbeat, stop=self._stop)
         )
-        self._task_group: anyio.abc.TaskGroup | None = None
 
-    # -- events (the base class's listener) ---------------------------------------------
+    @property
+    def network_id(self) -> str:
+        """Id of the network."""
+        return self._keys.network_id
+
+    @property
+    def config(self) -> RedisConfig:
+        """Server settings."""
+        return self._session.config
+
+    def __repr__(self) -> str:
+        return f"Worker(network_id={self.network_id!r}, worker_id={self.worker_id!r}, config={self.config})"
+
+    async def detect_lost_workers(self) -> list[str]:
+        """Find workers that are gone and settle their tasks; returns the ids found in this call.
+
+        As :meth:`Controller.detect_lost_workers <rushpy.Controller.detect_lost_workers>`,
+        without restarts: a worker loop can watch its peers.
+        """
+        return await self._lost.detect()
+
+    # -- events -------------------------------------------------------------------------
     def _stop_channels(self) -> list[str]:
         return [
-            self.keys.terminate_signal(self.worker_id),
-            self.keys.terminate_all,
-            self.keys.kill_signal(self.worker_id),
+            self._keys.terminate_signal(self.worker_id),
+            self._keys.terminate_all,
+            self._keys.kill_signal(self.worker_id),
         ]
 
-    def _channels(self) -> list[str]:
-        return [self.keys.events, *self._stop_channels()]
-
     def _on_event(self, channel: str, data: bytes) -> None:
-        super()._on_event(channel, data)
-        if channel == self.keys.events:
+        self._reads.on_event(channel, data)
+        if channel == self._keys.events:
             if data.startswith(b"C "):
                 for raw in data[2:].split(b" "):
                     self._tracker.cancel(raw.decode())
-        elif channel == self.keys.kill_signal(self.worker_id):
+        elif channel == self._keys.kill_signal(self.worker_id):
             self._stop.kill("kill requested through the network")
-        elif channel == self.keys.terminate_all:
+        elif channel == self._keys.terminate_all:
             self._stop.request_drain()
-        elif channel == self.keys.terminate_signal(self.worker_id):
+        elif channel == self._keys.terminate_signal(self.worker_id):
             self._stop.terminate("terminate requested through the network")
 
     async def _watch_stop_requests(self) -> None:
@@ -151,7 +192,7 @@ class Worker(NetworkClient):
         message (some may have been missed): reading the keys then catches a
         request sent while it was away.
         """
-        events = self._events()
+        events = self._session.events
         channels = self._stop_channels()
         backoff = Backoff("reading stop requests")
         seen = [events.counter(c) for c in channels]
@@ -163,7 +204,7 @@ class Worker(NetworkClient):
                     # Taken before the read: a message during the read moves past it.
                     seen = [events.counter(c) for c in channels]
                     owed = True
-                own, drain, kill = await self.store.stop_requests(self.worker_id)
+                own, drain, kill = await self._store.workers.stop_requests(self.worker_id)
             except Exception as exc:  # Redis unreachable: retried after a pause
                 await backoff.failed(exc)
                 continue
@@ -173,17 +214,16 @@ class Worker(NetworkClient):
 
     # -- life cycle ---------------------------------------------------------------------
     async def __aenter__(self) -> Worker:
-        await super().__aenter__()
-        self._task_group = anyio.create_task_group()
-        await self._task_group.__aenter__()
+        await self._session.__aenter__()
         try:
-            self._claims.start(self._task_group)
-            await register(self.store, self.worker_id, self.heartbeat)
+            task_group = self._session.task_group
+            self._claims.start(task_group)
+            await register(self._store, self.worker_id, self.heartbeat)
             if self._heartbeat is not None:
-                self._task_group.start_soon(self._heartbeat.run, name=f"rushpy-heartbeat-{self.worker_id}")
-            self._task_group.start_soon(self._watch_stop_requests, name=f"rushpy-stop-{self.worker_id}")
+                task_group.start_soon(self._heartbeat.run, name=f"rushpy-heartbeat-{self.worker_id}")
+            task_group.start_soon(self._watch_stop_requests, name=f"rushpy-stop-{self.worker_id}")
             # Requests made before the worker subscribed (a drain set by push_tasks).
-            own, drain, kill = await self.store.stop_requests(self.worker_id)
+            own, drain, kill = await self._store.workers.stop_requests(self.worker_id)
             self._stop.update(terminate=own, drain=drain, kill=kill)
         except BaseException as exc:
             await self.__aexit__(type(exc), exc, exc.__traceback__)
@@ -197,22 +237,19 @@ class Worker(NetworkClient):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        task_group, self._task_group = self._task_group, None
         try:
-            if task_group is not None:
-                # Entered before the shielded scope below, so left before it opens.
-                # Its tasks end at once when cancelled (a cancelled blocking move
-                # drops its connection), so leaving it takes no deadline.
-                task_group.cancel_scope.cancel()
-                await task_group.__aexit__(None, None, None)
+            # Its tasks end at once when cancelled (a cancelled blocking move drops
+            # its connection), so stopping them takes no deadline.
+            await self._session.stop_tasks()
         finally:
-            self._claims.close()
-            # Runs even when the caller is being cancelled, within a deadline.
-            with anyio.CancelScope(shield=True) as scope:
-                scope.deadline = anyio.current_time() + EXIT_TIMEOUT
-                await record_exit(self.store, self.worker_id, self._stop.final_state)
-            # Outside the scope above: the connection's own scopes were entered before it.
-            await super().__aexit__(exc_type, exc, tb)
+            try:
+                self._claims.close()
+                # Runs even when the caller is being cancelled, within a deadline.
+                with anyio.CancelScope(shield=True) as scope:
+                    scope.deadline = anyio.current_time() + EXIT_TIMEOUT
+                    await record_exit(self._store, self.worker_id, self._stop.final_state)
+            finally:
+                await self._session.__aexit__(exc_type, exc, tb)
 
     # -- stopping -----------------------------------------------------------------------
     @property
@@ -249,13 +286,6 @@ class Worker(NetworkClient):
         The worker command line calls it on a second SIGINT.
         """
         self._stop.kill()
-
-    def mark_killed(self) -> None:
-        """Deprecated alias of :meth:`set_killed`."""
-        warnings.warn(
-            "Worker.mark_killed() is deprecated: use Worker.set_killed()", DeprecationWarning, stacklevel=2
-        )
-        self.set_killed()
 
     def is_cancelled(self, key: str) -> bool:
         """Whether a task this worker claimed was cancelled (``Controller.cancel_tasks``).

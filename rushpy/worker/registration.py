@@ -37,8 +37,9 @@ async def register(store: Store, worker_id: str, heartbeat: tuple[float, float] 
     }
     if heartbeat is not None:
         info["heartbeat_period"], info["heartbeat_expire"] = heartbeat
-    await store.register_worker(worker_id, info, heartbeat_expire=None if heartbeat is None else heartbeat[1])
-    await store.publish_event()
+    expire = None if heartbeat is None else heartbeat[1]
+    await store.workers.register_worker(worker_id, info, heartbeat_expire=expire)
+    await store.workers.publish_event()
 
 
 class Heartbeat:
@@ -71,7 +72,7 @@ class Heartbeat:
             while True:
                 await anyio.sleep(self.period)
                 try:
-                    alive = await self._store.beat(self._worker_id, self.expire)
+                    alive = await self._store.workers.beat(self._worker_id, self.expire)
                 except Exception as exc:  # keep beating through passing faults
                     log.warning("heartbeat failed; retrying", error=str(exc))
                     continue
@@ -99,7 +100,7 @@ async def record_exit(store: Store, worker_id: str, final_state: WorkerState) ->
     """
     verb = "killed" if final_state is WorkerState.KILLED else "exited"
     try:
-        settled = await store.requeue_worker_tasks(
+        settled = await store.tasks.requeue_worker_tasks(
             worker_id,
             Condition(f"Worker{verb.capitalize()}", f"worker {worker_id} {verb} while running the task"),
         )
@@ -113,6 +114,6 @@ async def record_exit(store: Store, worker_id: str, final_state: WorkerState) ->
             "tasks interrupted by the exit", requeued=len(settled.requeued), failed=len(settled.failed)
         )
     with contextlib.suppress(Exception):
-        await store.set_worker_state(worker_id, final_state)
-        await store.unregister(worker_id)
-        await store.publish_event()
+        await store.workers.set_worker_state(worker_id, final_state)
+        await store.workers.unregister(worker_id)
+        await store.workers.publish_event()

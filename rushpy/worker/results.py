@@ -48,7 +48,7 @@ class Results:
         xss = check_mappings(xss, "xss")
         extras = broadcast(xss, xss_extra, "xss_extra")
         tasks = [{"xs": xs, "xs_extra": extra} for xs, extra in zip(xss, extras, strict=True)]
-        keys = await self._store.create_running(self._worker_id, tasks)
+        keys = await self._store.tasks.create_running(self._worker_id, tasks)
         for key in keys:
             self._tracker.claimed(key, 1)
         return keys
@@ -97,7 +97,7 @@ class Results:
             (a failure with attempts left), 0 discarded.
 
         """
-        codes = await self._store.complete(self._worker_id, state, items)
+        codes = await self._store.tasks.complete(self._worker_id, state, items)
         for key, _, _ in items:
             self._tracker.forget(key)
         return codes
