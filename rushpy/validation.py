@@ -116,7 +116,12 @@ def check_keys(keys: Any) -> list[str]:
 
 
 def check_timeout(timeout: Any, *, allow_none: bool) -> None:
-    """Check a timeout in seconds (``None`` allowed when ``allow_none``)."""
+    """Check a timeout in seconds (``None`` allowed when ``allow_none``).
+
+    Raises:
+        ConfigError: not a number >= 0; like every other bad duration.
+
+    """
     if timeout is None and allow_none:
         return
     if (
@@ -126,7 +131,7 @@ def check_timeout(timeout: Any, *, allow_none: bool) -> None:
         or timeout < 0
     ):
         hint = "a number of seconds >= 0" + (" or None to wait forever" if allow_none else "")
-        raise TaskError(f"invalid timeout {timeout!r}: use {hint}")
+        raise ConfigError(f"invalid timeout {timeout!r}: use {hint}")
 
 
 def check_positive_seconds(value: Any, name: str) -> float:

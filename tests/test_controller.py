@@ -449,7 +449,7 @@ async def test_fetch_new_tasks_timeout_returns_empty_table(controller: Controlle
         new = await controller.fetch_new_tasks(timeout=0.2)
     assert isinstance(new, rushpy.Table)
     assert len(new) == 0
-    with pytest.raises(rushpy.TaskError, match="invalid timeout"):
+    with pytest.raises(rushpy.ConfigError, match="invalid timeout"):
         await controller.fetch_new_tasks(timeout=-1)
 
 

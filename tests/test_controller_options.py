@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from rushpy import ConfigError, Controller, RedisConfig, TaskError
+from rushpy import ConfigError, Controller, RedisConfig, TaskError, Worker
 
 
 async def test_max_task_bytes_reaches_the_store(config: RedisConfig, network_id: str) -> None:
@@ -27,3 +27,24 @@ async def test_an_error_in_the_block_comes_out_unwrapped(config: RedisConfig, ne
     with pytest.raises(KeyError, match="boom"):
         async with Controller(network_id, config=config, detect_lost_every=0.05):
             raise KeyError("boom")
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda c, w: c.wait_for_tasks([], timeout=-1),
+        lambda c, w: c.wait_for_new_tasks(timeout=-1),
+        lambda c, w: c.fetch_new_tasks(timeout=float("nan")),
+        lambda c, w: c.wait_for_workers(1, timeout="soon"),
+        lambda c, w: w.pop_tasks(1, timeout=-0.5),
+        lambda c, w: w.pop_tasks(0),
+        lambda c, w: w.wait_for_tasks([], timeout=-1),
+    ],
+)
+async def test_a_bad_duration_or_count_is_a_config_error_everywhere(
+    controller: Controller, config: RedisConfig, network_id: str, call: object
+) -> None:
+    """The same mistake raises the same error class, on the controller and on a worker."""
+    async with Worker(network_id, config=config) as worker:
+        with pytest.raises(ConfigError):
+            await call(controller, worker)  # type: ignore[operator]

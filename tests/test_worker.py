@@ -14,7 +14,7 @@ import pytest
 import redis.asyncio
 
 import rushpy
-from rushpy import Controller, RedisConfig, TaskError, Worker, run_function
+from rushpy import ConfigError, Controller, RedisConfig, TaskError, Worker, run_function
 from rushpy.keys import Keys
 from tests import funcs
 
@@ -135,7 +135,7 @@ async def test_pop_tasks_rejects_invalid_n(
 ) -> None:
     async with Worker(network_id, config=config) as w:
         await controller.push_tasks([{"x": 1}])
-        with pytest.raises(TaskError, match="invalid n"):
+        with pytest.raises(ConfigError, match="invalid n"):
             await w.pop_tasks(n, timeout=0)
         # Nothing was popped by the rejected call.
         assert (await controller.status()).n_queued_tasks == 1
@@ -146,9 +146,9 @@ async def test_pop_rejects_invalid_timeout(
     controller: Controller, config: RedisConfig, network_id: str, timeout: Any
 ) -> None:
     async with Worker(network_id, config=config) as w:
-        with anyio.fail_after(2), pytest.raises(TaskError, match="timeout"):
+        with anyio.fail_after(2), pytest.raises(ConfigError, match="timeout"):
             await w.pop_task(timeout=timeout)
-        with anyio.fail_after(2), pytest.raises(TaskError, match="timeout"):
+        with anyio.fail_after(2), pytest.raises(ConfigError, match="timeout"):
             await w.pop_tasks(2, timeout=timeout)
 
 

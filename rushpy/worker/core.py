@@ -32,7 +32,7 @@ import anyio
 import anyio.abc
 
 from rushpy.config import RedisConfig, heartbeat_settings, validate_identifier
-from rushpy.errors import TaskError
+from rushpy.errors import ConfigError
 from rushpy.keys import DEFAULT_PREFIX, Keys
 from rushpy.logs import get_logger
 from rushpy.lost import LostWorkerDetector
@@ -314,11 +314,11 @@ class Worker(ReadMethods):
         returns early (empty) when the worker is terminated.
 
         Raises:
-            TaskError: ``n`` is not an integer >= 1, or ``timeout`` not >= 0.
+            ConfigError: ``n`` is not an integer >= 1, or ``timeout`` not >= 0.
 
         """
         if not isinstance(n, int) or isinstance(n, bool) or n < 1:
-            raise TaskError(f"invalid n={n!r}: pop at least 1 task")
+            raise ConfigError(f"invalid n={n!r}: pop at least 1 task")
         check_timeout(timeout, allow_none=True)
         return await self._claims.pop(n, timeout)
 
