@@ -46,7 +46,11 @@ class ResultCache:
         self._consumed = 0
         # Finished keys announced on the events channel, by index in the finished
         # list: a waiter reads exactly those hashes, skipping the LRANGE round trip.
+        # Kept only while someone waits (``listening``): a worker that never waits
+        # for results would otherwise decode and keep every announcement for ever.
         self._announced: dict[int, str] = {}
+        self.listening = 0
+        """Coroutines waiting for new results; announcements are kept only while > 0."""
         self.rows_read = 0
         """Finished-list entries read from Redis so far (for tests and diagnostics)."""
 
@@ -60,13 +64,13 @@ class ResultCache:
         """Whether cached rows exist that :meth:`take_new` has not returned."""
         return len(self._rows) > self._consumed
 
-    def announce(self, first: int, keys: Sequence[str]) -> None:
-        """Remember keys announced at list indexes ``first, first + 1, ...``."""
-        if first + len(keys) <= self._offset:
-            return  # already read
+    def announce(self, first: int, keys: Sequence[bytes]) -> None:
+        """Remember keys announced at list indexes ``first, first + 1, ...`` (while someone listens)."""
+        if not self.listening or first + len(keys) <= self._offset:
+            return  # nobody waits, or already read
         for i, key in enumerate(keys):
             if first + i >= self._offset:
-                self._announced[first + i] = key
+                self._announced[first + i] = key.decode()
 
     async def update(self, *, announced_only: bool = False) -> int:
         """Read finished tasks past the offset; returns how many list entries were read.

@@ -88,7 +88,7 @@ class Reads:
             first = int(parts[1])
         except ValueError:
             return
-        self.cache.announce(first, [p.decode() for p in parts[2:]])
+        self.cache.announce(first, parts[2:])
 
     # -- counts ---------------------------------------------------------------------
     async def status(self) -> NetworkStatus:
@@ -180,15 +180,19 @@ class Reads:
         channel = self._session.keys.events
         deadline = None if timeout is None else time.monotonic() + timeout
         woken = False
-        while True:
-            seen = events.counter(channel)
-            await self.cache.update(announced_only=woken)
-            if self.cache.has_new:
-                return True
-            remaining = None if deadline is None else deadline - time.monotonic()
-            if remaining is not None and remaining <= 0:
-                return False
-            woken = await events.wait([channel], [seen], remaining)
+        self.cache.listening += 1
+        try:
+            while True:
+                seen = events.counter(channel)
+                await self.cache.update(announced_only=woken)
+                if self.cache.has_new:
+                    return True
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return False
+                woken = await events.wait([channel], [seen], remaining)
+        finally:
+            self.cache.listening -= 1
 
     # -- waiting for given tasks -------------------------------------------------------
     async def wait_for_tasks(

@@ -76,10 +76,12 @@ async def test_missing_hash_does_not_shift_the_cache(controller: Controller) -> 
 
 async def test_missing_hash_does_not_shift_announced_reads(controller: Controller) -> None:
     """The events-channel shortcut (keys announced with their list index) stays aligned."""
+    cache = controller._reads.cache
+    cache.listening += 1  # as a waiter does: announcements are kept only while someone waits
     first, second = await controller.push_finished_tasks([{"x": 1}, {"x": 2}], [{"y": 1}, {"y": 2}])
     await controller._store.client.delete(controller._keys.task(first))
-    cache = controller._reads.cache
     await eventually(lambda: 1 in cache._announced, "the announcement of both finished tasks")
+    cache.listening -= 1
     assert await cache.update(announced_only=True) == 2
     assert cache.offset == 2
     assert [r["key"] for r in await controller.fetch_new_tasks()] == [second]
@@ -124,3 +126,24 @@ async def test_concurrent_wait_for_new_tasks_sees_each_result_once(
             keys += await controller.push_finished_tasks([{"x": i}], [{"y": i}])
             await anyio.sleep(0.01)
     assert sorted(got) == sorted(keys)
+
+
+async def test_announcements_are_kept_only_while_someone_waits(
+    controller: Controller, config: RedisConfig, network_id: str
+) -> None:
+    """A worker that never waits for results keeps no announcement (no unbounded growth)."""
+    async with Worker(network_id, config=config) as worker:
+        await controller.push_finished_tasks([{"x": i} for i in range(50)], [{"y": i} for i in range(50)])
+        with anyio.fail_after(5):
+            assert await controller.wait_for_new_tasks(timeout=5)
+        assert controller._reads.cache.listening == 0
+        channel = controller._keys.events
+        before = [c._session.events.counter(channel) for c in (controller, worker)]
+        await controller.push_finished_tasks([{"x": 1}], [{"y": 1}])
+        for client, seen in zip((controller, worker), before, strict=True):
+            await eventually(
+                lambda c=client, n=seen: c._session.events.counter(channel) > n, "the announcement arrives"
+            )
+        assert worker._reads.cache._announced == {}
+        assert controller._reads.cache._announced == {}
+        assert len(await worker.fetch_finished_tasks()) == 51
