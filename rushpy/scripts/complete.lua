@@ -60,7 +60,7 @@ for t = 5, #KEYS do
     out[#out + 1] = redis.call("HGET", hash, "done") == token and 1 or 0
   elseif failing then
     local done = {"done", token}
-    if retry_or_fail(hash, key, ARGV[pos], decoded[t], KEYS[2], done, field_args(done, common, {}, pos)) then
+    if retry_or_fail(hash, key, ARGV[pos], decoded[t], KEYS[2], done, field_args({"done", token}, common, {}, pos)) then
       redis.call("RPUSH", KEYS[4], key)
       out[#out + 1] = 2
     else
