@@ -125,7 +125,8 @@ class RedisConfig(BaseModel):
         """Parse a ``redis://``, ``rediss://`` or ``unix://`` URL.
 
         Forms: ``redis://[user[:password]@]host[:port][/db]``, ``rediss://...`` (TLS),
-        ``unix:///path/to.sock[?db=N]``.
+        ``unix:///path/to.sock[?db=N]``. A ``reconnect_budget=S`` query parameter
+        sets :attr:`reconnect_budget` (so workers started from a URL get it too).
 
         A URL without a password takes it from ``RUSHPY_REDIS_PASSWORD`` when set.
 
@@ -170,6 +171,15 @@ class RedisConfig(BaseModel):
             raise ConfigError(
                 f"invalid Redis URL {_mask(url)!r}: database {db_text!r} is not a number; use e.g. /0"
             ) from None
+        if "reconnect_budget" in query:
+            budget = query["reconnect_budget"]
+            try:
+                fields["reconnect_budget"] = float(budget)
+            except ValueError:
+                raise ConfigError(
+                    f"invalid Redis URL {_mask(url)!r}: reconnect_budget={budget!r} is not a number "
+                    "of seconds; use e.g. ?reconnect_budget=30"
+                ) from None
         fields.update(overrides)
         return cls(**fields)
 
@@ -192,10 +202,16 @@ class RedisConfig(BaseModel):
             if include_password and self.password:
                 auth += ":" + quote(self.password.get_secret_value(), safe="")
             auth += "@"
+        # Only a budget other than the default goes in the URL, so the common URL stays short.
+        query = (
+            []
+            if self.reconnect_budget == DEFAULT_RECONNECT_BUDGET
+            else [f"reconnect_budget={self.reconnect_budget:g}"]
+        )
         if self.scheme == "unix":
-            return f"unix://{auth}{self.path}?db={self.db}"
+            return f"unix://{auth}{self.path}?" + "&".join([f"db={self.db}", *query])
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{self.scheme}://{auth}{host}:{self.port}/{self.db}"
+        return f"{self.scheme}://{auth}{host}:{self.port}/{self.db}" + "".join(f"?{q}" for q in query)
 
     def __str__(self) -> str:
         return self.to_url()

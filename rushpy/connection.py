@@ -6,8 +6,10 @@ whose commands and pipelines ride out an outage of up to
 seconds (sent again on a fresh connection, with backoff) and then raise
 :class:`~rushpy.errors.ConnectionFailedError`, never a raw
 ``redis.exceptions`` connection, timeout, authentication or protocol error.
-``ResponseError`` (the server answered with an error, ``NoScriptError``
-included) passes through unchanged: the store handles it.
+A ``ResponseError`` (the server answered a command with an error: a wrong
+key type, out of memory, a read-only replica) becomes
+:class:`~rushpy.errors.ServerError`; only ``NoScriptError`` passes through,
+because the store answers it by loading its scripts again.
 """
 
 from __future__ import annotations
@@ -28,13 +30,14 @@ from redis.exceptions import (
     AuthenticationError,
     AuthorizationError,
     InvalidResponse,
+    NoScriptError,
     ResponseError,
 )
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from rushpy.config import RedisConfig
-from rushpy.errors import ConnectionFailedError
+from rushpy.errors import ConnectionFailedError, ServerError
 
 __all__ = [
     "TRANSLATED_ERRORS",
@@ -151,6 +154,10 @@ class RushClient(Redis):
             return await super().execute_command(*args, **options)  # type: ignore[no-untyped-call]
         except TRANSLATED_ERRORS as exc:
             raise connection_failed(self.config, exc, time.monotonic() - started) from exc
+        except NoScriptError:
+            raise  # the store loads its scripts again
+        except ResponseError as exc:
+            raise _server_error(self.config, args[0] if args else "?", exc) from exc
 
     def pipeline(self, transaction: bool = True, shard_hint: str | None = None) -> RushPipeline:
         """A pipeline whose ``execute`` translates connection problems like the client."""
@@ -171,6 +178,19 @@ class RushPipeline(Pipeline):
             return await super().execute(raise_on_error)
         except TRANSLATED_ERRORS as exc:
             raise connection_failed(self.config, exc, time.monotonic() - started) from exc
+        except NoScriptError:
+            raise  # the store loads its scripts again
+        except ResponseError as exc:
+            raise _server_error(self.config, "a pipelined command", exc) from exc
+
+
+def _server_error(config: RedisConfig, command: object, exc: ResponseError) -> ServerError:
+    """``exc`` (the server answered ``command`` with an error) as a :class:`ServerError`."""
+    name = command.decode() if isinstance(command, bytes) else str(command)
+    return ServerError(
+        f"the server at {config} answered {name} with an error: {exc}; check the server's log, "
+        "its memory (maxmemory) and whether it accepts writes (a read-only replica)"
+    )
 
 
 try:
@@ -326,7 +346,7 @@ async def check_connection(config: RedisConfig) -> None:
             f"cannot reach Redis at {config} ({cause or exc}); start a server there, set "
             "RUSHPY_REDIS_URL to one that runs, or use rushpy.EmbeddedServer"
         ) from cause
-    except ResponseError as exc:
-        raise ConnectionFailedError(f"server {config} answered PING with an error: {exc}") from exc
+    except ServerError as exc:
+        raise ConnectionFailedError(f"server {config} answered PING with an error: {exc.__cause__}") from exc
     finally:
         await probe.aclose()

@@ -386,3 +386,24 @@ def test_reconnect_budget_default_and_validation() -> None:
     for bad in (-1, float("inf"), float("nan"), "soon"):
         with pytest.raises(ConfigError, match="reconnect_budget"):
             RedisConfig(reconnect_budget=bad)
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["redis://h:6379/2?reconnect_budget=2.5", "unix:///tmp/r.sock?db=3&reconnect_budget=0"],
+)
+def test_reconnect_budget_round_trips_through_the_url(url: str) -> None:
+    config = RedisConfig.from_url(url)
+    assert config.reconnect_budget in (2.5, 0.0)
+    assert config.to_url() == url
+    assert RedisConfig.from_url(config.to_url()) == config
+
+
+def test_default_reconnect_budget_stays_out_of_the_url() -> None:
+    assert RedisConfig.from_url("redis://h:6379/0").to_url() == "redis://h:6379/0"
+
+
+@pytest.mark.parametrize("value", ["soon", "-1", "inf"])
+def test_invalid_reconnect_budget_in_a_url_is_a_config_error(value: str) -> None:
+    with pytest.raises(ConfigError, match="reconnect_budget"):
+        RedisConfig.from_url(f"redis://h:6379/0?reconnect_budget={value}")

@@ -15,9 +15,9 @@ from typing import Any
 import anyio
 import pytest
 from pydantic import SecretStr
-from redis.exceptions import ResponseError
+from redis.exceptions import NoScriptError, ResponseError
 
-from rushpy import ConnectionFailedError, Controller, EmbeddedServer, RedisConfig
+from rushpy import ConnectionFailedError, Controller, EmbeddedServer, RedisConfig, ServerError
 from rushpy.connection import check_connection, create_client
 
 BUDGET = 1.0
@@ -171,15 +171,23 @@ async def test_wrong_password_is_not_retried() -> None:
         assert "wrong" not in str(info.value)
 
 
-async def test_server_error_replies_pass_through(config: RedisConfig) -> None:
-    # ResponseError (and NoScriptError) stay redis-py's: the store handles them.
+async def test_error_replies_are_server_errors_except_noscript(config: RedisConfig) -> None:
+    # Error replies become ServerError naming the command; NoScriptError stays
+    # redis-py's, because the store answers it by loading its scripts again.
     client = create_client(config)
     try:
-        with pytest.raises(ResponseError):
+        with pytest.raises(ServerError, match="NO-SUCH-COMMAND") as info:
             await client.execute_command("NO-SUCH-COMMAND")
-        with pytest.raises(ResponseError):
+        assert isinstance(info.value.__cause__, ResponseError)
+        with pytest.raises(ServerError, match="pipelined"):
             async with client.pipeline(transaction=False) as pipe:
                 pipe.execute_command("NO-SUCH-COMMAND")
+                await pipe.execute()
+        with pytest.raises(NoScriptError):
+            await client.evalsha("0" * 40, 0)
+        with pytest.raises(NoScriptError):
+            async with client.pipeline(transaction=False) as pipe:
+                pipe.evalsha("0" * 40, 0)
                 await pipe.execute()
     finally:
         await client.aclose()
@@ -237,3 +245,13 @@ async def test_waiting_method_raises_once_the_budget_is_spent(waiter: Waiter) ->
                     await waiter(rush, keys)
     assert str(server.port) in str(info.value)
     assert "reconnect" in str(info.value)
+
+
+async def test_an_error_reply_to_a_plain_command_is_a_server_error(controller: Controller) -> None:
+    """A key of the wrong type (hand-written data) raises ServerError, not redis' ResponseError."""
+    await controller._store.client.set(controller._keys.running, b"not a set")
+    with pytest.raises(ServerError, match="WRONGTYPE") as info:
+        await controller.fetch_running_tasks()
+    assert not isinstance(info.value, ResponseError)
+    with pytest.raises(ServerError, match="WRONGTYPE"):
+        await controller.status()  # a pipeline

@@ -419,3 +419,18 @@ async def test_a_pool_never_closed_is_closed_at_interpreter_exit(
     finally:
         if pid_alive(pid):
             os.kill(pid, signal.SIGKILL)
+
+
+async def test_local_workers_get_the_controllers_reconnect_budget(
+    config: RedisConfig, network_id: str
+) -> None:
+    """The budget travels in the URL that local workers read from their environment."""
+    patient = config.model_copy(update={"reconnect_budget": 3.5})
+    async with Controller(network_id, config=patient, shutdown_timeout=5) as rush:
+        [wid] = await rush.start_local_workers(1, fun=funcs.square)
+        await rush.wait_for_workers(1, timeout=30)
+        pid = rush.local_workers[wid].process.pid
+        environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        [url] = [v.split(b"=", 1)[1].decode() for v in environ if v.startswith(b"RUSHPY_REDIS_URL=")]
+        assert RedisConfig.from_url(url).reconnect_budget == 3.5
+        await rush.reset()

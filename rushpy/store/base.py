@@ -13,7 +13,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
 from redis.asyncio import Redis
-from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import NoScriptError
 
 from rushpy.codec import decode
 from rushpy.errors import ServerError, TaskError
@@ -116,7 +116,7 @@ class Plumbing:
         """Run one script call."""
         try:
             return await call.run(self.client)
-        except ResponseError as exc:
+        except ServerError as exc:
             raise self._server_error(call, exc) from exc
 
     async def run_batched(self, calls: Sequence[Call[T]]) -> list[T]:
@@ -136,13 +136,15 @@ class Plumbing:
                 if attempt == 2:
                     raise
                 await self.load_scripts()
-            except ResponseError as exc:
+            except ServerError as exc:
                 raise self._server_error(calls[0], exc) from exc
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _server_error(self, call: Call[Any], exc: ResponseError) -> ServerError:
+    def _server_error(self, call: Call[Any], exc: Exception) -> ServerError:
+        # A client error carries the server's own message as its cause.
+        reason = exc.__cause__ if isinstance(exc, ServerError) and exc.__cause__ else exc
         return ServerError(
-            f"script {call.script.name}.lua failed on network {self.keys.network_id!r}: {exc}; "
+            f"script {call.script.name}.lua failed on network {self.keys.network_id!r}: {reason}; "
             "the network's data may have been changed by something other than rushpy "
             "(reset() the network), or the server is out of memory"
         )

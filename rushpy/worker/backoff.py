@@ -8,9 +8,8 @@ and again when it is back.
 from __future__ import annotations
 
 import anyio
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from rushpy.errors import ConnectionFailedError
 from rushpy.logs import get_logger
 
 __all__ = ["FIRST_BACKOFF", "MAX_BACKOFF", "TRANSIENT_ERRORS", "Backoff"]
@@ -21,10 +20,12 @@ FIRST_BACKOFF = 0.05
 """Seconds before the first retry; each further failure doubles the wait."""
 MAX_BACKOFF = 2.0
 """Longest wait (seconds) between two attempts to reach Redis again."""
-TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (RedisConnectionError, RedisTimeoutError, OSError)
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (ConnectionFailedError, OSError)
 """Errors that mean "Redis is unreachable for now": retried with backoff, never fatal.
 
-``OSError`` covers :class:`~rushpy.errors.ConnectionFailedError` too.
+The client raises every connection problem as :class:`~rushpy.errors.ConnectionFailedError`
+(once its reconnect budget is spent); ``OSError`` covers socket errors of the
+listener's own connection.
 """
 
 
