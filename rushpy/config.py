@@ -188,12 +188,15 @@ class RedisConfig(BaseModel):
         """Read ``RUSHPY_REDIS_URL``, then ``REDIS_URL``, else use ``redis://127.0.0.1:6379/0``."""
         return cls.from_url(configured_url() or DEFAULT_URL, **overrides)
 
-    def to_url(self, *, include_password: bool = False) -> str:
+    def to_url(self, *, include_password: bool = False, include_options: bool = False) -> str:
         """Return the URL of this configuration.
 
         Args:
             include_password: Put the password in the URL. Keep the default
                 (``False``) for anything that may be printed or put on a command line.
+            include_options: Add rushpy's own settings as query parameters
+                (``reconnect_budget`` when not the default), for URLs that rushpy
+                reads back (worker processes); plain Redis clients reject them.
 
         """
         auth = ""
@@ -205,7 +208,7 @@ class RedisConfig(BaseModel):
         # Only a budget other than the default goes in the URL, so the common URL stays short.
         query = (
             []
-            if self.reconnect_budget == DEFAULT_RECONNECT_BUDGET
+            if not include_options or self.reconnect_budget == DEFAULT_RECONNECT_BUDGET
             else [f"reconnect_budget={self.reconnect_budget:g}"]
         )
         if self.scheme == "unix":

@@ -91,7 +91,8 @@ class Controller(ReadMethods, TaskMethods, WorkerMethods):
         self.detect_lost_every = detect_lost_every
         self.restart_lost_workers = restart_lost_workers
         self._pool = LocalWorkerPool(
-            self.config.to_url(include_password=True), terminate_timeout=shutdown_timeout
+            self.config.to_url(include_password=True, include_options=True),
+            terminate_timeout=shutdown_timeout,
         )
         self._lost = LostWorkerDetector(
             self._store,

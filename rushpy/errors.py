@@ -10,7 +10,8 @@ The tree (a builtin in brackets is a second base, so ``except ValueError``
 and friends keep working)::
 
     RushError
-    ├── ConfigError [ValueError]           a setting is invalid
+    ├── ConfigError [ValueError]           a setting or argument is invalid (URL,
+    │                                      duration, count, id)
     ├── ConnectionFailedError [ConnectionError]
     │                                      server unreachable past the reconnect
     │                                      budget, refused the credentials, or

@@ -11,7 +11,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import overload
 
+from rushpy.config import RedisConfig
 from rushpy.reads import LostWatch, Reads
+from rushpy.session import Session
 from rushpy.store import NetworkStatus
 from rushpy.table import Table
 
@@ -19,10 +21,21 @@ __all__ = ["ReadMethods"]
 
 
 class ReadMethods:
-    """Read methods of a network client; the owner sets ``_reads`` and ``_lost_watch``."""
+    """Read methods of a network client; the owner sets ``_session``, ``_reads`` and ``_lost_watch``."""
 
+    _session: Session
     _reads: Reads
     _lost_watch: LostWatch
+
+    @property
+    def network_id(self) -> str:
+        """Id of the network."""
+        return self._session.keys.network_id
+
+    @property
+    def config(self) -> RedisConfig:
+        """Server settings (the password is a ``SecretStr``: never printed)."""
+        return self._session.config
 
     # -- counts ----------------------------------------------------------------------
     async def status(self) -> NetworkStatus:

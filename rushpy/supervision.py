@@ -20,7 +20,7 @@ from typing import Any, Literal
 
 import anyio
 
-from rushpy.config import RedisConfig, validate_identifier
+from rushpy.config import validate_identifier
 from rushpy.errors import ConfigError, NoStartArgumentsError, WorkerTimeoutError
 from rushpy.functions import function_path
 from rushpy.keys import DEFAULT_PREFIX, Keys
@@ -64,16 +64,6 @@ class WorkerMethods:
     _lost: LostWorkerDetector
     shutdown_timeout: float
     restart_lost_workers: bool
-
-    @property
-    def network_id(self) -> str:
-        """Id of the network."""
-        return self._keys.network_id
-
-    @property
-    def config(self) -> RedisConfig:
-        """Server settings."""
-        return self._session.config
 
     # -- workers (processes: rushpy.pool; command line and start arguments: rushpy.spec) ------
     async def start_local_workers(
@@ -124,7 +114,7 @@ class WorkerMethods:
             "log_level": log_level,
         }
         spec = WorkerSpec(
-            network_id=self.network_id,
+            network_id=self._keys.network_id,
             prefix=self._keys.prefix,
             fun=None if fun is None else function_path(fun),
             **options,
@@ -135,11 +125,12 @@ class WorkerMethods:
             stored = await self._store.workers.get_start_args()
             if stored is None:
                 raise NoStartArgumentsError(
-                    f"network {self.network_id!r} has no stored start arguments: pass fun="
+                    f"network {self._keys.network_id!r} has no stored start arguments: pass fun="
                 )
             defaults = {name: info.default for name, info in WorkerSpec.model_fields.items()}
             given = {name: value for name, value in options.items() if value != defaults[name]}
-            spec = WorkerSpec(network_id=self.network_id, prefix=self._keys.prefix, **given).resolve(stored)
+            base = WorkerSpec(network_id=self._keys.network_id, prefix=self._keys.prefix, **given)
+            spec = base.resolve(stored)
         return self._spawn(n_workers, spec)
 
     def _spawn(self, n_workers: int, spec: WorkerSpec) -> list[str]:
@@ -168,7 +159,7 @@ class WorkerMethods:
             WorkerFunctionError: ``fun`` cannot be found by import.
 
         """
-        given: dict[str, Any] = {"network_id": self.network_id}
+        given: dict[str, Any] = {"network_id": self._keys.network_id}
         if self._keys.prefix != DEFAULT_PREFIX:
             given["prefix"] = self._keys.prefix
         if fun is not None:
@@ -176,7 +167,7 @@ class WorkerMethods:
         if concurrency is not None:
             given["concurrency"] = concurrency
         argv = WorkerSpec(**given).to_argv()
-        url = ["--url", self.config.to_url(include_password=False)]
+        url = ["--url", self._session.config.to_url(include_password=False, include_options=True)]
         return shlex.join([python, "-m", "rushpy.worker", *argv[:2], *url, *argv[2:]])
 
     async def wait_for_workers(

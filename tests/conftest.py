@@ -12,8 +12,12 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
+import redis.asyncio
 
 from rushpy import Controller, EmbeddedServer, RedisConfig
+from rushpy.connection import create_client
+from rushpy.keys import Keys
+from rushpy.store import Store
 
 
 @pytest.fixture
@@ -35,6 +39,29 @@ def config(server: EmbeddedServer) -> RedisConfig:
 @pytest.fixture
 def network_id() -> str:
     return f"test-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+async def raw(config: RedisConfig) -> AsyncIterator[redis.asyncio.Redis]:
+    """A plain redis-py client of the test server, to look at keys as they are."""
+    client = redis.asyncio.Redis.from_url(config.to_url(include_password=True))
+    try:
+        yield client
+    finally:
+        await client.aclose()
+
+
+@pytest.fixture
+async def store(config: RedisConfig, network_id: str) -> AsyncIterator[Store]:
+    """The store of this test's network on its own client, scripts loaded; reset afterwards."""
+    client = create_client(config)
+    s = Store(client, Keys(network_id))
+    await s.load_scripts()
+    try:
+        yield s
+    finally:
+        await s.reset()
+        await client.aclose()
 
 
 @pytest.fixture

@@ -153,8 +153,9 @@ def test_from_url_overrides() -> None:
 )
 def test_to_url_round_trip(url: str) -> None:
     config = RedisConfig.from_url(url)
-    assert config.to_url() == url
-    assert RedisConfig.from_url(config.to_url()) == config
+    assert config.to_url(include_options=True) == url
+    assert RedisConfig.from_url(config.to_url(include_options=True)) == config
+    assert "reconnect_budget" not in config.to_url()  # plain Redis clients reject it
 
 
 # -- from_env -----------------------------------------------------------------------------
@@ -395,12 +396,13 @@ def test_reconnect_budget_default_and_validation() -> None:
 def test_reconnect_budget_round_trips_through_the_url(url: str) -> None:
     config = RedisConfig.from_url(url)
     assert config.reconnect_budget in (2.5, 0.0)
-    assert config.to_url() == url
-    assert RedisConfig.from_url(config.to_url()) == config
+    assert config.to_url(include_options=True) == url
+    assert RedisConfig.from_url(config.to_url(include_options=True)) == config
+    assert "reconnect_budget" not in config.to_url()  # plain Redis clients reject it
 
 
 def test_default_reconnect_budget_stays_out_of_the_url() -> None:
-    assert RedisConfig.from_url("redis://h:6379/0").to_url() == "redis://h:6379/0"
+    assert RedisConfig.from_url("redis://h:6379/0").to_url(include_options=True) == "redis://h:6379/0"
 
 
 @pytest.mark.parametrize("value", ["soon", "-1", "inf"])

@@ -48,3 +48,11 @@ async def test_a_bad_duration_or_count_is_a_config_error_everywhere(
     async with Worker(network_id, config=config) as worker:
         with pytest.raises(ConfigError):
             await call(controller, worker)  # type: ignore[operator]
+
+
+def test_worker_script_carries_the_reconnect_budget_but_never_the_password() -> None:
+    config = RedisConfig.from_url("redis://user:s3cret@db.example:6379/0", reconnect_budget=45)
+    script = Controller("net", config=config).worker_script("tests.funcs:square")
+    assert "--url 'redis://user@db.example:6379/0?reconnect_budget=45'" in script
+    assert "s3cret" not in script
+    assert "reconnect_budget" not in str(config)

@@ -8,17 +8,13 @@ branch is broken.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import AsyncIterator
 from typing import Any
 
 import anyio
 import pytest
 
-from rushpy import RedisConfig
 from rushpy.codec import decode, encode
-from rushpy.connection import create_client
 from rushpy.errors import ServerError, WorkerNotRunningError
-from rushpy.keys import Keys
 from rushpy.models import Condition, WorkerState
 from rushpy.scripts import PRELUDE, SCRIPT_NAMES, script
 from rushpy.scripts import calls as sc
@@ -30,16 +26,6 @@ W = "worker-1"
 BOOM = Condition("ValueError", "boom")
 
 
-@pytest.fixture
-async def store(config: RedisConfig, network_id: str) -> AsyncIterator[Store]:
-    client = create_client(config)
-    s = Store(client, Keys(network_id))
-    await s.load_scripts()
-    try:
-        yield s
-    finally:
-        await s.reset()
-        await client.aclose()
 
 
 # -- helpers ----------------------------------------------------------------------------------

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import tracemalloc
-from collections.abc import AsyncIterator
 from typing import Any
 
 import numpy as np
@@ -24,16 +23,6 @@ pytestmark = pytest.mark.anyio
 W = "worker-1"
 
 
-@pytest.fixture
-async def store(config: RedisConfig, network_id: str) -> AsyncIterator[Store]:
-    client = create_client(config)
-    s = Store(client, Keys(network_id))
-    await s.load_scripts()
-    try:
-        yield s
-    finally:
-        await s.reset()
-        await client.aclose()
 
 
 async def network_keys(store: Store) -> set[str]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import anyio
@@ -20,13 +19,6 @@ pytestmark = pytest.mark.usefixtures("anyio_backend")
 SCRIPT_COMMANDS = ("cmdstat_evalsha", "cmdstat_eval", "cmdstat_fcall")
 
 
-@pytest.fixture
-async def raw(config: RedisConfig) -> AsyncIterator[redis.asyncio.Redis]:
-    client = redis.asyncio.Redis.from_url(config.to_url(include_password=True))
-    try:
-        yield client
-    finally:
-        await client.aclose()
 
 
 async def script_calls(raw: redis.asyncio.Redis) -> int:

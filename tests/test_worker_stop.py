@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import anyio
 import pytest
 import redis.asyncio
@@ -18,13 +16,6 @@ from tests.helpers import eventually
 pytestmark = pytest.mark.usefixtures("anyio_backend")
 
 
-@pytest.fixture
-async def raw(config: RedisConfig) -> AsyncIterator[redis.asyncio.Redis]:
-    client = redis.asyncio.Redis.from_url(config.to_url(include_password=True))
-    try:
-        yield client
-    finally:
-        await client.aclose()
 
 
 # -- StopState on its own ------------------------------------------------------------------

@@ -109,23 +109,22 @@ class WorkerStore(Plumbing):
 
     # -- stop requests ------------------------------------------------------------------
     async def request_terminate(self, worker_ids: Sequence[str]) -> None:
-        """Set each worker's terminate key and wake it through the events channel."""
-        if not worker_ids:
-            return
-        async with self.client.pipeline(transaction=False) as pipe:
-            for wid in worker_ids:
-                pipe.set(self.keys.terminate_signal(wid), b"1")
-                pipe.publish(self.keys.terminate_signal(wid), b"terminate")
-            await pipe.execute()
+        """Set each worker's terminate key and publish on it: the worker stops after its tasks."""
+        await self._signal([self.keys.terminate_signal(w) for w in worker_ids], b"terminate")
 
     async def request_kill(self, worker_ids: Sequence[str]) -> None:
         """Set each worker's kill key and publish on it: the worker stops at once."""
-        if not worker_ids:
+        await self._signal([self.keys.kill_signal(w) for w in worker_ids], b"kill")
+
+    async def _signal(self, names: Sequence[str], message: bytes) -> None:
+        # The key is the record (read on registration and after a lost
+        # subscription); the message wakes a worker that listens now.
+        if not names:
             return
         async with self.client.pipeline(transaction=False) as pipe:
-            for wid in worker_ids:
-                pipe.set(self.keys.kill_signal(wid), b"1")
-                pipe.publish(self.keys.kill_signal(wid), b"kill")
+            for name in names:
+                pipe.set(name, b"1")
+                pipe.publish(name, message)
             await pipe.execute()
 
     async def request_terminate_all(self) -> None:

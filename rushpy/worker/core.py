@@ -142,16 +142,6 @@ class Worker(ReadMethods):
             else Heartbeat(self._store, self.worker_id, *self.heartbeat, stop=self._stop)
         )
 
-    @property
-    def network_id(self) -> str:
-        """Id of the network."""
-        return self._keys.network_id
-
-    @property
-    def config(self) -> RedisConfig:
-        """Server settings."""
-        return self._session.config
-
     def __repr__(self) -> str:
         return f"Worker(network_id={self.network_id!r}, worker_id={self.worker_id!r}, config={self.config})"
 
