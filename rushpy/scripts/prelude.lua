@@ -88,23 +88,15 @@ local function retry_or_fail(hash, key, condition, decoded, failed_set, retry_fi
   return false
 end
 
--- Move every key of a worker's pending list to the head of the shared queue,
--- in order, so they run next. Returns how many moved.
-local function release_pending(pending, queue)
-  local keys = redis.call("LRANGE", pending, 0, -1)
+-- Empty a worker's list into the shared queue; returns how many keys moved.
+-- Its pending list goes to the head, in order, so those keys run next (they
+-- were next already); its priority queue goes to the tail, behind work that
+-- was queued before it.
+local function release_list(list, queue, to_head)
+  local keys = redis.call("LRANGE", list, 0, -1)
   if #keys == 0 then return 0 end
-  redis.call("DEL", pending)
-  lpush_in_order(queue, keys)
-  return #keys
-end
-
--- Move every key of a worker's priority queue to the tail of the shared queue.
--- Returns how many moved.
-local function release_priority(priority, queue)
-  local keys = redis.call("LRANGE", priority, 0, -1)
-  if #keys == 0 then return 0 end
-  redis.call("DEL", priority)
-  rpush_all(queue, keys)
+  redis.call("DEL", list)
+  if to_head then lpush_in_order(queue, keys) else rpush_all(queue, keys) end
   return #keys
 end
 

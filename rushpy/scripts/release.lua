@@ -3,4 +3,4 @@
 -- run next. Used when a worker exits or is found dead.
 -- KEYS[1] the worker's pending list, KEYS[2] the shared queue
 -- Returns the number of keys moved.
-return release_pending(KEYS[1], KEYS[2])
+return release_list(KEYS[1], KEYS[2], true)

@@ -15,7 +15,7 @@
 -- Returns {re-queued keys, failed keys, number of pending and priority keys
 -- moved to the shared queue}.
 local condition = cmsgpack.unpack(ARGV[1])
-local released = release_pending(KEYS[5], KEYS[4]) + release_priority(KEYS[6], KEYS[4])
+local released = release_list(KEYS[5], KEYS[4], true) + release_list(KEYS[6], KEYS[4], false)
 local requeued = {}
 local failed = {}
 for i = 7, #KEYS do
