@@ -42,10 +42,13 @@ from rushpy.config import RedisConfig
 from rushpy.errors import EmbeddedServerError
 from rushpy.lifetime import die_with_parent
 
-__all__ = ["ENV_BINARY", "EmbeddedServer", "find_server_binary"]
+__all__ = ["ENV_BINARY", "STOP_TIMEOUT", "EmbeddedServer", "find_server_binary"]
 
 ENV_BINARY = "RUSHPY_SERVER_BINARY"
 """Environment variable naming a server binary to use instead of searching."""
+
+STOP_TIMEOUT = 5.0
+"""Seconds a stopping server gets to exit after SIGTERM before it is killed."""
 
 
 def find_server_binary() -> Path:
@@ -308,7 +311,7 @@ class EmbeddedServer:
         if process.poll() is None:
             process.terminate()
             try:
-                process.wait(timeout=5)
+                process.wait(timeout=STOP_TIMEOUT)
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()

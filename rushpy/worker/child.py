@@ -29,7 +29,7 @@ from rushpy.codec import decode, encode
 from rushpy.logs import get_logger
 from rushpy.models import Condition
 
-__all__ = ["HEADER", "READY", "START_TIMEOUT", "ChildProcess", "ChildResult"]
+__all__ = ["CLOSE_TIMEOUT", "HEADER", "READY", "START_TIMEOUT", "ChildProcess", "ChildResult"]
 
 log = get_logger("rushpy.worker")
 
@@ -39,6 +39,9 @@ READY = "ready"
 """First frame a child sends: it imported the function and waits for tasks."""
 START_TIMEOUT = 300.0
 """Seconds a child may take to import the function before it counts as failed."""
+
+CLOSE_TIMEOUT = 1.0
+"""Seconds a closing child gets to exit at the end of its input before it is killed."""
 
 ChildResult = tuple[str, Any]
 """``("ok", ys)``, ``("error", Condition)``, ``("timeout", None)`` or ``("cancelled", None)``."""
@@ -181,14 +184,14 @@ class ChildProcess:
         await process.wait()
 
     async def close(self) -> None:
-        """Stop the child: end of input lets it exit; kill it if it does not within 1 s."""
+        """Stop the child: end of input lets it exit; kill it if it does not within :data:`CLOSE_TIMEOUT`."""
         process, self._process = self._process, None
         if process is None or process.returncode is not None:
             return
         if process.stdin is not None:
             process.stdin.close()
         try:
-            await asyncio.wait_for(process.wait(), 1.0)
+            await asyncio.wait_for(process.wait(), CLOSE_TIMEOUT)
         except TimeoutError:
             self._process = process
             await self.kill()
