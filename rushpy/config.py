@@ -25,6 +25,7 @@ __all__ = [
     "ENV_PASSWORD",
     "ENV_URL",
     "ENV_URL_FALLBACK",
+    "MAX_HEARTBEAT_EXPIRE",
     "RedisConfig",
     "configured_url",
     "heartbeat_settings",
@@ -220,6 +221,10 @@ class RedisConfig(BaseModel):
         return self.to_url()
 
 
+MAX_HEARTBEAT_EXPIRE = 365 * 24 * 3600.0
+"""Longest heartbeat expiry (seconds) a worker may ask for."""
+
+
 def heartbeat_settings(period: float | None, expire: float | None) -> tuple[float, float] | None:
     """Validate heartbeat settings; ``None`` when the worker keeps no heartbeat.
 
@@ -228,7 +233,9 @@ def heartbeat_settings(period: float | None, expire: float | None) -> tuple[floa
     healthy worker look lost.
 
     Raises:
-        ConfigError: a value is not a positive number, or expire < 2 x period.
+        ConfigError: a value is not a positive number, expire < 2 x period, or
+            expire > :data:`MAX_HEARTBEAT_EXPIRE` (the server refuses such expiries,
+            and a refusal at registration would leave a half-registered worker).
 
     """
     if period is None and expire is None:
@@ -246,6 +253,12 @@ def heartbeat_settings(period: float | None, expire: float | None) -> tuple[floa
         ):
             raise ConfigError(f"invalid {name}={value!r}: use a number of seconds > 0")
     expire = 3 * period if expire is None else expire
+    if expire > MAX_HEARTBEAT_EXPIRE:
+        raise ConfigError(
+            f"invalid heartbeat_expire={expire!r} (from heartbeat_period={period!r}): at most "
+            f"{MAX_HEARTBEAT_EXPIRE:g} s (a year); a worker that beats less often than that "
+            "is better run without a heartbeat"
+        )
     if expire < 2 * period:
         raise ConfigError(
             f"invalid heartbeat_expire={expire!r}: it must be at least twice "

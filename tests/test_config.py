@@ -7,8 +7,15 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from rushpy import ConfigError, RedisConfig
-from rushpy.config import DEFAULT_URL, ENV_PASSWORD, ENV_URL, ENV_URL_FALLBACK, validate_identifier
+from rushpy import ConfigError, Controller, RedisConfig, Worker
+from rushpy.config import (
+    DEFAULT_URL,
+    ENV_PASSWORD,
+    ENV_URL,
+    ENV_URL_FALLBACK,
+    heartbeat_settings,
+    validate_identifier,
+)
 
 SECRET = "hunter2-Sup3rSecret"
 
@@ -409,3 +416,19 @@ def test_default_reconnect_budget_stays_out_of_the_url() -> None:
 def test_invalid_reconnect_budget_in_a_url_is_a_config_error(value: str) -> None:
     with pytest.raises(ConfigError, match="reconnect_budget"):
         RedisConfig.from_url(f"redis://h:6379/0?reconnect_budget={value}")
+
+
+@pytest.mark.parametrize(("period", "expire"), [(1e17, None), (1.0, 1e9), (2e7, None)])
+def test_heartbeat_expiry_beyond_a_year_is_refused(period: float, expire: float | None) -> None:
+    with pytest.raises(ConfigError, match="at most"):
+        heartbeat_settings(period, expire)
+
+
+async def test_a_refused_heartbeat_leaves_no_half_registered_worker(
+    config: RedisConfig, network_id: str
+) -> None:
+    """The server would refuse a huge expiry inside the registration transaction (no rollback)."""
+    with pytest.raises(ConfigError):
+        Worker(network_id, config=config, heartbeat_period=1e17)
+    async with Controller(network_id, config=config) as rush:
+        assert await rush.n_workers() == 0
