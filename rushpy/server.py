@@ -51,6 +51,20 @@ STOP_TIMEOUT = 5.0
 """Seconds a stopping server gets to exit after SIGTERM before it is killed."""
 
 
+def _config_string(value: str) -> str:
+    """``value`` as a double-quoted string of the server's config file format."""
+    out = []
+    for byte in value.encode():
+        char = chr(byte)
+        if char in '"\\':
+            out.append("\\" + char)
+        elif 32 <= byte < 127:
+            out.append(char)
+        else:
+            out.append(f"\\x{byte:02x}")
+    return '"' + "".join(out) + '"'
+
+
 def find_server_binary() -> Path:
     """Locate a Redis-compatible server binary.
 
@@ -258,7 +272,9 @@ class EmbeddedServer:
         if self.unix_socket:
             args += ["--unixsocket", str(self.socket_path), "--unixsocketperm", "700"]
         if self.password:
-            args += ["--requirepass", self.password]
+            # In a file only this user can read, never on the command line, where
+            # every user of the host sees it (ps, /proc/<pid>/cmdline).
+            args.insert(1, str(self._write_auth_file(self.password)))
         args += self.extra_args
         preexec = functools.partial(_die_with_parent, os.getpid()) if sys.platform == "linux" else None
         # Forked by the spawner thread: the parent-death signal follows the forking thread.
@@ -275,6 +291,13 @@ class EmbeddedServer:
             .result()
         )
 
+    def _write_auth_file(self, password: str) -> Path:
+        path = self.data_dir / "rushpy-auth.conf"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            out.write(f"requirepass {_config_string(password)}\n")
+        return path
+
     def _ping(self) -> bool:
         family = socket.AF_UNIX if self.unix_socket else socket.AF_INET
         address: str | tuple[str, int] = (
@@ -285,7 +308,9 @@ class EmbeddedServer:
                 sock.settimeout(0.5)
                 sock.connect(address)
                 if self.password:
-                    sock.sendall(f"AUTH {self.password}\r\n".encode())
+                    # RESP framing: a password with spaces or quotes stays one argument.
+                    secret = self.password.encode()
+                    sock.sendall(b"*2\r\n$4\r\nAUTH\r\n$%d\r\n%s\r\n" % (len(secret), secret))
                     sock.recv(64)
                 sock.sendall(b"PING\r\n")
                 return sock.recv(64).startswith(b"+PONG")

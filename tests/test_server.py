@@ -568,3 +568,18 @@ def test_cli_server_stops_cleanly_on_immediate_sigint() -> None:
     assert "KeyboardInterrupt" not in result.stderr
     assert result.returncode == 0, result.stderr
     assert "exit code 0" in result.stdout
+
+
+@pytest.mark.parametrize("password", ["s3cret-pw", 'with space, "quotes" and \\ backslash', "ünï\tcode"])
+async def test_password_never_on_the_command_line(password: str) -> None:
+    """Every user of the host can read a process's argv; the password goes in a private file."""
+    async with EmbeddedServer(password=password) as server:
+        assert server.pid is not None
+        argv = Path(f"/proc/{server.pid}/cmdline").read_bytes()
+        assert password.encode() not in argv
+        auth_file = server.data_dir / "rushpy-auth.conf"
+        assert auth_file.stat().st_mode & 0o077 == 0  # readable by its owner only
+        await check_connection(server.config)  # the server took the password as given
+        anonymous = RedisConfig(host="127.0.0.1", port=server.port)
+        with pytest.raises(ConnectionFailedError, match="credentials"):
+            await check_connection(anonymous)
