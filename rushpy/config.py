@@ -277,8 +277,13 @@ def configured_url() -> str | None:
 
 
 def _mask(url: str) -> str:
-    """Hide the password part of a URL for error messages."""
-    return re.sub(r"(//[^:/@]*:)[^@]*@", r"\1***@", url)
+    """Hide the password part of a URL for error messages.
+
+    Up to the *last* ``@``: a password may hold a raw ``@`` (which the parser
+    accepts), and masking only to the first one would show the rest of it.
+    Masking too much of a malformed URL is the safe way to be wrong.
+    """
+    return re.sub(r"(//[^:/@]*:).*@", r"\1***@", url, flags=re.DOTALL)
 
 
 def _explain(exc: ValidationError) -> str:

@@ -432,3 +432,19 @@ async def test_a_refused_heartbeat_leaves_no_half_registered_worker(
         Worker(network_id, config=config, heartbeat_period=1e17)
     async with Controller(network_id, config=config) as rush:
         assert await rush.n_workers() == 0
+
+
+@pytest.mark.parametrize(
+    ("url", "secret"),
+    [
+        ("redis://u:p@ss@host:xx/0", "ss@"),
+        ("redis://:se@cr@et@", "cr@et"),
+        ("rediz://u:a@b@c@h/0", "b@c"),
+        ("redis://u:p@ss@host:6379/zz", "ss@"),
+    ],
+)
+def test_a_password_with_at_signs_is_masked_whole(url: str, secret: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        RedisConfig.from_url(url)
+    assert secret not in str(info.value)
+    assert "***" in str(info.value)
