@@ -8,7 +8,9 @@ installed). No pickle is ever used.
 A value must come back as it went in, so what msgpack would silently change is
 refused with :class:`TaskError` naming the field (``xs['x']``): sets and
 frozensets (they would come back as lists), numpy arrays of Python objects
-(they would come back as lists), and every other type. Two documented
+(they would come back as lists), structured numpy arrays and their records
+(they would lose their fields), masked arrays (they would lose their mask),
+and every other type. Two documented
 exceptions: tuples come back as lists (msgpack has one array type), and numpy
 scalars come back as the equal Python scalar.
 """
@@ -47,6 +49,7 @@ def _default(obj: Any) -> Any:
     np = sys.modules.get("numpy")
     if np is not None:
         if isinstance(obj, np.ndarray):
+            _refuse_lossy_array(np, obj)
             if obj.dtype.hasobject:
                 raise TaskError(
                     f"is a numpy array of Python objects (dtype {obj.dtype}), which would come back "
@@ -56,6 +59,12 @@ def _default(obj: Any) -> Any:
             payload = msgpack.packb([arr.dtype.str, list(obj.shape), arr.tobytes()])
             return msgpack.ExtType(_EXT_NDARRAY, payload)
         if isinstance(obj, np.generic):
+            if obj.dtype.names is not None:
+                # A record (one element of a structured array): .item() is a bare tuple.
+                raise TaskError(
+                    f"is a structured numpy value with fields {', '.join(obj.dtype.names)}, which "
+                    "would come back as a list without its field names; pass a mapping of its fields"
+                )
             value = obj.item()
             # datetime64/timedelta64 scalars become datetime/date/timedelta, which
             # msgpack does not pass back through this hook: convert them here.
@@ -74,6 +83,24 @@ def _default(obj: Any) -> Any:
         f"is {obj!r:.80} of type {type(obj).__name__}: task values must be None, bool, int, "
         "float, str, bytes, lists, mappings, datetimes, Decimal or numpy arrays; convert it first"
     )
+
+
+def _refuse_lossy_array(np: Any, obj: Any) -> None:
+    """Refuse arrays whose bytes alone do not say what they are: masked and structured ones."""
+    if isinstance(obj, np.ma.MaskedArray):
+        # Only the data would be stored: the mask, and so which values are missing, would be lost.
+        raise TaskError(
+            "is a masked numpy array, which would come back without its mask; pass "
+            "arr.filled(fill_value) (with NaN for missing floats), or the data and "
+            "np.ma.getmaskarray(arr) as two arrays"
+        )
+    if obj.dtype.names is not None:
+        # Only the raw bytes and a void dtype would be stored: the field names and types are lost.
+        raise TaskError(
+            f"is a structured numpy array with fields {', '.join(obj.dtype.names)}, which would "
+            "come back as raw bytes without its fields; pass one array per field, e.g. "
+            "{name: arr[name] for name in arr.dtype.names}"
+        )
 
 
 def _ext_hook(code: int, data: bytes) -> Any:

@@ -18,6 +18,7 @@ from rushpy.models import Condition, TaskState
 from rushpy.store import Store
 from rushpy.validation import (
     broadcast,
+    check_extras,
     check_keys,
     check_mappings,
     check_max_retries,
@@ -115,7 +116,7 @@ class TaskMethods:
         max_retries: int | Sequence[int | None] | None,
     ) -> list[dict[str, Any]]:
         xss = check_mappings(xss, "xss")
-        extras = broadcast(xss, xss_extra, "xss_extra")
+        extras = check_extras(xss, xss_extra, "xss_extra")
         seed_list = _check_seeds(seeds, len(xss))
         timeout_list = check_task_timeouts(timeouts, len(xss))
         retry_list = check_max_retries(max_retries, len(xss))
@@ -192,8 +193,8 @@ class TaskMethods:
         xss = check_mappings(xss, "xss")
         yss = check_mappings(yss, "yss")
         ys_list = broadcast(xss, yss, "yss")
-        xe = broadcast(xss, xss_extra, "xss_extra")
-        ye = broadcast(xss, yss_extra, "yss_extra")
+        xe = check_extras(xss, xss_extra, "xss_extra")
+        ye = check_extras(xss, yss_extra, "yss_extra")
         now = dt.datetime.now(dt.UTC)
         tasks = [
             {"xs": x, "ys": y, "xs_extra": a, "ys_extra": b}
@@ -214,7 +215,7 @@ class TaskMethods:
         condition_list = broadcast(xss, conditions, "conditions")
         if None in condition_list:
             raise TaskError("conditions must not contain None: pass an exception, a message or a mapping")
-        extras = broadcast(xss, xss_extra, "xss_extra")
+        extras = check_extras(xss, xss_extra, "xss_extra")
         try:
             conds = [Condition.coerce(c).to_dict() for c in condition_list if c is not None]
         except TypeError as exc:

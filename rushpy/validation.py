@@ -10,6 +10,7 @@ from rushpy.errors import ConfigError, TaskError
 
 __all__ = [
     "broadcast",
+    "check_extras",
     "check_keys",
     "check_mappings",
     "check_max_retries",
@@ -43,12 +44,54 @@ def check_mappings(values: Any, name: str) -> list[dict[str, Any]]:
             raise TaskError(
                 f"{name}[{i}] must be a mapping such as {{'x': 1}}, got {type(item).__name__}: {item!r:.80}"
             )
-        for key in item:
-            if not isinstance(key, str):
-                raise TaskError(
-                    f"{name}[{i}] has key {key!r} of type {type(key).__name__}; keys must be strings"
-                )
-        out.append(dict(item))
+        out.append(_string_keyed(item, f"{name}[{i}]"))
+    return out
+
+
+def _string_keyed(item: Mapping[Any, Any], where: str) -> dict[str, Any]:
+    """``item`` as a plain dict, once every key is checked to be a string."""
+    for key in item:
+        if not isinstance(key, str):
+            raise TaskError(f"{where} has key {key!r} of type {type(key).__name__}; keys must be strings")
+    return dict(item)
+
+
+def check_extras(ref: Sequence[Any], values: Any, name: str) -> list[dict[str, Any] | None]:
+    """Check extras (``xss_extra``, ``yss_extra``): ``None`` or mappings with string keys.
+
+    Broadcast like :func:`broadcast` (one entry for all, or one per task). An
+    extra is merged into the task's row on every read, so anything but a
+    mapping would break every read of the network: it is refused here, before
+    anything is written.
+
+    Args:
+        ref: The tasks; only its length is used.
+        values: ``None``, or a list of mappings (or ``None`` entries).
+        name: Argument name for error messages.
+
+    Returns:
+        One plain dict (or ``None``) per task.
+
+    Raises:
+        TaskError: ``values`` has the wrong length, an entry is neither a
+            mapping nor ``None`` (the message names its index), or a key is not
+            a string.
+
+    """
+    out: list[dict[str, Any] | None] = []
+    # Name the index in the caller's list: one extra for all tasks is [0], whatever the task.
+    one_for_all = values is not None and len(values) == 1
+    for i, extra in enumerate(broadcast(ref, values, name)):
+        where = f"{name}[{0 if one_for_all else i}]"
+        if extra is None:
+            out.append(None)
+        elif isinstance(extra, Mapping):
+            out.append(_string_keyed(extra, where))
+        else:
+            raise TaskError(
+                f"{where} must be a mapping or None, got {type(extra).__name__}: {extra!r:.80}; "
+                "pass e.g. {'note': ...}"
+            )
     return out
 
 

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from redis.asyncio.client import Pipeline
+from redis.exceptions import ResponseError, WatchError
+
+from rushpy.connection import TRANSLATED_ERRORS, connection_failed
+from rushpy.errors import ServerError
 from rushpy.models import TaskState
 from rushpy.scripts import calls as sc
 from rushpy.store.base import CHUNK, Plumbing, text
@@ -46,7 +52,67 @@ class NetworkStatus:
 
 
 class ReadStore(Plumbing):
-    """Read-only queries of one network (see :class:`~rushpy.store.base.Plumbing`)."""
+    """Read-only queries of one network (see :class:`~rushpy.store.base.Plumbing`).
+
+    Attributes:
+        watch_retries: How often a snapshot or count was read again because a
+            worker registered while it was read (diagnostics; see :meth:`snapshot`).
+
+    """
+
+    watch_retries: int = 0
+
+    async def _read_with_workers(
+        self, queue: Callable[[Pipeline, list[str]], None]
+    ) -> tuple[list[str], list[Any]]:
+        """Read the worker ids, then run ``queue``'s commands in one transaction, atomically.
+
+        The reads depend on the worker ids (one priority queue and one pending
+        list per worker), so the ids come first. ``WATCH`` on the workers set
+        makes the ``MULTI``/``EXEC`` fail if a worker registered in between
+        (its pending keys would be missed); the read then starts again. Each
+        retry means a registration, which is rare and finite, so the loop ends.
+
+        Args:
+            queue: Queues the reads on the pipeline, given the sorted worker ids.
+
+        Returns:
+            The worker ids and the replies of the queued reads.
+
+        Raises:
+            ConnectionFailedError: the server could not be reached.
+            ServerError: the server answered a read with an error (a wrong key type).
+
+        """
+        while True:
+            async with self.client.pipeline(transaction=True) as pipe:
+                try:
+                    worker_ids = await self._watch_workers(pipe)
+                    pipe.multi()  # type: ignore[no-untyped-call]
+                    queue(pipe, worker_ids)
+                    return worker_ids, await pipe.execute()
+                except WatchError:
+                    # Also raised for a connection lost while watching: the next
+                    # WATCH reconnects within the budget or raises ConnectionFailedError.
+                    self.watch_retries += 1
+
+    async def _watch_workers(self, pipe: Pipeline) -> list[str]:
+        """``WATCH`` the workers set and read it, on ``pipe`` in immediate mode.
+
+        Immediate-mode commands bypass the client's error translation (only
+        ``execute`` translates), so it is done here: no raw redis error escapes.
+        """
+        started = time.monotonic()
+        try:
+            await pipe.watch(self.keys.workers)
+            return sorted(text(await pipe.smembers(self.keys.workers)))
+        except TRANSLATED_ERRORS as exc:
+            raise connection_failed(self.client.config, exc, time.monotonic() - started) from exc  # type: ignore[attr-defined]
+        except ResponseError as exc:
+            raise ServerError(
+                f"reading the workers of network {self.keys.network_id!r} failed: {exc}; the network's "
+                "data may have been changed by something other than rushpy (reset() the network)"
+            ) from exc
 
     async def read_tasks(self, keys: Sequence[str]) -> list[dict[str, Any] | None]:
         """Decoded hashes of ``keys`` in order (``None`` for a key that does not exist).
@@ -69,13 +135,13 @@ class ReadStore(Plumbing):
         return text(await self.client.lrange(self.keys.all_tasks, 0, -1))
 
     async def snapshot(self) -> dict[TaskState, list[str]]:
-        """Keys per state, read atomically (``MULTI``).
+        """Keys per state, read atomically (``WATCH`` on the workers, then ``MULTI``).
 
         Queued covers the shared queue, every priority queue and every pending
         list (popped, not yet marked running).
         """
-        worker_ids = await self.worker_ids()
-        async with self.client.pipeline(transaction=True) as pipe:
+
+        def queue(pipe: Pipeline, worker_ids: list[str]) -> None:
             pipe.lrange(self.keys.queued, 0, -1)
             for wid in worker_ids:
                 pipe.lrange(self.keys.priority_queue(wid), 0, -1)
@@ -83,7 +149,8 @@ class ReadStore(Plumbing):
             pipe.smembers(self.keys.running)
             pipe.lrange(self.keys.finished, 0, -1)
             pipe.smembers(self.keys.failed)
-            raw = await pipe.execute()
+
+        worker_ids, raw = await self._read_with_workers(queue)
         queued: list[str] = []
         for part in raw[: 1 + 2 * len(worker_ids)]:
             queued += text(part)
@@ -118,10 +185,14 @@ class ReadStore(Plumbing):
         return [bool(x) for x in await self.client.smismember(name, list(keys))]
 
     async def status(self) -> NetworkStatus:
-        """All counts in one pipelined round trip (plus one to list workers)."""
-        worker_ids = await self.worker_ids()
+        """All counts, read atomically: one transaction, after one read of the workers.
+
+        A worker that registers meanwhile makes the read start again (see
+        :meth:`snapshot`), so its pending keys are always counted.
+        """
         k = self.keys
-        async with self.client.pipeline(transaction=True) as pipe:
+
+        def queue(pipe: Pipeline, worker_ids: list[str]) -> None:
             pipe.llen(k.queued)
             for wid in worker_ids:
                 pipe.llen(k.priority_queue(wid))
@@ -135,7 +206,9 @@ class ReadStore(Plumbing):
             pipe.scard(k.terminated_workers)
             pipe.scard(k.killed_workers)
             pipe.scard(k.lost_workers)
-            raw = [int(x) for x in await pipe.execute()]
+
+        worker_ids, replies = await self._read_with_workers(queue)
+        raw = [int(x) for x in replies]
         n_worker_parts = 2 * len(worker_ids)
         per_worker = raw[1 : 1 + n_worker_parts]
         rest = raw[1 + n_worker_parts :]
