@@ -89,11 +89,12 @@ async def test_tasks_claimed_before_a_failed_claim_reply_are_adopted(
     keys = Keys(network_id)
     async with Worker(network_id, config=config) as w:
         [broken] = await controller.push_tasks([{"x": 0}])
-        await raw.delete(keys.task(broken))
-        await raw.set(keys.task(broken), b"not a hash")
+        # A worker running set of the wrong type makes claim.lua refuse before writing.
+        await raw.set(keys.worker_running(w.worker_id), b"not a set")
         # The claim fails: the worker cannot tell whether it happened on the server.
         with pytest.raises((RushError, redis.exceptions.RedisError)):
             await w.pop_task(timeout=0)
+        await raw.delete(keys.worker_running(w.worker_id), keys.pending(w.worker_id))
         # As if that claim had happened with its reply lost: two tasks run on w in
         # Redis, and w does not know them.
         pushed = await controller.push_tasks([{"x": 1}, {"x": 2}])

@@ -150,8 +150,12 @@ def running(
 
 
 def pop(keys: Keys, worker_id: str, n: int) -> Call[list[str]]:
-    """``pop.lua``: up to ``n`` keys into the worker's pending list; returns the pending keys."""
-    lists = [keys.pending(worker_id), keys.priority_queue(worker_id), keys.queued]
+    """``pop.lua``: up to ``n`` keys into the worker's pending list; returns the pending keys.
+
+    Queue entries of keys already pending, running or failed (a key queued
+    twice) are dropped.
+    """
+    lists = [keys.pending(worker_id), keys.priority_queue(worker_id), keys.queued, keys.running, keys.failed]
     return Call(script("pop"), lists, [n], text)
 
 
@@ -185,12 +189,21 @@ def claim(
 ) -> Call[list[PoppedTask | None] | None]:
     """``claim.lua``: pending -> running, attempts + 1.
 
-    The reply is ``None`` when the worker no longer counts as running (it
-    claimed nothing), else per key the claimed task or ``None`` (not pending).
+    A key that already runs or failed is never claimed again (its duplicate
+    pending entry is dropped), and a task whose stored data is corrupt fails
+    alone with a ``CorruptTask`` condition instead of being claimed. The reply
+    is ``None`` when the worker no longer counts as running (it claimed
+    nothing), else per key the claimed task or ``None`` (not claimed).
     A repeat with the same ``token`` returns the tasks the first run claimed.
     """
-    sets = [keys.pending(worker_id), keys.running, keys.worker_running(worker_id), keys.running_workers]
-    args = [worker_id, encode(worker_id), now(), encode(token), *task_keys]
+    sets = [
+        keys.pending(worker_id),
+        keys.running,
+        keys.worker_running(worker_id),
+        keys.running_workers,
+        keys.failed,
+    ]
+    args = [worker_id, encode(worker_id), now(), encode(token), keys.events, *task_keys]
     return Call(script("claim"), [*sets, *keys.tasks(task_keys)], args, _claimed(list(task_keys)))
 
 
@@ -223,7 +236,7 @@ def complete(
     for key, attempt, values in items:
         args += (key, b"" if attempt is None else attempt)
         args += values
-    sets = [keys.running, dest, keys.worker_running(worker_id), keys.queued]
+    sets = [keys.running, dest, keys.worker_running(worker_id), keys.queued, keys.failed]
     hashes = keys.tasks(key for key, _, _ in items)
     return Call(script("complete"), [*sets, *hashes], args, lambda raw: [int(x) for x in raw])
 

@@ -7,7 +7,9 @@
 -- Each list is rebuilt in one pass (remove_where), so cancelling N keys in
 -- lists of total length L costs O(N + L). A cancelled task records the
 -- condition as its final one and in its "conditions" history; it is never
--- retried automatically. First writer wins: finished and failed tasks, and
+-- retried automatically; an unreadable history is replaced (with_condition).
+-- Collections of the wrong type raise before anything is written.
+-- First writer wins: finished and failed tasks, and
 -- keys found nowhere, are left alone.
 -- Publishes "C <keys...>" on the channel for cancelled running tasks, so their
 -- workers interrupt them, and "X" when only queued tasks were cancelled.
@@ -16,9 +18,18 @@ local m = tonumber(ARGV[1])
 local condition = cmsgpack.unpack(ARGV[2])
 local hashes = {}
 for i = 5, #ARGV do hashes[ARGV[i]] = KEYS[i - 2 + m] end
+local types = {KEYS[1], "set", KEYS[2], "set"}
+for l = 3, 2 + m do
+  types[#types + 1] = KEYS[l]
+  types[#types + 1] = "list"
+end
+expect_types(types)
 local function fail(key)
   local hash = hashes[key]
-  redis.call("HSET", hash, "conditions", with_condition(hash, condition), "condition", ARGV[2], "finished_at", ARGV[3])
+  -- A hash of the wrong type cannot take the condition; the key still fails.
+  if is_hash(hash) then
+    redis.call("HSET", hash, "conditions", with_condition(hash, condition), "condition", ARGV[2], "finished_at", ARGV[3])
+  end
   redis.call("SADD", KEYS[2], key)
   hashes[key] = nil
 end

@@ -3,39 +3,81 @@
 -- KEYS[2] the running set
 -- KEYS[3] the worker's running set
 -- KEYS[4] the running workers set
--- KEYS[5..] task hashes, one per key in ARGV order
+-- KEYS[5] the failed set (tasks whose stored data is corrupt fail there)
+-- KEYS[6..] task hashes, one per key in ARGV order
 -- ARGV[1] worker id (plain), ARGV[2] worker id (msgpack), ARGV[3] start time
--- (msgpack), ARGV[4] claim token (unique per call), ARGV[5..] task keys
+-- (msgpack), ARGV[4] claim token (unique per call), ARGV[5] pub/sub channel,
+-- ARGV[6..] task keys
 -- Each claim starts a new attempt: the task's "attempts" count goes up by one.
 -- A key no longer in the pending list (re-queued, cancelled, or claimed by a
 -- concurrent pop of the same worker) is answered with false, unless this very
 -- call claimed it already and the task still runs on this worker: a client
 -- that repeats the call after a lost reply (same token) gets the same tasks
 -- back, so no claim is ever lost, and never a task cancelled meanwhile.
+-- A key is never claimed twice: a pending entry of a key that already runs or
+-- has failed (it was queued twice), or that this call claimed already, is
+-- dropped and answered with false.
+-- A task whose stored data cannot be read (a task hash of the wrong type, an
+-- "attempts" that is not a number) fails alone with a "CorruptTask" condition
+-- naming the field (publishing "X"), answered with false; the rest of the
+-- batch is claimed.
 -- A worker that is no longer running (declared lost, stopped) claims nothing:
 -- the script returns -1 and the worker must stop.
 -- Returns, per key, false or {xs, xs_extra, timeout, seed, attempts}.
 if redis.call("SISMEMBER", KEYS[4], ARGV[1]) == 0 then return -1 end
+expect_types({KEYS[1], "list", KEYS[2], "set", KEYS[3], "set", KEYS[5], "set"})
 local out = {}
-for i = 5, #KEYS do
+local seen = {}
+local failed = 0
+-- Fail a task with unreadable data (`err`): the caller removed it from the
+-- pending list already, or it runs on this worker (a repeated claim).
+local function corrupt(hash, key, err)
+  redis.call("SREM", KEYS[2], key)
+  redis.call("SREM", KEYS[3], key)
+  fail_corrupt(hash, key, KEYS[5], err, ARGV[3])
+  failed = failed + 1
+  return false
+end
+-- The task's attempts, or nil and why it cannot be read.
+local function attempts_of(hash, key)
+  if not is_hash(hash) then
+    return nil, "task " .. key .. " is stored as a " .. redis.call("TYPE", hash).ok .. ", not a hash"
+  end
+  return number_field(hash, key, "attempts", 0)
+end
+for i = 6, #KEYS do
   local key = ARGV[i]
   local hash = KEYS[i]
-  if redis.call("LREM", KEYS[1], 1, key) == 1 then
-    local raw = redis.call("HGET", hash, "attempts")
-    local attempts = (raw and cmsgpack.unpack(raw) or 0) + 1
-    redis.call("SADD", KEYS[2], key)
-    redis.call("SADD", KEYS[3], key)
-    redis.call("HSET", hash, "worker_id", ARGV[2], "started_at", ARGV[3], "attempts", cmsgpack.pack(attempts), "claim", ARGV[4])
-    local row = redis.call("HMGET", hash, "xs", "xs_extra", "timeout", "seed")
-    row[5] = attempts
-    out[#out + 1] = row
-  elseif redis.call("HGET", hash, "claim") == ARGV[4] and redis.call("SISMEMBER", KEYS[3], key) == 1
-      and redis.call("SISMEMBER", KEYS[2], key) == 1 then
-    local row = redis.call("HMGET", hash, "xs", "xs_extra", "timeout", "seed", "attempts")
-    row[5] = cmsgpack.unpack(row[5])
-    out[#out + 1] = row
-  else
-    out[#out + 1] = false
+  local row = false
+  if seen[key] or redis.call("SISMEMBER", KEYS[2], key) == 1 then
+    -- Already running: drop a duplicate pending entry; answer a repeat of
+    -- this call (same token, lost reply) with the task it claimed.
+    redis.call("LREM", KEYS[1], 1, key)
+    if not seen[key] and redis.call("SISMEMBER", KEYS[3], key) == 1 and is_hash(hash)
+        and redis.call("HGET", hash, "claim") == ARGV[4] then
+      local attempts, err = attempts_of(hash, key)
+      if err then
+        row = corrupt(hash, key, err)
+      else
+        row = redis.call("HMGET", hash, "xs", "xs_extra", "timeout", "seed")
+        row[5] = attempts
+      end
+    end
+  elseif redis.call("LREM", KEYS[1], 1, key) == 1 and redis.call("SISMEMBER", KEYS[5], key) == 0 then
+    local attempts, err = attempts_of(hash, key)
+    if err then
+      row = corrupt(hash, key, err)
+    else
+      attempts = attempts + 1
+      redis.call("SADD", KEYS[2], key)
+      redis.call("SADD", KEYS[3], key)
+      redis.call("HSET", hash, "worker_id", ARGV[2], "started_at", ARGV[3], "attempts", cmsgpack.pack(attempts), "claim", ARGV[4])
+      row = redis.call("HMGET", hash, "xs", "xs_extra", "timeout", "seed")
+      row[5] = attempts
+    end
   end
+  seen[key] = true
+  out[#out + 1] = row
 end
+if failed > 0 then redis.call("PUBLISH", ARGV[5], "X") end
 return out

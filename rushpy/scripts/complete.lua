@@ -4,7 +4,8 @@
 -- KEYS[2] destination: the finished list or the failed set
 -- KEYS[3] the worker's running set
 -- KEYS[4] the shared queue (retries go to its tail)
--- KEYS[5..] task hashes, one per key in ARGV order
+-- KEYS[5] the failed set (tasks whose stored data is corrupt fail there)
+-- KEYS[6..] task hashes, one per key in ARGV order
 -- ARGV[1] destination kind: "list" (finished) or "set" (failed)
 -- ARGV[2] pub/sub channel to announce to
 -- ARGV[3] token, unique per call
@@ -19,7 +20,10 @@
 -- with each task instead.
 -- A failure is appended to the task's "conditions" history; with attempts
 -- left (attempts_left) the task goes back to the queue's tail, otherwise it
--- fails with that condition.
+-- fails with that condition. A task whose stored data cannot be read
+-- (wrong type, an "attempts", "max_retries" or "conditions" that does not
+-- decode) fails alone with a "CorruptTask" condition naming the field; its
+-- outcome is discarded (0) when it cannot be matched to an attempt.
 -- Publishes on ARGV[2]: "F <first index> <keys...>" for finished tasks, "X"
 -- for failed ones.
 -- Returns, per task, 1 if recorded (or re-queued by an earlier run of the
@@ -28,12 +32,19 @@ local token = ARGV[3]
 local common, names, start = parse_fields(4)
 local nfields = #names
 local failing = ARGV[1] == "set"
+expect_types({KEYS[1], "set", KEYS[2], failing and "set" or "list", KEYS[3], "set", KEYS[4], "list",
+  KEYS[5], "set"})
+-- The time a corrupt task fails at: the common "finished_at".
+local time = nil
+for i = 1, #common, 2 do
+  if common[i] == "finished_at" then time = common[i + 1] end
+end
 -- Decode every condition before writing anything: a bad argument must not
 -- leave a task removed from running and recorded nowhere.
 local decoded = {}
 if failing then
   local pos = start
-  for t = 5, #KEYS do
+  for t = 6, #KEYS do
     decoded[t] = cmsgpack.unpack(ARGV[pos + 2])
     pos = pos + 2 + nfields
   end
@@ -42,25 +53,38 @@ local out = {}
 local failed = 0
 local announce = {}
 local pos = start
-for t = 5, #KEYS do
+for t = 6, #KEYS do
   local key = ARGV[pos]
   local attempt = ARGV[pos + 1]
   local hash = KEYS[t]
   pos = pos + 2
   local ok = redis.call("SISMEMBER", KEYS[3], key) == 1
-  if ok and attempt ~= "" then
-    local raw = redis.call("HGET", hash, "attempts")
-    ok = raw and cmsgpack.unpack(raw) == tonumber(attempt)
+  -- Why this task must fail alone (unreadable data), if it must.
+  local corrupt = nil
+  if ok then
+    if not is_hash(hash) then
+      corrupt = "task " .. key .. " is stored as a " .. redis.call("TYPE", hash).ok .. ", not a hash"
+    elseif attempt ~= "" then
+      local attempts, err = number_field(hash, key, "attempts", nil)
+      corrupt = err
+      ok = err ~= nil or attempts == tonumber(attempt)
+    end
   end
   if ok then
     redis.call("SREM", KEYS[3], key)
     ok = redis.call("SREM", KEYS[1], key) == 1
   end
   if not ok then
-    out[#out + 1] = redis.call("HGET", hash, "done") == token and 1 or 0
+    out[#out + 1] = is_hash(hash) and redis.call("HGET", hash, "done") == token and 1 or 0
+  elseif corrupt then
+    -- The outcome cannot be matched to an attempt: it is discarded.
+    fail_corrupt(hash, key, KEYS[5], corrupt, time)
+    out[#out + 1] = 0
+    failed = failed + 1
   elseif failing then
     local done = {"done", token}
-    if retry_or_fail(hash, key, ARGV[pos], decoded[t], KEYS[2], done, field_args({"done", token}, common, {}, pos)) then
+    if retry_or_fail(hash, key, ARGV[pos], decoded[t], KEYS[2], done,
+        field_args({"done", token}, common, {}, pos), time) then
       redis.call("RPUSH", KEYS[4], key)
       out[#out + 1] = 2
     else
@@ -77,7 +101,8 @@ for t = 5, #KEYS do
 end
 if #announce > 0 then
   announce_finished(KEYS[2], ARGV[2], announce)
-elseif failed > 0 then
+end
+if failed > 0 then
   redis.call("PUBLISH", ARGV[2], "X")
 end
 return out

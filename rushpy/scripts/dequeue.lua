@@ -4,11 +4,13 @@
 -- KEYS[3..] task hashes, one per key in ARGV order
 -- ARGV[1] condition (msgpack), ARGV[2] time (msgpack), ARGV[3] channel,
 -- ARGV[4..] task keys
--- The condition is also appended to the task's "conditions" history.
+-- The condition is also appended to the task's "conditions" history (an
+-- unreadable history is replaced: with_condition).
 -- First writer wins: keys no longer in the queue (popped meanwhile) are skipped.
 -- The queue is rebuilt in one pass (remove_where).
 -- Returns the number of tasks moved.
 local condition = cmsgpack.unpack(ARGV[1])
+expect_types({KEYS[1], "list", KEYS[2], "set"})
 local wanted = {}
 for i = 4, #ARGV do wanted[ARGV[i]] = KEYS[i - 1] end
 local moved = remove_where(KEYS[1], function(key)
@@ -16,7 +18,10 @@ local moved = remove_where(KEYS[1], function(key)
   if not hash then return false end
   wanted[key] = nil
   redis.call("SADD", KEYS[2], key)
-  redis.call("HSET", hash, "conditions", with_condition(hash, condition), "condition", ARGV[1], "finished_at", ARGV[2])
+  -- A hash of the wrong type cannot take the condition; the key still fails.
+  if is_hash(hash) then
+    redis.call("HSET", hash, "conditions", with_condition(hash, condition), "condition", ARGV[1], "finished_at", ARGV[2])
+  end
   return true
 end)
 if moved > 0 then redis.call("PUBLISH", ARGV[3], "X") end

@@ -4,17 +4,37 @@
 -- KEYS[1] the worker's pending list
 -- KEYS[2] the worker's priority queue
 -- KEYS[3] the shared queue
+-- KEYS[4] the running set
+-- KEYS[5] the failed set
 -- ARGV[1] N, the most keys to return
+-- A key is never pending twice: a queue entry of a key that is already
+-- pending, running or failed (a key queued twice) is dropped, not moved.
 -- Returns the keys in the pending list (at most N), oldest first.
+expect_types({KEYS[1], "list", KEYS[2], "list", KEYS[3], "list", KEYS[4], "set", KEYS[5], "set"})
 local n = tonumber(ARGV[1])
-local have = redis.call("LLEN", KEYS[1])
+local pending = {}
+local have = 0
+for _, key in ipairs(redis.call("LRANGE", KEYS[1], 0, -1)) do
+  pending[key] = true
+  have = have + 1
+end
 for _, source in ipairs({KEYS[2], KEYS[3]}) do
-  local want = n - have
-  if want <= 0 then break end
-  local moved = redis.call("LPOP", source, want)
-  if moved then
-    rpush_all(KEYS[1], moved)
-    have = have + #moved
+  -- Pop again while dropped duplicates leave room and the source has keys.
+  while have < n do
+    local moved = redis.call("LPOP", source, n - have)
+    if not moved then break end
+    local keep = {}
+    for _, key in ipairs(moved) do
+      if not pending[key] and redis.call("SISMEMBER", KEYS[4], key) == 0
+          and redis.call("SISMEMBER", KEYS[5], key) == 0 then
+        pending[key] = true
+        keep[#keep + 1] = key
+      end
+    end
+    if #keep > 0 then
+      rpush_all(KEYS[1], keep)
+      have = have + #keep
+    end
   end
 end
 if have == 0 then return {} end

@@ -51,33 +51,112 @@ local function field_args(args, common, names, pos)
   return args
 end
 
--- The task's "conditions" history with `condition` (a decoded table) appended,
--- packed, ready to be written.
-local function with_condition(hash, condition)
+-- Corrupt data. Redis does not roll a script back when it fails half-way,
+-- so a script must never fail after its first write: each checks the types of
+-- the collections it writes (expect_types) before writing, and reads task
+-- fields only through the checked readers below, which report bad data
+-- instead of raising. A task with bad bookkeeping data fails alone
+-- (fail_corrupt) while the rest of the batch proceeds.
+
+-- Raise (before any write) when a collection key holds the wrong Redis type;
+-- pairs is a flat list of key, expected type ("list", "set"). A missing key
+-- is fine: it is created on first write.
+local function expect_types(pairs)
+  for i = 1, #pairs, 2 do
+    local found = redis.call("TYPE", pairs[i]).ok
+    if found ~= "none" and found ~= pairs[i + 1] then
+      error("key " .. pairs[i] .. " holds a " .. found .. ", not a " .. pairs[i + 1]
+        .. ": it was changed by something other than rushpy; reset() the network")
+    end
+  end
+end
+
+-- Whether a task hash can be read and written as a hash (missing is fine).
+local function is_hash(hash)
+  local found = redis.call("TYPE", hash).ok
+  return found == "hash" or found == "none"
+end
+
+-- A msgpack number field of a task hash: the number (`default` when the
+-- field is absent), or nil and a message naming the field.
+local function number_field(hash, key, name, default)
+  local raw = redis.call("HGET", hash, name)
+  if not raw then return default end
+  local ok, value = pcall(cmsgpack.unpack, raw)
+  if ok and type(value) == "number" then return value end
+  return nil, "field '" .. name .. "' of task " .. key .. " is not a number"
+end
+
+-- The task's "conditions" history (a list; absent: empty), or nil and a
+-- message naming the field.
+local function history_field(hash, key)
   local raw = redis.call("HGET", hash, "conditions")
-  local history = raw and cmsgpack.unpack(raw) or {}
+  if not raw then return {} end
+  local ok, value = pcall(cmsgpack.unpack, raw)
+  if ok and type(value) == "table" and (next(value) == nil or value[1] ~= nil) then return value end
+  return nil, "field 'conditions' of task " .. key .. " is not a list of conditions"
+end
+
+-- nil when the task's retry bookkeeping (attempts, max_retries, conditions)
+-- can be read, else a message naming the first bad field (or the bad type).
+local function check_retry_fields(hash, key)
+  if not is_hash(hash) then
+    return "task " .. key .. " is stored as a " .. redis.call("TYPE", hash).ok .. ", not a hash"
+  end
+  local _, err = number_field(hash, key, "attempts", 0)
+  if err then return err end
+  _, err = number_field(hash, key, "max_retries", 0)
+  if err then return err end
+  _, err = history_field(hash, key)
+  return err
+end
+
+-- The task's "conditions" history with `condition` (a decoded table) appended,
+-- packed, ready to be written. An unreadable history is replaced: it could
+-- not be shown anyway, and the new condition must be kept.
+local function with_condition(hash, condition)
+  local history = history_field(hash, "") or {}
   history[#history + 1] = condition
   return cmsgpack.pack(history)
+end
+
+-- Fail a task whose stored data is corrupt: a "CorruptTask" condition naming
+-- the bad field becomes its final condition and joins its history (when the
+-- hash is a hash at all), and the key joins `failed_set`. The caller has
+-- already removed the key from its previous state.
+local function fail_corrupt(hash, key, failed_set, message, time)
+  local condition = {type = "CorruptTask", message = message}
+  if is_hash(hash) then
+    redis.call("HSET", hash, "conditions", with_condition(hash, condition),
+      "condition", cmsgpack.pack(condition), "finished_at", time)
+  end
+  redis.call("SADD", failed_set, key)
 end
 
 -- Whether a task may run again: its attempts (the number of claims; a hash
 -- without the field was never claimed, so 0, as claim.lua counts) are at most
 -- its max_retries (absent: 0). claim.lua writes attempts before a task runs,
--- so a running task always has at least 1 here.
+-- so a running task always has at least 1 here. Unreadable counts allow no
+-- retry (callers that must tell check check_retry_fields first).
 local function attempts_left(hash)
-  local attempts = redis.call("HGET", hash, "attempts")
-  local retries = redis.call("HGET", hash, "max_retries")
-  attempts = attempts and cmsgpack.unpack(attempts) or 0
-  retries = retries and cmsgpack.unpack(retries) or 0
-  return attempts <= retries
+  if not is_hash(hash) then return false end
+  local attempts = number_field(hash, "", "attempts", 0)
+  local retries = number_field(hash, "", "max_retries", 0)
+  return attempts ~= nil and retries ~= nil and attempts <= retries
 end
 
 -- A failure of a running task (already removed from the running sets): the
 -- condition joins its history; with attempts left, `retry_fields` are written
 -- and true returned (the caller re-queues it); otherwise the task fails with
 -- the condition (raw msgpack) and `fail_fields`, joins `failed_set`, and false
--- is returned.
-local function retry_or_fail(hash, key, condition, decoded, failed_set, retry_fields, fail_fields)
+-- is returned. A task with unreadable bookkeeping fails alone (fail_corrupt,
+-- at `time`) and false is returned.
+local function retry_or_fail(hash, key, condition, decoded, failed_set, retry_fields, fail_fields, time)
+  local corrupt = check_retry_fields(hash, key)
+  if corrupt then
+    fail_corrupt(hash, key, failed_set, corrupt, time)
+    return false
+  end
   local history = with_condition(hash, decoded)
   if attempts_left(hash) then
     redis.call("HSET", hash, "conditions", history, unpack(retry_fields))

@@ -12,9 +12,12 @@
 -- Interrupted tasks go to the head too, so they run next; the condition is
 -- appended to their "conditions" history either way (retry_or_fail).
 -- First writer wins: a task whose result arrived meanwhile is skipped.
+-- A task whose stored data cannot be read fails alone with a "CorruptTask"
+-- condition naming the field (retry_or_fail), so every task is settled.
 -- Returns {re-queued keys, failed keys, number of pending and priority keys
 -- moved to the shared queue}.
 local condition = cmsgpack.unpack(ARGV[1])
+expect_types({KEYS[1], "set", KEYS[2], "set", KEYS[3], "set", KEYS[4], "list", KEYS[5], "list", KEYS[6], "list"})
 local released = release_list(KEYS[5], KEYS[4], true) + release_list(KEYS[6], KEYS[4], false)
 local requeued = {}
 local failed = {}
@@ -22,7 +25,7 @@ for i = 7, #KEYS do
   local key = ARGV[i - 3]
   local hash = KEYS[i]
   if redis.call("SREM", KEYS[3], key) == 1 and redis.call("SREM", KEYS[1], key) == 1 then
-    if retry_or_fail(hash, key, ARGV[1], condition, KEYS[2], {}, {"finished_at", ARGV[2]}) then
+    if retry_or_fail(hash, key, ARGV[1], condition, KEYS[2], {}, {"finished_at", ARGV[2]}, ARGV[2]) then
       redis.call("LPUSH", KEYS[4], key)
       requeued[#requeued + 1] = key
     else
