@@ -40,9 +40,6 @@ local function corrupt(hash, key, err)
 end
 -- The task's attempts, or nil and why it cannot be read.
 local function attempts_of(hash, key)
-  if not is_hash(hash) then
-    return nil, "task " .. key .. " is stored as a " .. redis.call("TYPE", hash).ok .. ", not a hash"
-  end
   return number_field(hash, key, "attempts", 0)
 end
 for i = 6, #KEYS do

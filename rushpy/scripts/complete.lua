@@ -62,12 +62,13 @@ for t = 6, #KEYS do
   -- Why this task must fail alone (unreadable data), if it must.
   local corrupt = nil
   if ok then
-    if not is_hash(hash) then
-      corrupt = "task " .. key .. " is stored as a " .. redis.call("TYPE", hash).ok .. ", not a hash"
-    elseif attempt ~= "" then
+    if attempt ~= "" then
+      -- Also tells a task key of the wrong type (number_field's pcall).
       local attempts, err = number_field(hash, key, "attempts", nil)
       corrupt = err
       ok = err ~= nil or attempts == tonumber(attempt)
+    elseif not is_hash(hash) then
+      corrupt = "task " .. key .. " is stored as a " .. redis.call("TYPE", hash).ok .. ", not a hash"
     end
   end
   if ok then

@@ -79,8 +79,13 @@ end
 
 -- A msgpack number field of a task hash: the number (`default` when the
 -- field is absent), or nil and a message naming the field.
+-- One pcall'd HGET also tells a task key of the wrong type (no TYPE call on
+-- the hot paths of claim and complete).
 local function number_field(hash, key, name, default)
-  local raw = redis.call("HGET", hash, name)
+  local raw = redis.pcall("HGET", hash, name)
+  if type(raw) == "table" and raw.err then
+    return nil, "task " .. key .. " is stored as a " .. redis.call("TYPE", hash).ok .. ", not a hash"
+  end
   if not raw then return default end
   local ok, value = pcall(cmsgpack.unpack, raw)
   if ok and type(value) == "number" then return value end
