@@ -175,14 +175,16 @@ async def test_claim_raises_before_writing_when_a_set_has_the_wrong_type(
 # -- pop --------------------------------------------------------------------------------------
 
 
-async def test_pop_drops_duplicates_and_running_keys(store: Store, raw: redis.asyncio.Redis) -> None:
+async def test_a_key_queued_twice_is_claimed_once(store: Store, raw: redis.asyncio.Redis) -> None:
     keys = await running(store, 1)
     fresh = await store.tasks.create_tasks("queued", [{"xs": {"i": 9}}])
     # A running key queued again, and a queued key present twice.
     await raw.rpush(store.keys.queued, keys[0], fresh[0])
-    assert await store.tasks.pop_keys(W, 5) == fresh
-    assert await where(store, keys + fresh) == {keys[0]: "running", fresh[0]: "pending"}
-    assert [t.key for t in await store.tasks.claim(W, fresh)] == fresh
+    popped = await store.tasks.pop_keys(W, 5)
+    assert popped == [fresh[0], keys[0]]  # the second entry of fresh was dropped
+    assert [t.key for t in await store.tasks.claim(W, popped)] == fresh
+    assert await where(store, keys + fresh) == {keys[0]: "running", fresh[0]: "running"}
+    assert await raw.llen(store.keys.pending(W)) == 0
 
 
 # -- complete ---------------------------------------------------------------------------------
@@ -281,18 +283,21 @@ async def test_complete_raises_before_writing_when_a_set_has_the_wrong_type(
 # -- more pop branches ------------------------------------------------------------------------
 
 
-async def test_pop_pops_again_past_dropped_entries(store: Store, raw: redis.asyncio.Redis) -> None:
+async def test_claim_drops_entries_of_keys_that_run_or_failed(store: Store, raw: redis.asyncio.Redis) -> None:
     keys = await running(store, 1)
     done = await store.tasks.create_tasks("failed", [{"xs": {"i": 8}}])
     fresh = await store.tasks.create_tasks("queued", [{"xs": {"i": 9}}])
     await raw.delete(store.keys.queued)
     await raw.rpush(store.keys.queued, keys[0], done[0], fresh[0])
-    assert await store.tasks.pop_keys(W, 1) == fresh
+    popped = await store.tasks.pop_keys(W, 3)
+    assert popped == [keys[0], done[0], fresh[0]]
+    assert [t.key for t in await store.tasks.claim(W, popped)] == fresh
     assert sc.text(await raw.lrange(store.keys.queued, 0, -1)) == []
+    assert await raw.llen(store.keys.pending(W)) == 0
     assert await where(store, keys + done + fresh) == {
         keys[0]: "running",
         done[0]: "failed",
-        fresh[0]: "pending",
+        fresh[0]: "running",
     }
 
 

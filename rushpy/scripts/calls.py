@@ -152,10 +152,10 @@ def running(
 def pop(keys: Keys, worker_id: str, n: int) -> Call[list[str]]:
     """``pop.lua``: up to ``n`` keys into the worker's pending list; returns the pending keys.
 
-    Queue entries of keys already pending, running or failed (a key queued
-    twice) are dropped.
+    Queue entries of keys already pending are dropped; :func:`claim` drops
+    those of keys that run or failed already (a key queued twice).
     """
-    lists = [keys.pending(worker_id), keys.priority_queue(worker_id), keys.queued, keys.running, keys.failed]
+    lists = [keys.pending(worker_id), keys.priority_queue(worker_id), keys.queued]
     return Call(script("pop"), lists, [n], text)
 
 

@@ -4,13 +4,14 @@
 -- KEYS[1] the worker's pending list
 -- KEYS[2] the worker's priority queue
 -- KEYS[3] the shared queue
--- KEYS[4] the running set
--- KEYS[5] the failed set
 -- ARGV[1] N, the most keys to return
--- A key is never pending twice: a queue entry of a key that is already
--- pending, running or failed (a key queued twice) is dropped, not moved.
+-- A key is never pending twice: a queue entry of a key already pending is
+-- dropped, not moved. An entry of a key that runs or failed already (a key
+-- queued twice) is moved, and dropped by claim.lua, which checks every key
+-- it claims anyway (blocking moves fill the pending list without this
+-- script); checking here too cost two lookups per task on the hot path.
 -- Returns the keys in the pending list (at most N), oldest first.
-expect_types({KEYS[1], "list", KEYS[2], "list", KEYS[3], "list", KEYS[4], "set", KEYS[5], "set"})
+expect_types({KEYS[1], "list", KEYS[2], "list", KEYS[3], "list"})
 local n = tonumber(ARGV[1])
 local pending = {}
 local have = 0
@@ -25,8 +26,7 @@ for _, source in ipairs({KEYS[2], KEYS[3]}) do
     if not moved then break end
     local keep = {}
     for _, key in ipairs(moved) do
-      if not pending[key] and redis.call("SISMEMBER", KEYS[4], key) == 0
-          and redis.call("SISMEMBER", KEYS[5], key) == 0 then
+      if not pending[key] then
         pending[key] = true
         keep[#keep + 1] = key
       end
