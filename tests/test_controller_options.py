@@ -56,3 +56,11 @@ def test_worker_script_carries_the_reconnect_budget_but_never_the_password() -> 
     assert "--url 'redis://user@db.example:6379/0?reconnect_budget=45'" in script
     assert "s3cret" not in script
     assert "reconnect_budget" not in str(config)
+
+
+async def test_a_bad_worker_option_stores_no_start_arguments(controller: Controller) -> None:
+    """Start arguments are validated whole before they are stored or any process starts."""
+    with pytest.raises(ConfigError, match="log_level"):
+        await controller.start_local_workers(1, fun="tests.funcs:square", log_level=5)  # type: ignore[arg-type]
+    assert await controller._store.workers.get_start_args() is None
+    assert controller.local_workers == {}
