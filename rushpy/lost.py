@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping
 
 from rushpy.logs import get_logger
 from rushpy.models import Condition, WorkerState
-from rushpy.store import Store
+from rushpy.store import Requeued, Store
 
 __all__ = [
     "LostWorkerDetector",
@@ -25,6 +25,7 @@ __all__ = [
     "pid_alive",
     "release_stranded_pending",
     "settle_lost_workers",
+    "settle_worker",
 ]
 
 log = get_logger("rushpy.lost")
@@ -41,13 +42,19 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
-async def find_lost_workers(store: Store) -> dict[str, str]:
+async def find_lost_workers(store: Store, known: Mapping[str, str] | None = None) -> dict[str, str]:
     """Running workers that are gone, with the reason, by id.
 
     Heartbeat workers are lost when their key expired. Workers without a
     heartbeat are checked only when they run on this host (by process id);
     elsewhere nothing can tell a busy worker from a dead one, so start remote
     workers with a heartbeat.
+
+    Args:
+        store: Store of the network.
+        known: Workers the caller knows to be gone, with the reason (a
+            controller's exited processes); kept for those still recorded running.
+
     """
     running = await store.workers.worker_ids(WorkerState.RUNNING)
     infos = await store.workers.worker_infos(running)
@@ -62,7 +69,24 @@ async def find_lost_workers(store: Store) -> dict[str, str]:
             continue
         if not pid_alive(int(info.pid)):
             lost[info.worker_id] = f"its process {info.pid} on {host} is gone"
+    running_set = set(running)
+    lost.update({wid: why for wid, why in (known or {}).items() if wid in running_set})
     return lost
+
+
+async def settle_worker(
+    store: Store, worker_id: str, state: WorkerState, condition: Condition
+) -> Requeued | None:
+    """Move a running worker that is gone to ``state`` and settle its tasks.
+
+    First writer wins: ``None`` (nothing done) when the worker no longer counts
+    as running (it exited, or another detector or a kill got there first).
+    Its popped tasks go back to the queue; its running tasks go back while
+    attempts remain, else fail with ``condition``.
+    """
+    if not await store.workers.set_worker_state(worker_id, state):
+        return None
+    return await store.tasks.requeue_worker_tasks(worker_id, condition)
 
 
 async def settle_lost_workers(store: Store, reasons: Mapping[str, str]) -> list[str]:
@@ -75,12 +99,11 @@ async def settle_lost_workers(store: Store, reasons: Mapping[str, str]) -> list[
     """
     found = []
     for wid, why in reasons.items():
-        if not await store.workers.set_worker_state(wid, WorkerState.LOST):
+        condition = Condition("WorkerLost", f"worker {wid} was lost ({why}) while running the task")
+        settled = await settle_worker(store, wid, WorkerState.LOST, condition)
+        if settled is None:
             continue
         found.append(wid)
-        settled = await store.tasks.requeue_worker_tasks(
-            wid, Condition("WorkerLost", f"worker {wid} was lost ({why}) while running the task")
-        )
         log.warning(
             "worker lost",
             worker_id=wid,
@@ -141,11 +164,8 @@ class LostWorkerDetector:
 
     async def detect(self) -> list[str]:
         """Find workers that are gone and settle their tasks; returns the ids this call marked."""
-        reasons = await find_lost_workers(self._store)
-        if self._probe is not None:
-            running = set(await self._store.workers.worker_ids(WorkerState.RUNNING))
-            reasons.update({w: why for w, why in self._probe().items() if w in running})
-        return await settle_lost_workers(self._store, reasons)
+        known = None if self._probe is None else self._probe()
+        return await settle_lost_workers(self._store, await find_lost_workers(self._store, known))
 
     async def workers_left(self) -> bool:
         """Whether any worker can still run open tasks."""

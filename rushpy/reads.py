@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from rushpy.cache import ResultCache
 from rushpy.errors import TaskError, TaskTimeoutError, UnknownTaskError, WorkerError
@@ -106,12 +106,13 @@ class Reads:
         snap = await self._store.reads.snapshot()
         return {s.value: snap[s] for s in wanted}
 
-    async def in_set(self, name: str, keys: str | Sequence[str]) -> bool | list[bool]:
+    async def in_set(
+        self, name: Literal["running", "failed"], keys: str | Sequence[str]
+    ) -> bool | list[bool]:
         """Whether the task (or each task) is in the ``running`` or ``failed`` set."""
-        assert name in ("running", "failed")
         if isinstance(keys, str):
-            return (await self._store.reads.in_set(name, [keys]))[0]  # type: ignore[arg-type]
-        return await self._store.reads.in_set(name, check_keys(keys))  # type: ignore[arg-type]
+            return (await self._store.reads.in_set(name, [keys]))[0]
+        return await self._store.reads.in_set(name, check_keys(keys))
 
     # -- fetching ---------------------------------------------------------------------
     async def rows(self, keys: Sequence[str], state: TaskState | str) -> list[dict[str, Any]]:
@@ -163,9 +164,10 @@ class Reads:
     async def fetch_new_tasks(self, timeout: float) -> Table:
         """Finished tasks no earlier call returned, waiting up to ``timeout`` s for one."""
         check_timeout(timeout, allow_none=False)
-        await self.cache.update()
-        if not self.cache.has_new and timeout > 0:
-            await self._wait_new(timeout)
+        if timeout > 0:
+            await self._wait_new(timeout)  # reads the list first: no separate update
+        else:
+            await self.cache.update()
         return Table(self.cache.take_new())
 
     async def wait_for_new_tasks(self, timeout: float | None) -> bool:

@@ -17,10 +17,11 @@ import anyio.abc
 
 from rushpy.config import RedisConfig
 from rushpy.connection import check_connection, create_client
-from rushpy.errors import ConfigError, RushError
+from rushpy.errors import RushError
 from rushpy.events import EventListener
 from rushpy.keys import DEFAULT_PREFIX, Keys
 from rushpy.store import DEFAULT_MAX_TASK_BYTES, Store
+from rushpy.validation import check_count
 
 __all__ = ["CLOSE_TIMEOUT", "Session", "resolve_config"]
 
@@ -63,11 +64,12 @@ class Session:
         owner: str = "Controller",
         max_task_bytes: int = DEFAULT_MAX_TASK_BYTES,
     ) -> None:
-        if not isinstance(max_task_bytes, int) or isinstance(max_task_bytes, bool) or max_task_bytes < 1:
-            raise ConfigError(
-                f"invalid max_task_bytes={max_task_bytes!r}: use a positive number of bytes "
-                f"(default {DEFAULT_MAX_TASK_BYTES})"
-            )
+        check_count(
+            max_task_bytes,
+            "max_task_bytes",
+            minimum=1,
+            hint=f"use a positive number of bytes (default {DEFAULT_MAX_TASK_BYTES})",
+        )
         self.keys = Keys(network_id, prefix)
         self.config = resolve_config(config)
         self.store = Store(create_client(self.config), self.keys, max_task_bytes=max_task_bytes)

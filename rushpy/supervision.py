@@ -25,13 +25,13 @@ from rushpy.errors import ConfigError, NoStartArgumentsError, WorkerTimeoutError
 from rushpy.functions import function_path
 from rushpy.keys import DEFAULT_PREFIX, Keys
 from rushpy.logs import get_logger
-from rushpy.lost import LostWorkerDetector, pid_alive
+from rushpy.lost import LostWorkerDetector, pid_alive, settle_worker
 from rushpy.models import Condition, WorkerState
 from rushpy.pool import PROBE_INTERVAL, SETTLE_TIMEOUT, LocalWorker, LocalWorkerPool
 from rushpy.session import Session
 from rushpy.spec import WorkerSpec
 from rushpy.store import Store
-from rushpy.validation import check_timeout
+from rushpy.validation import check_count, check_timeout
 
 __all__ = ["StopResult", "WorkerMethods"]
 
@@ -104,8 +104,7 @@ class WorkerMethods:
             NoStartArgumentsError: no ``fun`` and the network stores no start arguments.
 
         """
-        if not isinstance(n_workers, int) or isinstance(n_workers, bool) or n_workers < 1:
-            raise ConfigError(f"invalid n_workers={n_workers!r}: start at least 1 worker")
+        check_count(n_workers, "n_workers", minimum=1, hint="start at least 1 worker")
         options: dict[str, Any] = {
             "concurrency": concurrency,
             "heartbeat_period": heartbeat_period,
@@ -131,9 +130,6 @@ class WorkerMethods:
             given = {name: value for name, value in options.items() if value != defaults[name]}
             base = WorkerSpec(network_id=self._keys.network_id, prefix=self._keys.prefix, **given)
             spec = base.resolve(stored)
-        return self._spawn(n_workers, spec)
-
-    def _spawn(self, n_workers: int, spec: WorkerSpec) -> list[str]:
         return self._pool.spawn(spec, n_workers)
 
     @property
@@ -199,8 +195,7 @@ class WorkerMethods:
             n = len(ids) if ids is not None else len(self._pool)
             if ids is None and n == 0:
                 raise ConfigError("wait_for_workers() needs n= or worker_ids= (no local workers started)")
-        if not isinstance(n, int) or isinstance(n, bool) or n < 0:
-            raise ConfigError(f"invalid n={n!r}: use an integer >= 0")
+        check_count(n, "n", minimum=0, hint="use an integer >= 0")
         if ids is not None and n > len(ids):
             raise ConfigError(
                 f"invalid n={n}: it counts workers among worker_ids, which has only {len(ids)} "
@@ -215,7 +210,7 @@ class WorkerMethods:
             up = len(running) if ids is None else sum(w in running_set for w in ids)
             if up >= n:
                 return running
-            self._check_local_alive(await self._store.workers.worker_ids())
+            self._pool.check_started(set(await self._store.workers.worker_ids()))
             remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:
                 missing = [w for w in ids or [] if w not in running_set]
@@ -230,9 +225,6 @@ class WorkerMethods:
             if remaining is not None and step is not None:
                 step = min(step, remaining)
             await events.wait([self._keys.events], [seen], step)
-
-    def _check_local_alive(self, registered: Sequence[str]) -> None:
-        self._pool.check_started(set(registered))
 
     async def stop_workers(
         self,
@@ -292,18 +284,15 @@ class WorkerMethods:
 
     async def _settle_killed(self, worker_id: str) -> None:
         """Record a killed worker and settle its tasks (once, first writer wins)."""
-        if await self._store.workers.set_worker_state(worker_id, WorkerState.KILLED):
-            settled = await self._store.tasks.requeue_worker_tasks(
-                worker_id,
-                Condition("WorkerKilled", f"worker {worker_id} was killed while running the task"),
+        condition = Condition("WorkerKilled", f"worker {worker_id} was killed while running the task")
+        settled = await settle_worker(self._store, worker_id, WorkerState.KILLED, condition)
+        if settled is not None and (settled.requeued or settled.failed):
+            log.info(
+                "settled the tasks of a killed worker",
+                worker_id=worker_id,
+                requeued=len(settled.requeued),
+                failed=len(settled.failed),
             )
-            if settled.requeued or settled.failed:
-                log.info(
-                    "settled the tasks of a killed worker",
-                    worker_id=worker_id,
-                    requeued=len(settled.requeued),
-                    failed=len(settled.failed),
-                )
         await self._store.workers.publish_event()
 
     # -- lost workers ------------------------------------------------------------------------
@@ -332,15 +321,12 @@ class WorkerMethods:
             stillborn = [
                 w for w, code in self._pool.exit_codes().items() if code < 0 and w not in registered
             ]
-            await self._restart_local([*found, *stillborn])
+            # A replacement runs what the lost worker ran (its spec), under a new id.
+            await self._pool.restart([*found, *stillborn])
         return found
 
     async def _detect_while_waiting(self) -> list[str]:
         return await self.detect_lost_workers(restart_local_workers=self.restart_lost_workers)
-
-    async def _restart_local(self, worker_ids: Sequence[str]) -> list[str]:
-        # A replacement runs what the lost worker ran (its spec), under a new id.
-        return await self._pool.restart(worker_ids)
 
     async def _shutdown_local(self) -> None:
         """Stop the local workers (SIGTERM, then SIGKILL after ``shutdown_timeout``).

@@ -177,6 +177,18 @@ def check_timeout(timeout: Any, *, allow_none: bool) -> None:
         raise ConfigError(f"invalid timeout {timeout!r}: use {hint}")
 
 
+def check_count(value: Any, name: str, *, minimum: int, hint: str) -> int:
+    """Check a count (an ``int``, not a ``bool``) of at least ``minimum``.
+
+    Raises:
+        ConfigError: ``invalid <name>=<value>: <hint>``.
+
+    """
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        raise ConfigError(f"invalid {name}={value!r}: {hint}")
+    return value
+
+
 def check_positive_seconds(value: Any, name: str) -> float:
     """Check a setting in seconds that must be > 0 (an interval, an idle timeout).
 

@@ -32,7 +32,6 @@ import anyio
 import anyio.abc
 
 from rushpy.config import RedisConfig, heartbeat_settings, validate_identifier
-from rushpy.errors import ConfigError
 from rushpy.keys import DEFAULT_PREFIX, Keys
 from rushpy.logs import get_logger
 from rushpy.lost import LostWorkerDetector
@@ -41,7 +40,7 @@ from rushpy.read_methods import ReadMethods
 from rushpy.reads import LostWatch, Reads
 from rushpy.session import Session
 from rushpy.store import DEFAULT_MAX_TASK_BYTES, new_worker_id
-from rushpy.validation import check_timeout
+from rushpy.validation import check_count, check_timeout
 from rushpy.worker.backoff import Backoff
 from rushpy.worker.claims import Claims
 from rushpy.worker.registration import Heartbeat, record_exit, register
@@ -307,8 +306,7 @@ class Worker(ReadMethods):
             ConfigError: ``n`` is not an integer >= 1, or ``timeout`` not >= 0.
 
         """
-        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
-            raise ConfigError(f"invalid n={n!r}: pop at least 1 task")
+        check_count(n, "n", minimum=1, hint="pop at least 1 task")
         check_timeout(timeout, allow_none=True)
         return await self._claims.pop(n, timeout)
 

@@ -29,11 +29,10 @@ from typing import Any
 
 import anyio
 
-from rushpy.errors import ConfigError
 from rushpy.functions import function_path
 from rushpy.logs import get_logger
 from rushpy.models import Condition, PoppedTask
-from rushpy.validation import check_positive_seconds
+from rushpy.validation import check_count, check_positive_seconds
 from rushpy.worker.backoff import MAX_BACKOFF, TRANSIENT_ERRORS, Backoff
 from rushpy.worker.child import ChildProcess
 from rushpy.worker.core import Worker, components
@@ -77,8 +76,7 @@ async def run_function(
         ConfigError: ``concurrency`` is not an integer >= 1, or ``idle_timeout`` not > 0.
 
     """
-    if not isinstance(concurrency, int) or isinstance(concurrency, bool) or concurrency < 1:
-        raise ConfigError(f"invalid concurrency={concurrency!r}: use an integer >= 1")
+    check_count(concurrency, "concurrency", minimum=1, hint="use an integer >= 1")
     if idle_timeout is not None:
         check_positive_seconds(idle_timeout, "idle_timeout")
     loop = _Loop(
