@@ -26,6 +26,7 @@ __all__ = [
     "ENV_URL",
     "ENV_URL_FALLBACK",
     "MAX_HEARTBEAT_EXPIRE",
+    "URL_OPTIONS",
     "RedisConfig",
     "configured_url",
     "heartbeat_settings",
@@ -44,6 +45,14 @@ DEFAULT_RECONNECT_BUDGET = 10.0
 """Default of :attr:`RedisConfig.reconnect_budget`: seconds of outage that clients ride out."""
 
 _SCHEMES = ("redis", "rediss", "unix")
+
+URL_OPTIONS: tuple[str, ...] = ("reconnect_budget",)
+"""Fields of :class:`RedisConfig` that travel as URL query parameters.
+
+:meth:`RedisConfig.to_url` with ``include_options=True`` writes those that
+differ from their defaults and :meth:`RedisConfig.from_url` reads them back,
+so a worker process started from a URL connects exactly as its controller.
+"""
 _IDENTIFIER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
 
 
@@ -126,8 +135,9 @@ class RedisConfig(BaseModel):
         """Parse a ``redis://``, ``rediss://`` or ``unix://`` URL.
 
         Forms: ``redis://[user[:password]@]host[:port][/db]``, ``rediss://...`` (TLS),
-        ``unix:///path/to.sock[?db=N]``. A ``reconnect_budget=S`` query parameter
-        sets :attr:`reconnect_budget` (so workers started from a URL get it too).
+        ``unix:///path/to.sock[?db=N]``. Query parameters named in
+        :data:`URL_OPTIONS` (``reconnect_budget=S``, ...) set those fields, so
+        workers started from a URL get the same settings.
 
         A URL without a password takes it from ``RUSHPY_REDIS_PASSWORD`` when set.
 
@@ -172,15 +182,9 @@ class RedisConfig(BaseModel):
             raise ConfigError(
                 f"invalid Redis URL {_mask(url)!r}: database {db_text!r} is not a number; use e.g. /0"
             ) from None
-        if "reconnect_budget" in query:
-            budget = query["reconnect_budget"]
-            try:
-                fields["reconnect_budget"] = float(budget)
-            except ValueError:
-                raise ConfigError(
-                    f"invalid Redis URL {_mask(url)!r}: reconnect_budget={budget!r} is not a number "
-                    "of seconds; use e.g. ?reconnect_budget=30"
-                ) from None
+        for name, value in query.items():
+            if name in URL_OPTIONS:
+                fields[name] = _parse_option(url, name, unquote(value))
         fields.update(overrides)
         return cls(**fields)
 
@@ -196,8 +200,9 @@ class RedisConfig(BaseModel):
             include_password: Put the password in the URL. Keep the default
                 (``False``) for anything that may be printed or put on a command line.
             include_options: Add rushpy's own settings as query parameters
-                (``reconnect_budget`` when not the default), for URLs that rushpy
-                reads back (worker processes); plain Redis clients reject them.
+                (those of :data:`URL_OPTIONS` that differ from their defaults), for
+                URLs that rushpy reads back (worker processes); plain Redis
+                clients reject them.
 
         """
         auth = ""
@@ -206,16 +211,18 @@ class RedisConfig(BaseModel):
             if include_password and self.password:
                 auth += ":" + quote(self.password.get_secret_value(), safe="")
             auth += "@"
-        # Only a budget other than the default goes in the URL, so the common URL stays short.
-        query = (
-            []
-            if not include_options or self.reconnect_budget == DEFAULT_RECONNECT_BUDGET
-            else [f"reconnect_budget={self.reconnect_budget:g}"]
-        )
+        # Only settings other than their defaults go in the URL, so the common URL stays short.
+        query = []
+        if include_options:
+            for name in URL_OPTIONS:
+                value = getattr(self, name)
+                if value != type(self).model_fields[name].default:
+                    query.append(f"{name}={quote(_format_option(value), safe='/')}")
         if self.scheme == "unix":
             return f"unix://{auth}{self.path}?" + "&".join([f"db={self.db}", *query])
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{self.scheme}://{auth}{host}:{self.port}/{self.db}" + "".join(f"?{q}" for q in query)
+        tail = "?" + "&".join(query) if query else ""
+        return f"{self.scheme}://{auth}{host}:{self.port}/{self.db}{tail}"
 
     def __str__(self) -> str:
         return self.to_url()
@@ -284,6 +291,26 @@ def _mask(url: str) -> str:
     Masking too much of a malformed URL is the safe way to be wrong.
     """
     return re.sub(r"(//[^:/@]*:).*@", r"\1***@", url, flags=re.DOTALL)
+
+
+def _parse_option(url: str, name: str, text: str) -> Any:
+    """Convert a URL query value to the type of field ``name`` (pydantic checks the range)."""
+    annotation = str(RedisConfig.model_fields[name].annotation)
+    if "float" in annotation:
+        if text.lower() == "none" and "None" in annotation:
+            return None
+        try:
+            return float(text)
+        except ValueError:
+            raise ConfigError(
+                f"invalid Redis URL {_mask(url)!r}: {name}={text!r} is not a number of seconds; "
+                f"use e.g. ?{name}=30"
+            ) from None
+    return text
+
+
+def _format_option(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 def _explain(exc: ValidationError) -> str:
