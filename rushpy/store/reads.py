@@ -162,14 +162,13 @@ class ReadStore(Plumbing):
         }
 
     async def priority_keys(self) -> dict[str, list[str]]:
-        """Keys in every worker's priority queue, by worker id."""
-        worker_ids = await self.worker_ids()
-        if not worker_ids:
-            return {}
-        async with self.client.pipeline(transaction=False) as pipe:
+        """Keys in every worker's priority queue, by worker id, read atomically (see :meth:`snapshot`)."""
+
+        def queue(pipe: Pipeline, worker_ids: list[str]) -> None:
             for wid in worker_ids:
                 pipe.lrange(self.keys.priority_queue(wid), 0, -1)
-            raw = await pipe.execute()
+
+        worker_ids, raw = await self._read_with_workers(queue)
         return {wid: text(part) for wid, part in zip(worker_ids, raw, strict=True) if part}
 
     async def members(self, state: Literal["running", "failed"]) -> list[str]:
