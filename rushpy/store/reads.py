@@ -225,6 +225,11 @@ class ReadStore(Plumbing):
             n_lost_workers=rest[8],
         )
 
+    async def server_uptime(self) -> float:
+        """Seconds since the server started (``INFO server``), to tell a restart from a bad key."""
+        info = await self.client.info("server")
+        return float(info.get("uptime_in_seconds", 0))
+
     async def n_finished(self) -> int:
         """Length of the finished list."""
         return int(await self.client.llen(self.keys.finished))
