@@ -78,6 +78,8 @@ class Reads:
         self._session = session
         self._store = session.store
         self.cache = ResultCache(session.store)
+        # When this network was opened: a server younger than that restarted since.
+        self._opened = time.monotonic()
 
     def on_event(self, channel: str, data: bytes) -> None:
         """Feed a pub/sub message: finished-task announcements go to the cache."""
@@ -229,10 +231,7 @@ class Reads:
             known = {k for s in (TaskState.QUEUED, TaskState.RUNNING) for k in snap[s]}
             unknown = [k for k in open_keys if k not in known]
             if unknown:
-                raise UnknownTaskError(
-                    f"{len(unknown)} key(s) are not tasks of network {network!r}, e.g. "
-                    f"{unknown[0]!r}; pass keys returned by push_tasks()"
-                )
+                raise UnknownTaskError(await self._explain_unknown(unknown))
             if found_lost and lost is not None and not await lost.workers_left():
                 raise WorkerError(
                     f"no worker of network {network!r} is running (lost while waiting: "
@@ -249,6 +248,22 @@ class Reads:
             if lost is not None:
                 step = LOST_CHECK_INTERVAL if remaining is None else min(remaining, LOST_CHECK_INTERVAL)
             await events.wait([channel], [seen], step)
+
+    async def _explain_unknown(self, unknown: Sequence[str]) -> str:
+        """Say why keys are unknown: a server that restarted empty, or keys that were never tasks."""
+        network = self._session.keys.network_id
+        head = f"{len(unknown)} key(s) are not tasks of network {network!r}, e.g. {unknown[0]!r}"
+        uptime = await self._store.reads.server_uptime()
+        # Uptime comes in whole seconds: one second of margin, so a server started just
+        # before the network was opened does not pass for one that restarted since.
+        if uptime + 1 < time.monotonic() - self._opened and not (await self.status()).n_tasks:
+            return (
+                f"{head}: the server restarted {uptime:.0f} s ago, after this network was opened, and "
+                "came back without the network's data (it runs without persistence); turn persistence on "
+                "(appendonly yes, EmbeddedServer(appendonly=True) or snapshot_schedule()) and push the "
+                "tasks again"
+            )
+        return f"{head}; pass keys returned by push_tasks()"
 
     async def worker_info(self) -> Table:
         """One row per worker: ``worker_id``, ``state``, ``pid``, ``hostname``, ``started_at``."""
