@@ -260,8 +260,7 @@ class Reads:
             return (
                 f"{head}: the server restarted {uptime:.0f} s ago, after this network was opened, and "
                 "came back without the network's data (it runs without persistence); turn persistence on "
-                "(appendonly yes, EmbeddedServer(appendonly=True) or snapshot_schedule()) and push the "
-                "tasks again"
+                "(the server's appendonly yes, or EmbeddedServer(appendonly=True)) and push the tasks again"
             )
         return f"{head}; pass keys returned by push_tasks()"
 
