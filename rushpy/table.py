@@ -9,6 +9,13 @@ started), ``max_retries``, ``timeout`` and ``seed`` when set, and the
 timestamps ``created_at``, ``started_at``, ``finished_at`` (UTC datetimes). An
 entry whose name is already taken by an earlier column is prefixed with its
 group, e.g. ``ys.key``.
+
+A task whose stored data is damaged (a field that is not valid msgpack or has
+the wrong type, or a task key that is not a hash: see :mod:`rushpy.fields`)
+still gets its row, with the fields that could be read and an ``error``
+column naming each bad field and why, e.g. ``field 'xs' is not valid msgpack
+(...)``. Rows of intact tasks have no ``error`` entry; reads never raise for
+bad data.
 """
 
 from __future__ import annotations
@@ -16,6 +23,8 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, overload
+
+from rushpy.fields import DamagedTask
 
 if TYPE_CHECKING:
     import pandas
@@ -42,12 +51,15 @@ _TRAILING = (
 
 
 def flatten_task(key: str, state: str, task: Mapping[str, Any]) -> dict[str, Any]:
-    """Turn a decoded task hash into a flat row."""
+    """Turn a decoded task hash into a flat row (with ``error`` for a :class:`~rushpy.fields.DamagedTask`)."""
     row: dict[str, Any] = {"key": key, "state": state, "worker_id": task.get("worker_id")}
     # Input and output names give way to the task's own fields; the optional ones
     # (attempts, seed, ...) only where the task has them, so an input called
     # "seed" keeps its name in a network that uses no seeds.
     reserved = {name for name in _TRAILING if name in _ALWAYS or name in task}
+    damaged = type(task) is not dict and isinstance(task, DamagedTask)
+    if damaged:
+        reserved.add("error")  # an input called "error" gives way, as for "seed"
     for group in _GROUPS:
         values = task.get(group)
         if not values:
@@ -60,6 +72,8 @@ def flatten_task(key: str, state: str, task: Mapping[str, Any]) -> dict[str, Any
     for name in _TRAILING:
         if name in task:
             row[name] = task[name]
+    if damaged:
+        row["error"] = task.error  # type: ignore[attr-defined]  # narrowed by isinstance above
     return row
 
 

@@ -15,7 +15,7 @@ import pytest
 
 from rushpy.codec import decode, encode
 from rushpy.errors import ServerError, WorkerNotRunningError
-from rushpy.models import Condition, WorkerState
+from rushpy.models import Condition, PoppedTask, WorkerState
 from rushpy.scripts import PRELUDE, SCRIPT_NAMES, script
 from rushpy.scripts import calls as sc
 from rushpy.store import CHUNK, Store
@@ -196,6 +196,7 @@ async def test_claim_moves_pending_to_running_and_counts_an_attempt(store: Store
     [key] = await queued(store, seed=7, timeout=2.5)
     await store.tasks.pop_keys(W, 1)
     [task] = await store.tasks.claim(W, [key, "not-pending"])
+    assert isinstance(task, PoppedTask)
     assert (task.key, task.xs, task.attempt, task.seed, task.timeout) == (key, {"i": 0}, 1, 7, 2.5)
     assert await members(store, store.keys.running) == {key}
     assert await members(store, store.keys.worker_running(W)) == {key}
@@ -292,7 +293,9 @@ async def test_complete_failure_with_attempts_left_goes_to_the_queue_tail(store:
 
 async def test_complete_of_a_stale_attempt_is_discarded(store: Store) -> None:
     [key] = await running(store)
-    assert await store.tasks.complete(W, "finished", [(key, 2, {"ys": {}})]) == [0]
+    # The task was claimed again since (attempt 2): reports on attempt 1 are stale.
+    await store.client.hset(store.keys.task(key), "attempts", encode(2))
+    assert await store.tasks.complete(W, "finished", [(key, 1, {"ys": {}})]) == [0]
     assert await store.tasks.complete(W, "failed", [(key, 0, {"condition": BOOM.to_dict()})]) == [0]
     assert await members(store, store.keys.running) == {key}
     assert await members(store, store.keys.worker_running(W)) == {key}

@@ -203,6 +203,125 @@ async def test_complete_failed_fails_only_the_corrupt_task(
     corrupt_condition(await condition(raw, store, keys[1]), field)
 
 
+@pytest.mark.parametrize(
+    ("value", "why"), [(None, "is missing"), (encode(1.5), "is 1.5"), (encode(0), "is 0")]
+)
+async def test_complete_fails_a_running_task_whose_attempts_no_fence_can_match(
+    store: Store, raw: redis.asyncio.Redis, value: bytes | None, why: str
+) -> None:
+    """Missing, a fraction, or below the attempt reported: left alone, the task would run for ever."""
+    keys = await running(store, 2)
+    if value is None:
+        await raw.hdel(store.keys.task(keys[1]), "attempts")
+    else:
+        await raw.hset(store.keys.task(keys[1]), "attempts", value)
+    out = await store.tasks.complete(W, "finished", [(k, 1, {"ys": {"y": 1}}) for k in keys])
+    assert out == [1, 0]
+    assert await where(store, keys) == {keys[0]: "finished", keys[1]: "failed"}
+    cond = await condition(raw, store, keys[1])
+    corrupt_condition(cond, "attempts")
+    assert why in cond["message"]
+
+
+async def test_complete_never_retries_a_corrupt_task_condition(
+    store: Store, raw: redis.asyncio.Redis
+) -> None:
+    keys = await running(store, 2, max_retries=3)
+    corrupt = {"condition": Condition("CorruptTask", "field 'xs' of task k is bad").to_dict()}
+    other = {"condition": Condition("ValueError", "boom").to_dict()}
+    out = await store.tasks.complete(W, "failed", [(keys[0], 1, corrupt), (keys[1], 1, other)])
+    assert out == [1, 2]
+    assert await where(store, keys) == {keys[0]: "failed", keys[1]: "queued"}
+    assert await hfield(raw, store, keys[0], "conditions") == [corrupt["condition"]]
+
+
+# -- a key is never claimed twice ------------------------------------------------------------
+
+
+async def finish(store: Store, keys: list[str]) -> None:
+    done = await store.tasks.complete(W, "finished", [(k, 1, {"ys": {"y": 1}}) for k in keys])
+    assert done == [1] * len(keys)
+
+
+@pytest.mark.parametrize("where_to", ["shared", "priority"])
+async def test_a_finished_key_queued_again_is_dropped_at_claim(
+    store: Store, raw: redis.asyncio.Redis, where_to: str
+) -> None:
+    keys = await running(store, 2)
+    await finish(store, keys)
+    queue = store.keys.queued if where_to == "shared" else store.keys.priority_queue(W)
+    await raw.rpush(queue, keys[0])
+    popped = await store.tasks.pop_keys(W, 5)
+    assert popped == [keys[0]]
+    assert await store.tasks.claim(W, popped) == []
+    assert await where(store, keys) == {keys[0]: "finished", keys[1]: "finished"}
+    assert await raw.lrange(store.keys.finished, 0, -1) == [k.encode() for k in keys]
+    assert await hfield(raw, store, keys[0], "attempts") == 1
+
+
+@pytest.mark.parametrize("damage", ["wrong_type", "attempts"])
+async def test_a_finished_key_with_bad_data_queued_again_is_dropped_not_failed(
+    store: Store, raw: redis.asyncio.Redis, damage: str
+) -> None:
+    keys = await running(store, 1)
+    await finish(store, keys)
+    hash_key = store.keys.task(keys[0])
+    if damage == "wrong_type":
+        await raw.delete(hash_key)
+        await raw.set(hash_key, b"garbage")
+    else:
+        await raw.hset(hash_key, "attempts", b"\xc1")
+    await raw.rpush(store.keys.queued, keys[0])
+    assert await store.tasks.claim(W, await store.tasks.pop_keys(W, 1)) == []
+    assert await where(store, keys) == {keys[0]: "finished"}
+
+
+async def test_a_pushed_finished_key_queued_again_is_dropped_at_claim(
+    store: Store, raw: redis.asyncio.Redis
+) -> None:
+    await register(store)
+    [key] = await store.tasks.create_tasks(
+        "finished", [{"xs": {"x": 1}, "ys": {"y": 1}}], common={"finished_at": encode(1)}
+    )
+    await raw.rpush(store.keys.queued, key)
+    assert await store.tasks.claim(W, await store.tasks.pop_keys(W, 1)) == []
+    assert await where(store, [key]) == {key: "finished"}
+
+
+async def test_a_queued_task_that_only_looks_finished_is_claimed(
+    store: Store, raw: redis.asyncio.Redis
+) -> None:
+    """Marker fields written by hand do not drop a queued key into no state: the finished list decides."""
+    keys = await pending(store, 2)
+    await raw.hset(store.keys.task(keys[0]), "finished_at", b"\xc1")
+    await raw.hset(store.keys.task(keys[1]), "ys", encode({"y": 1}))
+    assert [t.key for t in await store.tasks.claim(W, keys)] == keys
+    assert await where(store, keys) == {keys[0]: "running", keys[1]: "running"}
+
+
+async def test_a_retried_task_is_claimed_again(store: Store, raw: redis.asyncio.Redis) -> None:
+    keys = await running(store, 1)
+    boom = {"condition": Condition("ValueError", "boom").to_dict()}
+    assert await store.tasks.complete(W, "failed", [(keys[0], 1, boom)]) == [1]
+    assert await store.tasks.retry(keys, ignore_max_retries=True) == keys
+    [task] = await store.tasks.claim(W, await store.tasks.pop_keys(W, 1))
+    assert (task.key, task.attempt) == (keys[0], 2)
+
+
+async def test_a_key_in_a_queue_and_another_workers_pending_list_runs_once(
+    store: Store, raw: redis.asyncio.Redis
+) -> None:
+    other = "worker-2"
+    await register(store, other)
+    keys = await pending(store, 1)
+    await raw.rpush(store.keys.queued, keys[0])  # the same key in the shared queue too
+    assert await store.tasks.pop_keys(other, 1) == keys
+    assert [t.key for t in await store.tasks.claim(W, keys)] == keys
+    assert await store.tasks.claim(other, keys) == []
+    assert await where(store, keys) == {keys[0]: "running"}
+    assert await raw.llen(store.keys.pending(other)) == 0
+
+
 async def test_complete_finished_fails_a_task_with_bad_attempts(
     store: Store, raw: redis.asyncio.Redis
 ) -> None:

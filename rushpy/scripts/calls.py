@@ -15,7 +15,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from rushpy.codec import decode, encode
+from rushpy.codec import encode
+from rushpy.fields import CorruptTask, decode_task, popped_task
 from rushpy.keys import Keys
 from rushpy.models import Condition, PoppedTask, WorkerState
 from rushpy.scripts import Call, script
@@ -27,12 +28,14 @@ __all__ = [
     "cancel",
     "claim",
     "complete",
+    "crashed",
     "create",
     "dequeue",
     "heartbeat",
     "now",
     "pop",
     "read",
+    "rejoin",
     "release",
     "requeue",
     "retry",
@@ -160,25 +163,16 @@ def pop(keys: Keys, worker_id: str, n: int) -> Call[list[str]]:
 
 
 def _claimed(task_keys: Sequence[str]) -> Any:
-    def parse(raw: Any) -> list[PoppedTask | None] | None:
+    def parse(raw: Any) -> list[PoppedTask | CorruptTask | None] | None:
         if raw == -1:
             return None
-        out: list[PoppedTask | None] = []
+        out: list[PoppedTask | CorruptTask | None] = []
         for key, item in zip(task_keys, raw, strict=True):
             if not item:
                 out.append(None)
                 continue
-            xs_raw, extra_raw, timeout_raw, seed_raw, attempt = item
-            out.append(
-                PoppedTask(
-                    key=key,
-                    xs=decode(xs_raw) if xs_raw else {},
-                    xs_extra=decode(extra_raw) if extra_raw else None,
-                    attempt=int(attempt),
-                    timeout=decode(timeout_raw) if timeout_raw else None,
-                    seed=decode(seed_raw) if seed_raw else None,
-                )
-            )
+            # Never raises for bad data: an unusable input makes a CorruptTask.
+            out.append(popped_task(key, int(item[4]), item[:4]))
         return out
 
     return parse
@@ -186,14 +180,16 @@ def _claimed(task_keys: Sequence[str]) -> Any:
 
 def claim(
     keys: Keys, worker_id: str, task_keys: Sequence[str], *, token: str
-) -> Call[list[PoppedTask | None] | None]:
+) -> Call[list[PoppedTask | CorruptTask | None] | None]:
     """``claim.lua``: pending -> running, attempts + 1.
 
-    A key that already runs or failed is never claimed again (its duplicate
-    pending entry is dropped), and a task whose stored data is corrupt fails
-    alone with a ``CorruptTask`` condition instead of being claimed. The reply
-    is ``None`` when the worker no longer counts as running (it claimed
-    nothing), else per key the claimed task or ``None`` (not claimed).
+    A key that already runs, failed or finished is never claimed again (its
+    duplicate pending entry is dropped), and a task whose bookkeeping data is
+    corrupt fails alone with a ``CorruptTask`` condition instead of being
+    claimed. The reply is ``None`` when the worker no longer counts as running
+    (it claimed nothing), else per key the claimed task, a
+    :class:`~rushpy.fields.CorruptTask` (claimed, but its inputs cannot be
+    used: the caller must fail it), or ``None`` (not claimed).
     A repeat with the same ``token`` returns the tasks the first run claimed.
     """
     sets = [
@@ -202,6 +198,7 @@ def claim(
         keys.worker_running(worker_id),
         keys.running_workers,
         keys.failed,
+        keys.finished,
     ]
     args = [worker_id, encode(worker_id), now(), encode(token), keys.events, *task_keys]
     return Call(script("claim"), [*sets, *keys.tasks(task_keys)], args, _claimed(list(task_keys)))
@@ -344,16 +341,40 @@ def heartbeat(keys: Keys, worker_id: str, expire: float) -> Call[bool]:
 
 
 def _hashes(raw: Any) -> list[dict[str, Any] | None]:
-    out: list[dict[str, Any] | None] = []
-    for flat in raw:
-        if not flat:
-            out.append(None)
-            continue
-        it = iter(flat)
-        out.append({name.decode(): decode(value) for name, value in zip(it, it, strict=True)})
-    return out
+    # decode_task never raises for bad data: a bad field makes a DamagedTask.
+    return [decode_task(flat) if flat else None for flat in raw]
 
 
 def read(keys: Keys, task_keys: Sequence[str]) -> Call[list[dict[str, Any] | None]]:
-    """``read.lua``: decoded hashes of ``task_keys`` in order (``None``: no such task)."""
+    """``read.lua``: decoded hashes of ``task_keys`` in order (``None``: no such task).
+
+    A hash with fields that cannot be decoded or have the wrong type, or a
+    task key of another Redis type, comes back as a
+    :class:`~rushpy.fields.DamagedTask` (see :func:`rushpy.fields.decode_task`).
+    """
     return Call(script("read"), keys.tasks(task_keys), [], _hashes)
+
+
+def rejoin(keys: Keys, worker_id: str, heartbeat_expire: float | None) -> Call[int]:
+    """``rejoin.lua``: a lost worker -> running; 1 already running, 2 came back, 0 must stop."""
+    return Call(
+        script("rejoin"),
+        [keys.running_workers, keys.lost_workers, keys.worker(worker_id), keys.heartbeat(worker_id)],
+        [
+            worker_id,
+            encode(WorkerState.RUNNING.value),
+            "" if heartbeat_expire is None else max(1, int(heartbeat_expire * 1000)),
+            now(),
+        ],
+        int,
+    )
+
+
+def crashed(keys: Keys, worker_id: str, reason: str) -> Call[bool]:
+    """``crashed.lua``: mark a running worker as crashed; ``False`` if it was not running."""
+    return Call(
+        script("crashed"),
+        [keys.running_workers, keys.worker(worker_id), keys.heartbeat(worker_id)],
+        [worker_id, encode(reason), keys.events],
+        bool,
+    )

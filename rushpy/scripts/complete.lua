@@ -20,10 +20,14 @@
 -- with each task instead.
 -- A failure is appended to the task's "conditions" history; with attempts
 -- left (attempts_left) the task goes back to the queue's tail, otherwise it
--- fails with that condition. A task whose stored data cannot be read
--- (wrong type, an "attempts", "max_retries" or "conditions" that does not
--- decode) fails alone with a "CorruptTask" condition naming the field; its
--- outcome is discarded (0) when it cannot be matched to an attempt.
+-- fails with that condition. A "CorruptTask" condition (a worker found the
+-- task's inputs unusable) is never retried: bad data does not heal. A task
+-- whose stored data cannot be read (wrong type, an "attempts", "max_retries"
+-- or "conditions" that does not decode) fails alone with a "CorruptTask"
+-- condition naming the field; its outcome is discarded (0) when it cannot be
+-- matched to an attempt. So does a task that runs on this worker whose
+-- "attempts" is missing, not a count, or below the attempt reported on (the
+-- count only grows): left alone it would stay running for ever.
 -- Publishes on ARGV[2]: "F <first index> <keys...>" for finished tasks, "X"
 -- for failed ones.
 -- Returns, per task, 1 if recorded (or re-queued by an earlier run of the
@@ -65,8 +69,13 @@ for t = 6, #KEYS do
     if attempt ~= "" then
       -- Also tells a task key of the wrong type (number_field's pcall).
       local attempts, err = number_field(hash, key, "attempts", nil)
+      local reported = tonumber(attempt)
+      if not err and (attempts == nil or attempts ~= math.floor(attempts) or attempts < reported) then
+        err = "field 'attempts' of task " .. key .. " is " .. (attempts and tostring(attempts) or "missing")
+          .. ", but this worker runs attempt " .. attempt .. " of it"
+      end
       corrupt = err
-      ok = err ~= nil or attempts == tonumber(attempt)
+      ok = err ~= nil or attempts == reported
     elseif not is_hash(hash) then
       corrupt = "task " .. key .. " is stored as a " .. redis.call("TYPE", hash).ok .. ", not a hash"
     end
@@ -84,8 +93,9 @@ for t = 6, #KEYS do
     failed = failed + 1
   elseif failing then
     local done = {"done", token}
+    local final = type(decoded[t]) == "table" and decoded[t].type == "CorruptTask"
     if retry_or_fail(hash, key, ARGV[pos], decoded[t], KEYS[2], done,
-        field_args({"done", token}, common, {}, pos), time) then
+        field_args({"done", token}, common, {}, pos), time, final) then
       redis.call("RPUSH", KEYS[4], key)
       out[#out + 1] = 2
     else

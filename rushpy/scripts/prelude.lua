@@ -151,19 +151,20 @@ local function attempts_left(hash)
 end
 
 -- A failure of a running task (already removed from the running sets): the
--- condition joins its history; with attempts left, `retry_fields` are written
--- and true returned (the caller re-queues it); otherwise the task fails with
--- the condition (raw msgpack) and `fail_fields`, joins `failed_set`, and false
--- is returned. A task with unreadable bookkeeping fails alone (fail_corrupt,
--- at `time`) and false is returned.
-local function retry_or_fail(hash, key, condition, decoded, failed_set, retry_fields, fail_fields, time)
+-- condition joins its history; with attempts left (and not `final`),
+-- `retry_fields` are written and true returned (the caller re-queues it);
+-- otherwise the task fails with the condition (raw msgpack) and
+-- `fail_fields`, joins `failed_set`, and false is returned. A task with
+-- unreadable bookkeeping fails alone (fail_corrupt, at `time`) and false is
+-- returned.
+local function retry_or_fail(hash, key, condition, decoded, failed_set, retry_fields, fail_fields, time, final)
   local corrupt = check_retry_fields(hash, key)
   if corrupt then
     fail_corrupt(hash, key, failed_set, corrupt, time)
     return false
   end
   local history = with_condition(hash, decoded)
-  if attempts_left(hash) then
+  if not final and attempts_left(hash) then
     redis.call("HSET", hash, "conditions", history, unpack(retry_fields))
     return true
   end

@@ -10,13 +10,17 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 from rushpy.errors import WorkerNotRunningError
+from rushpy.fields import CorruptTask
 from rushpy.models import Condition, PoppedTask
 from rushpy.scripts import Call
 from rushpy.scripts import calls as sc
 from rushpy.store.base import Plumbing, chunks, new_task_key, new_token, text
 from rushpy.store.encoding import check_task_size, encode_field
 
-__all__ = ["CREATE_FIELDS", "TaskStore"]
+__all__ = ["BLOCK_SHARE", "CREATE_FIELDS", "TaskStore"]
+
+BLOCK_SHARE = 2 / 3
+"""Share of the client's socket timeout that one blocking move may block."""
 
 CREATE_FIELDS = (
     "xs",
@@ -82,15 +86,19 @@ class TaskStore(Plumbing):
             queue: For ``queued``: the list to push to (default the shared queue).
             common: Fields with the same value for every task (sent once).
 
+        All or nothing: the chunks of a large batch run as one transaction, so
+        a full server (``maxmemory``) refuses the whole batch, never a part.
+
         Raises:
             TaskError: a value cannot be encoded, or a task exceeds ``max_task_bytes``
                 (nothing is written).
+            ServerFullError: the server is out of memory (nothing is written).
 
         """
         if not tasks:
             return []
         calls, keys = self._create_calls(state, tasks, queue, common)
-        await self.run_batched(calls)
+        await self.run_batched(calls, atomic=True)
         return keys
 
     async def create_queued_groups(
@@ -99,7 +107,8 @@ class TaskStore(Plumbing):
         """Queue several groups of tasks, each on its own queue, in one round trip.
 
         Every value is encoded before anything is written, so an unencodable value
-        creates no task at all.
+        creates no task at all; the groups are created in one transaction, so a
+        full server refuses all of them (``ServerFullError``) or none.
         """
         calls: list[Call[int]] = []
         out = []
@@ -108,7 +117,7 @@ class TaskStore(Plumbing):
             calls += group_calls
             out.append(keys)
         if calls:
-            await self.run_batched(calls)
+            await self.run_batched(calls, atomic=True)
         return out
 
     def _create_calls(
@@ -140,10 +149,11 @@ class TaskStore(Plumbing):
         return calls, keys
 
     async def create_running(self, worker_id: str, tasks: Sequence[Mapping[str, Any]]) -> list[str]:
-        """Create tasks that ``worker_id`` already runs (decentralized mode).
+        """Create tasks that ``worker_id`` already runs (decentralized mode), all or none.
 
         Raises:
             TaskError: a value cannot be encoded, or a task exceeds ``max_task_bytes``.
+            ServerFullError: the server is out of memory (nothing is written).
 
         """
         if not tasks:
@@ -163,7 +173,7 @@ class TaskStore(Plumbing):
             )
             for start, stop in chunks(sizes)
         ]
-        await self.run_batched(calls)
+        await self.run_batched(calls, atomic=True)
         return keys
 
     # -- worker side: pop, claim, complete ----------------------------------------
@@ -180,7 +190,16 @@ class TaskStore(Plumbing):
 
         The key is never in no state: ``BLMOVE`` puts it in the pending list in the
         same step that removes it from the queue.
+
+        The server answers a blocking command only when it ends, and the client
+        waits ``socket_timeout`` for any answer, so the move blocks at most
+        :data:`BLOCK_SHARE` of the socket timeout (fewer than ``timeout`` seconds
+        if need be): its answer always comes in time, and a hung server is still
+        noticed. Returns ``None`` when nothing arrived.
         """
+        limit = self.client.connection_pool.connection_kwargs.get("socket_timeout")
+        if limit is not None:
+            timeout = min(timeout, limit * BLOCK_SHARE)
         raw = await self.client.blmove(
             source,
             self.keys.pending(worker_id),
@@ -192,12 +211,14 @@ class TaskStore(Plumbing):
 
     async def claim(
         self, worker_id: str, keys: Sequence[str], *, token: str | None = None
-    ) -> list[PoppedTask]:
+    ) -> list[PoppedTask | CorruptTask]:
         """Move keys from the worker's pending list to running; return their inputs.
 
         Each claim starts a new attempt of the task. Repeating a claim whose reply
         was lost returns the same tasks again (the client repeats a command with
-        the same arguments, so the same token).
+        the same arguments, so the same token). A claimed task whose stored
+        inputs cannot be used comes back as a :class:`~rushpy.fields.CorruptTask`:
+        the caller fails it (``complete(..., "failed", ...)``, never retried).
 
         Args:
             worker_id: The claiming worker.

@@ -35,16 +35,24 @@ releases what its still-armed moves took (``rushpy.lost.release_stranded_pending
 moved tasks to running without the worker knowing; the next pop adopts them
 (:meth:`Claims._adopt`), holding other claims back meanwhile so that a claim
 in flight is never adopted twice.
+
+**Bad data.** A claimed task whose stored inputs cannot be used (``xs`` that
+is not valid msgpack or not a mapping, a bad ``seed`` or ``timeout``: see
+:mod:`rushpy.fields`) fails at once, alone and for good, with a
+``CorruptTask`` condition naming the field; the rest of the batch runs.
+Adopted tasks go through the same checks.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable, Sequence
 
 import anyio
 import anyio.abc
 
 from rushpy.errors import WorkerError, WorkerNotRunningError
+from rushpy.fields import CorruptTask, popped_from_hash
 from rushpy.keys import Keys
 from rushpy.logs import get_logger
 from rushpy.models import PoppedTask
@@ -78,13 +86,24 @@ class Claims:
         worker_id: Id of the worker.
         stop: The worker's stop state: read by pops, told when a claim is refused.
         tracker: Records the attempt of every claimed task.
+        rejoin: Called when a claim is refused because the worker no longer
+            counts as running; returns whether it counts as running again
+            (re-registered after being declared lost). Without it the worker stops.
 
     """
 
     def __init__(
-        self, store: Store, keys: Keys, worker_id: str, stop: StopState, tracker: TaskTracker
+        self,
+        store: Store,
+        keys: Keys,
+        worker_id: str,
+        stop: StopState,
+        tracker: TaskTracker,
+        *,
+        rejoin: Callable[[str], Awaitable[bool]] | None = None,
     ) -> None:
         self._store = store
+        self._rejoin = rejoin
         self._worker_id = worker_id
         self._stop = stop
         self._tracker = tracker
@@ -128,14 +147,20 @@ class Claims:
         """
         self._active_pops += 1
         try:
-            if self._claim_uncertain:
-                adopted = await self._adopt()
-                if adopted:
-                    return adopted
-            return await self._pop(n, timeout)
+            while True:
+                try:
+                    if self._claim_uncertain:
+                        adopted = await self._adopt()
+                        if adopted:
+                            return adopted
+                    return await self._pop(n, timeout)
+                except WorkerNotRunningError:
+                    # Declared lost while alive (paused, cut off): come back and pop
+                    # again; the refused claim's keys are still in the pending list.
+                    if self._rejoin is None or not await self._rejoin("claim refused"):
+                        raise
         except WorkerNotRunningError as exc:
-            # Declared lost (e.g. cut off from Redis for longer than the heartbeat
-            # expiry) or stopped: its tasks may run elsewhere now, so stop.
+            # Stopped, or its records are gone: its tasks may run elsewhere now, so stop.
             self._stop.terminate(str(exc))
             # The refused claim left its keys in the pending list: give them back
             # now, not only when the worker exits (it may live on).
@@ -154,9 +179,14 @@ class Claims:
                 del self._delivered[:n]
                 tasks = await self._claim(keys)
             else:
-                tasks = await self._claim(await self._store.tasks.pop_keys(self._worker_id, n))
+                keys = await self._store.tasks.pop_keys(self._worker_id, n)
+                tasks = await self._claim(keys)
             if tasks:
                 return tasks
+            if keys and not self._stop.terminated:
+                # Every key was dropped (a duplicate) or failed (corrupt): the
+                # queue may hold more, so pop again before waiting.
+                continue
             if self._stop.drain_requested:
                 self._stop.terminate("queue empty and workers asked to drain")
             remaining = None if deadline is None else deadline - anyio.current_time()
@@ -232,14 +262,17 @@ class Claims:
 
     # -- claiming -------------------------------------------------------------------------
     async def _claim(self, keys: list[str]) -> list[PoppedTask]:
-        """Claim pending keys and record their attempts (no await in between)."""
+        """Claim pending keys, fail the corrupt ones, record the attempts of the rest."""
         if not keys:
             return []
         await self._claim_gate.wait()
         self._claims_in_flight += 1
         self._no_claim_in_flight.clear()
         try:
-            tasks = await self._store.tasks.claim(self._worker_id, keys)
+            claimed = await self._store.tasks.claim(self._worker_id, keys)
+            # Before any attempt is recorded: if this write fails, the next pop
+            # adopts the whole claim (good and corrupt tasks) and checks it again.
+            await self._fail_corrupt(claimed)
         except WorkerNotRunningError:
             raise
         except Exception:
@@ -250,9 +283,24 @@ class Claims:
             self._claims_in_flight -= 1
             if not self._claims_in_flight:
                 self._no_claim_in_flight.set()
+        tasks = [task for task in claimed if isinstance(task, PoppedTask)]
         for task in tasks:
             self._tracker.claimed(task.key, task.attempt)
         return tasks
+
+    async def _fail_corrupt(self, claimed: Sequence[PoppedTask | CorruptTask]) -> None:
+        """Fail, for good, the claimed tasks whose stored inputs cannot be used."""
+        corrupt = [task for task in claimed if isinstance(task, CorruptTask)]
+        if not corrupt:
+            return
+        for task in corrupt:
+            log.warning("task failed: its stored data is corrupt", key=task.key, reason=task.message)
+        # Fenced by the attempt just claimed; complete.lua never retries a CorruptTask.
+        await self._store.tasks.complete(
+            self._worker_id,
+            "failed",
+            [(task.key, task.attempt, {"condition": task.condition().to_dict()}) for task in corrupt],
+        )
 
     async def _adopt(self) -> list[PoppedTask]:
         """Take over tasks running on this worker in Redis that it does not know of."""
@@ -264,23 +312,16 @@ class Claims:
                 self._tracker.forget(key)
             orphans = [k for k in running if k not in self._tracker]
             rows = await self._store.reads.read_tasks(orphans)
+            adopted = [
+                popped_from_hash(key, row) for key, row in zip(orphans, rows, strict=True) if row is not None
+            ]
+            await self._fail_corrupt(adopted)
             self._claim_uncertain = False
         finally:
             self._claim_gate.set()
-        tasks = []
-        for key, row in zip(orphans, rows, strict=True):
-            if row is None:
-                continue
-            task = PoppedTask(
-                key=key,
-                xs=row.get("xs") or {},
-                xs_extra=row.get("xs_extra"),
-                attempt=int(row.get("attempts") or 1),
-                timeout=row.get("timeout"),
-                seed=row.get("seed"),
-            )
-            self._tracker.claimed(key, task.attempt)
-            tasks.append(task)
+        tasks = [task for task in adopted if isinstance(task, PoppedTask)]
+        for task in tasks:
+            self._tracker.claimed(task.key, task.attempt)
         if tasks:
             log.warning("adopted tasks claimed before a lost reply", n=len(tasks))
         return tasks
