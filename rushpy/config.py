@@ -20,13 +20,16 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, m
 from rushpy.errors import ConfigError
 
 __all__ = [
+    "DEFAULT_HEALTH_CHECK_INTERVAL",
     "DEFAULT_RECONNECT_BUDGET",
+    "DEFAULT_SOCKET_TIMEOUT",
     "DEFAULT_URL",
     "ENV_PASSWORD",
     "ENV_URL",
     "ENV_URL_FALLBACK",
     "MAX_HEARTBEAT_EXPIRE",
     "URL_OPTIONS",
+    "TLS_OPTIONS",
     "RedisConfig",
     "configured_url",
     "heartbeat_settings",
@@ -43,10 +46,29 @@ DEFAULT_URL = "redis://127.0.0.1:6379/0"
 """URL used when neither argument nor environment names a server."""
 DEFAULT_RECONNECT_BUDGET = 10.0
 """Default of :attr:`RedisConfig.reconnect_budget`: seconds of outage that clients ride out."""
+DEFAULT_SOCKET_TIMEOUT = 30.0
+"""Default of :attr:`RedisConfig.socket_timeout`: seconds to wait for the server's answer."""
+DEFAULT_HEALTH_CHECK_INTERVAL = 5.0
+"""Default of :attr:`RedisConfig.health_check_interval`: seconds of silence before a PING."""
 
 _SCHEMES = ("redis", "rediss", "unix")
 
-URL_OPTIONS: tuple[str, ...] = ("reconnect_budget",)
+TLS_OPTIONS: tuple[str, ...] = (
+    "ssl_cert_reqs",
+    "ssl_ca_certs",
+    "ssl_certfile",
+    "ssl_keyfile",
+    "ssl_check_hostname",
+)
+"""The TLS fields of :class:`RedisConfig` (query parameters of ``rediss://`` URLs, as in redis-py)."""
+
+URL_OPTIONS: tuple[str, ...] = (
+    "reconnect_budget",
+    "socket_timeout",
+    "connect_timeout",
+    "health_check_interval",
+    *TLS_OPTIONS,
+)
 """Fields of :class:`RedisConfig` that travel as URL query parameters.
 
 :meth:`RedisConfig.to_url` with ``include_options=True`` writes those that
@@ -85,10 +107,27 @@ class RedisConfig(BaseModel):
         db: Database number.
         username: ACL user name, if any.
         password: Password (kept secret).
-        socket_timeout: Seconds a single command may take before the client gives up.
-        connect_timeout: Seconds to establish a connection.
-        ssl_cert_reqs: Certificate check for ``rediss``: ``required`` (default) or ``none``.
-        ssl_ca_certs: Path of a CA bundle for ``rediss``.
+        socket_timeout: Seconds to wait for the server's answer to a command
+            (default 30) before the connection counts as broken: a hung server
+            (stopped process, silent network partition) is noticed after this
+            long. Blocking moves of idle workers block for at most two thirds
+            of it, so their answer always comes in time.
+        connect_timeout: Seconds to establish a connection (default 5).
+        health_check_interval: Seconds of silence on the event subscription
+            (default 5) after which it sends a ``PING``; no answer within
+            ``socket_timeout`` counts as a lost subscription.
+        ssl_cert_reqs: Server certificate check for ``rediss``: ``required``
+            (default: the handshake fails unless a trusted CA signed it),
+            ``optional`` (checked if sent) or ``none`` (not checked: encryption
+            without authentication, open to a man in the middle).
+        ssl_ca_certs: Path of the CA bundle (PEM) that signed the server's
+            certificate (default: the system's trusted CAs).
+        ssl_certfile: Path of this client's certificate (PEM), for servers that
+            require client certificates (``tls-auth-clients yes``).
+        ssl_keyfile: Path of the private key of ``ssl_certfile`` (unencrypted
+            PEM; default: the key is in ``ssl_certfile``).
+        ssl_check_hostname: Whether the server certificate must name the host
+            connected to (default ``True``; ignored when ``ssl_cert_reqs`` is ``none``).
         reconnect_budget: Seconds of outage that clients ride out (default 10).
             A command that fails on a dropped connection, a timeout or a
             server restart is sent again on a fresh connection, with
@@ -99,6 +138,17 @@ class RedisConfig(BaseModel):
             ``fetch_new_tasks(timeout=...)``, ``wait_for_workers``) raise it
             once the event subscription has been down this long, however long
             their own timeout. ``0`` fails at the first error.
+
+    **Bounds against a hung server.** A method without a timeout raises
+    :class:`~rushpy.errors.ConnectionFailedError` at most ``socket_timeout +
+    reconnect_budget`` seconds (plus a backoff pause of at most 1 s) after it
+    sent a command that got no answer; a wait without a timeout (``timeout=None``)
+    at most ``health_check_interval + socket_timeout + reconnect_budget`` seconds
+    (plus backoff) after the server stopped answering. A method with a timeout
+    returns or raises within its timeout plus ``min(socket_timeout, 5)`` seconds
+    (:data:`rushpy.deadline.DEADLINE_GRACE`): a command still unanswered then
+    raises ``ConnectionFailedError``. Connecting (``async with Controller(...)``)
+    fails within ``connect_timeout + socket_timeout``.
 
     """
 
@@ -111,10 +161,14 @@ class RedisConfig(BaseModel):
     db: int = Field(default=0, ge=0)
     username: str | None = None
     password: SecretStr | None = None
-    socket_timeout: float | None = Field(default=None, gt=0)
-    connect_timeout: float = Field(default=5.0, gt=0)
-    ssl_cert_reqs: Literal["required", "none"] = "required"
+    socket_timeout: float = Field(default=DEFAULT_SOCKET_TIMEOUT, gt=0, allow_inf_nan=False)
+    connect_timeout: float = Field(default=5.0, gt=0, allow_inf_nan=False)
+    health_check_interval: float = Field(default=DEFAULT_HEALTH_CHECK_INTERVAL, gt=0, allow_inf_nan=False)
+    ssl_cert_reqs: Literal["required", "optional", "none"] = "required"
     ssl_ca_certs: str | None = None
+    ssl_certfile: str | None = None
+    ssl_keyfile: str | None = None
+    ssl_check_hostname: bool = True
     reconnect_budget: float = Field(default=DEFAULT_RECONNECT_BUDGET, ge=0, allow_inf_nan=False)
 
     def __init__(self, **data: Any) -> None:
@@ -128,6 +182,20 @@ class RedisConfig(BaseModel):
     def _check_unix_path(self) -> RedisConfig:
         if self.scheme == "unix" and not self.path:
             raise ValueError("scheme 'unix' needs a socket path, e.g. unix:///tmp/redis.sock")
+        return self
+
+    @model_validator(mode="after")
+    def _check_tls(self) -> RedisConfig:
+        # TLS settings on a plain connection would be ignored: the user believes
+        # the link is encrypted when it is not.
+        changed = [n for n in TLS_OPTIONS if getattr(self, n) != type(self).model_fields[n].default]
+        if changed and self.scheme != "rediss":
+            raise ValueError(
+                f"{', '.join(changed)} set but the scheme is {self.scheme!r}, which has no TLS: "
+                "use a rediss:// URL (scheme='rediss')"
+            )
+        if self.ssl_keyfile and not self.ssl_certfile:
+            raise ValueError("ssl_keyfile needs ssl_certfile (the certificate the key belongs to)")
         return self
 
     @classmethod

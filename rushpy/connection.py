@@ -15,12 +15,14 @@ because the store answers it by loading its scripts again.
 from __future__ import annotations
 
 import asyncio
+import os
 import ssl
 import sys
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, TypeVar
 
+import anyio
 from redis.asyncio import ConnectionPool, Redis
 from redis.asyncio.client import Pipeline
 from redis.asyncio.connection import Connection, SSLConnection, UnixDomainSocketConnection
@@ -31,13 +33,15 @@ from redis.exceptions import (
     AuthorizationError,
     InvalidResponse,
     NoScriptError,
+    OutOfMemoryError,
     ResponseError,
 )
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from rushpy.config import RedisConfig
-from rushpy.errors import ConnectionFailedError, ServerError
+from rushpy.deadline import bounded
+from rushpy.errors import ConnectionFailedError, ServerError, ServerFullError
 
 __all__ = [
     "TRANSLATED_ERRORS",
@@ -98,7 +102,10 @@ class _BudgetRetry(Retry):
 
     redis-py counts retries; an outage is better bounded in seconds (one
     setting for commands and waiters). Authentication errors are not retried:
-    a wrong password does not heal by waiting.
+    a wrong password does not heal by waiting. Once an attempt has failed,
+    later attempts are cut off when the budget is spent, so a hung server
+    (every attempt waits ``socket_timeout``) costs at most ``socket_timeout +
+    budget`` (plus one backoff pause).
     """
 
     def __init__(self, budget: float, max_retries: int | None) -> None:
@@ -122,7 +129,11 @@ class _BudgetRetry(Retry):
         first_failure: float | None = None
         while True:
             try:
-                return await do()
+                if first_failure is None:
+                    return await do()
+                with anyio.move_on_after(self.budget - (time.monotonic() - first_failure)):
+                    return await do()
+                raise RedisTimeoutError(f"no answer within the reconnect budget of {self.budget:g} s")
             except self._supported_errors as error:
                 if isinstance(error, (AuthenticationError, AuthorizationError)):
                     raise
@@ -142,7 +153,7 @@ class RushClient(Redis):
     """A ``redis.asyncio.Redis`` that raises :class:`ConnectionFailedError` for connection problems.
 
     Build it with :func:`create_client`. ``config`` names the server in messages
-    and holds the reconnect budget.
+    and holds the reconnect budget. Commands honour :func:`~rushpy.deadline.call_deadline`.
     """
 
     config: RedisConfig
@@ -150,14 +161,16 @@ class RushClient(Redis):
     async def execute_command(self, *args: Any, **options: Any) -> Any:
         """Run one command; connection problems raise :class:`ConnectionFailedError`."""
         started = time.monotonic()
+        run = super().execute_command
+        command = args[0] if args else "?"
         try:
-            return await super().execute_command(*args, **options)  # type: ignore[no-untyped-call]
+            return await bounded(self.config, command, lambda: run(*args, **options))  # type: ignore[no-untyped-call]
         except TRANSLATED_ERRORS as exc:
             raise connection_failed(self.config, exc, time.monotonic() - started) from exc
         except NoScriptError:
             raise  # the store loads its scripts again
         except ResponseError as exc:
-            raise _server_error(self.config, args[0] if args else "?", exc) from exc
+            raise _server_error(self.config, command, exc) from exc
 
     def pipeline(self, transaction: bool = True, shard_hint: str | None = None) -> RushPipeline:
         """A pipeline whose ``execute`` translates connection problems like the client."""
@@ -167,15 +180,19 @@ class RushClient(Redis):
 
 
 class RushPipeline(Pipeline):
-    """Pipeline of a :class:`RushClient`: connection problems raise :class:`ConnectionFailedError`."""
+    """Pipeline of a :class:`RushClient`: connection problems raise :class:`ConnectionFailedError`.
+
+    ``execute`` and immediate commands (``WATCH`` mode) honour :func:`~rushpy.deadline.call_deadline`.
+    """
 
     config: RedisConfig
 
     async def execute(self, raise_on_error: bool = True) -> list[Any]:
         """Send the queued commands; connection problems raise :class:`ConnectionFailedError`."""
         started = time.monotonic()
+        run = super().execute
         try:
-            return await super().execute(raise_on_error)
+            return await bounded(self.config, "a pipeline", lambda: run(raise_on_error))
         except TRANSLATED_ERRORS as exc:
             raise connection_failed(self.config, exc, time.monotonic() - started) from exc
         except NoScriptError:
@@ -183,10 +200,27 @@ class RushPipeline(Pipeline):
         except ResponseError as exc:
             raise _server_error(self.config, "a pipelined command", exc) from exc
 
+    async def immediate_execute_command(self, *args: Any, **options: Any) -> Any:
+        """Run a command at once (``WATCH`` mode), bounded by :func:`~rushpy.deadline.call_deadline`."""
+        run = super().immediate_execute_command
+        command = args[0] if args else "?"
+        return await bounded(self.config, command, lambda: run(*args, **options))  # type: ignore[no-untyped-call]
+
 
 def _server_error(config: RedisConfig, command: object, exc: ResponseError) -> ServerError:
-    """``exc`` (the server answered ``command`` with an error) as a :class:`ServerError`."""
+    """``exc`` (the server answered ``command`` with an error) as a :class:`ServerError`.
+
+    An ``OOM`` reply (``maxmemory`` reached, nothing to evict) becomes
+    :class:`ServerFullError`: callers that wait for memory tell it apart.
+    """
     name = command.decode() if isinstance(command, bytes) else str(command)
+    if isinstance(exc, OutOfMemoryError) or str(exc).startswith("OOM"):
+        return ServerFullError(
+            f"the server at {config} is out of memory and refused {name} ({exc}): its maxmemory "
+            "limit is reached and its maxmemory-policy evicts nothing. Free memory (reset() "
+            "finished networks, delete other data) or raise the limit (CONFIG SET maxmemory ...); "
+            "rushpy's workers wait and retry meanwhile"
+        )
     return ServerError(
         f"the server at {config} answered {name} with an error: {exc}; check the server's log, "
         "its memory (maxmemory) and whether it accepts writes (a read-only replica)"
@@ -272,6 +306,9 @@ class _UnixConnection(_FastPacking, UnixDomainSocketConnection):
     pass
 
 
+_CERT_REQS = {"required": ssl.CERT_REQUIRED, "optional": ssl.CERT_OPTIONAL, "none": ssl.CERT_NONE}
+
+
 def create_client(
     config: RedisConfig, *, max_connections: int | None = None, retries: int | None = None
 ) -> RushClient:
@@ -312,10 +349,12 @@ def create_client(
         kwargs["socket_keepalive"] = True
         if config.scheme == "rediss":
             connection_class = _TLSConnection if _hiredis_pack is not None else SSLConnection
-            kwargs["ssl_cert_reqs"] = (
-                ssl.CERT_REQUIRED if config.ssl_cert_reqs == "required" else ssl.CERT_NONE
-            )
+            kwargs["ssl_cert_reqs"] = _CERT_REQS[config.ssl_cert_reqs]
             kwargs["ssl_ca_certs"] = config.ssl_ca_certs
+            kwargs["ssl_certfile"] = config.ssl_certfile
+            kwargs["ssl_keyfile"] = config.ssl_keyfile
+            # Python's ssl refuses hostname checks without certificate checks.
+            kwargs["ssl_check_hostname"] = config.ssl_check_hostname and config.ssl_cert_reqs != "none"
         else:
             connection_class = _TCPConnection if _hiredis_pack is not None else Connection
     pool = ConnectionPool(connection_class=connection_class, max_connections=max_connections, **kwargs)
@@ -342,6 +381,10 @@ async def check_connection(config: RedisConfig) -> None:
         cause = exc.__cause__
         if isinstance(cause, (AuthenticationError, AuthorizationError, InvalidResponse)):
             raise
+        if config.scheme == "rediss":
+            raise ConnectionFailedError(
+                f"no TLS connection to Redis at {config} ({cause or exc}); {_tls_hint(config, exc)}"
+            ) from cause
         raise ConnectionFailedError(
             f"cannot reach Redis at {config} ({cause or exc}); start a server there, set "
             "RUSHPY_REDIS_URL to one that runs, or use rushpy.EmbeddedServer"
@@ -350,3 +393,30 @@ async def check_connection(config: RedisConfig) -> None:
         raise ConnectionFailedError(f"server {config} answered PING with an error: {exc.__cause__}") from exc
     finally:
         await probe.aclose()
+
+
+def _tls_hint(config: RedisConfig, exc: BaseException) -> str:
+    """What to check when a ``rediss`` connection failed with ``exc``."""
+    missing = [
+        f"{name}={path!r}"
+        for name in ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile")
+        if (path := getattr(config, name)) and not os.path.isfile(path)
+    ]
+    if missing:
+        return f"no such file: {', '.join(missing)}; point the setting at the PEM file"
+    chain: list[BaseException] = []
+    error: BaseException | None = exc
+    while error is not None and len(chain) < 10:
+        chain.append(error)
+        error = error.__cause__ or error.__context__
+    if any(isinstance(e, ssl.SSLCertVerificationError) for e in chain) or "CERTIFICATE_VERIFY" in str(exc):
+        return (
+            "the server's certificate was not accepted: set ssl_ca_certs to the CA file that signed "
+            "it (URL query ?ssl_ca_certs=/path/ca.pem, or --ssl-ca-certs); on a name or IP address "
+            "'mismatch' connect by a name the certificate lists, or set ssl_check_hostname=false"
+        )
+    return (
+        "check that a TLS port listens there (redis-server --tls-port) and, if it requires client "
+        "certificates (tls-auth-clients yes, the default), set ssl_certfile and ssl_keyfile to a "
+        "certificate signed by a CA that the server trusts"
+    )

@@ -60,6 +60,12 @@ class Controller(ReadMethods, TaskMethods, WorkerMethods):
         max_task_bytes: Largest encoded size of one task (its inputs, results or
             condition, default 64 MiB); a bigger one raises ``TaskError`` before
             anything is written.
+        allow_evicting_server: Connect even when the server's ``maxmemory-policy``
+            is ``allkeys-*``, which deletes any key (tasks, results, queues) when
+            memory runs out. By default such a server is refused with a
+            ``ConfigError`` on entry; a ``volatile-*`` policy (it may evict
+            heartbeat keys) only logs a warning. See "Memory pressure" in
+            ``docs/lifecycle.md``.
 
     """
 
@@ -73,6 +79,7 @@ class Controller(ReadMethods, TaskMethods, WorkerMethods):
         detect_lost_every: float | None = None,
         restart_lost_workers: bool = False,
         max_task_bytes: int = DEFAULT_MAX_TASK_BYTES,
+        allow_evicting_server: bool = False,
     ) -> None:
         if detect_lost_every is not None:
             check_positive_seconds(detect_lost_every, "detect_lost_every")
@@ -83,6 +90,8 @@ class Controller(ReadMethods, TaskMethods, WorkerMethods):
             on_event=self._on_event,
             owner="Controller",
             max_task_bytes=max_task_bytes,
+            check_eviction=True,
+            allow_evicting_server=allow_evicting_server,
         )
         self._keys = self._session.keys
         self._store = self._session.store

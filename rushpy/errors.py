@@ -11,12 +11,15 @@ and friends keep working)::
 
     RushError
     ├── ConfigError [ValueError]           a setting or argument is invalid (URL,
-    │                                      duration, count, id)
+    │   │                                  duration, count, id)
+    │   └── UntrustedCodeError             stored start arguments that the operator
+    │                                      did not allow (unsigned, bad signature)
     ├── ConnectionFailedError [ConnectionError]
     │                                      server unreachable past the reconnect
     │                                      budget, refused the credentials, or
     │                                      not speaking the Redis protocol
     ├── ServerError                        the server answered with an error
+    │   └── ServerFullError                out of memory (maxmemory) and refused a write
     ├── EmbeddedServerError                no server binary, or it did not start
     ├── TaskError [ValueError]             task input is invalid (types, lengths,
     │   │                                  values that cannot round-trip)
@@ -43,9 +46,11 @@ __all__ = [
     "NoStartArgumentsError",
     "RushError",
     "ServerError",
+    "ServerFullError",
     "TaskError",
     "UnknownTaskError",
     "UnknownWorkerError",
+    "UntrustedCodeError",
     "WorkerError",
     "WorkerFunctionError",
     "WorkerNotRunningError",
@@ -62,12 +67,31 @@ class ConfigError(RushError, ValueError):
     """A configuration value is invalid (bad URL, negative duration, ...)."""
 
 
+class UntrustedCodeError(ConfigError):
+    """Stored start arguments name code that this process's operator did not allow.
+
+    They are run only when signed with a key the process holds
+    (``RUSHPY_SIGNING_KEY``) or when their functions lie in allowed modules
+    (``--allow-module``, ``RUSHPY_ALLOW_MODULES``); see ``docs/security.md``.
+    """
+
+
 class ConnectionFailedError(RushError, ConnectionError):
     """The Redis-compatible server cannot be reached or refused the client."""
 
 
 class ServerError(RushError):
     """The server answered a command with an error (script error, out of memory, wrong key type)."""
+
+
+class ServerFullError(ServerError):
+    """The server reached its ``maxmemory`` limit and refused a write (``OOM`` reply).
+
+    Nothing of the refused command was written (scripts are refused before
+    their first write, a push as a whole). Workers wait and retry until
+    memory is freed; free memory (``reset()`` finished networks, delete other
+    data) or raise the server's ``maxmemory``.
+    """
 
 
 class EmbeddedServerError(RushError):

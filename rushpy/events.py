@@ -10,7 +10,11 @@ wait.
 The subscription has its own connection, without redis-py's silent
 reconnects: a dropped subscription is noticed here, re-established with
 backoff, and then bumps every counter, because messages may have been missed
-meanwhile. While it is down, waiters raise
+meanwhile. A hung server (a stopped process, a silent network partition)
+raises no error by itself: after
+:attr:`RedisConfig.health_check_interval <rushpy.config.RedisConfig.health_check_interval>`
+seconds without a message the listener sends a ``PING``, and no answer within
+``socket_timeout`` counts as a dropped subscription. While it is down, waiters raise
 :class:`~rushpy.errors.ConnectionFailedError` once the outage exceeds
 :attr:`RedisConfig.reconnect_budget <rushpy.config.RedisConfig.reconnect_budget>`,
 however long their own timeout.
@@ -203,10 +207,30 @@ class EventListener:
             await _close_quietly(pubsub)
 
     async def _read(self) -> None:
+        """Read messages until the subscription breaks (a silent server breaks it too)."""
+        assert self._pubsub is not None
+        pubsub = self._pubsub
+        interval = self._config.health_check_interval
+        patience = self._config.socket_timeout
+        heard = anyio.current_time()
+        pinged: float | None = None
         while True:
-            assert self._pubsub is not None
-            msg = await self._pubsub.get_message(ignore_subscribe_messages=True, timeout=None)
+            due = heard + interval if pinged is None else pinged + patience
+            msg = await pubsub.get_message(
+                ignore_subscribe_messages=True, timeout=max(due - anyio.current_time(), 0.0)
+            )
+            now = anyio.current_time()
             if msg is None:
+                if pinged is None and now >= heard + interval:
+                    await pubsub.ping()  # any answer (the pong, a message) proves the server alive
+                    pinged = now
+                elif pinged is not None and now >= pinged + patience:
+                    raise RedisTimeoutError(
+                        f"no answer to PING within the socket timeout of {patience:g} s: the server hangs"
+                    )
+                continue
+            heard, pinged = now, None
+            if msg["type"] == "pong":
                 continue
             channel = msg["channel"]
             name = channel.decode() if isinstance(channel, bytes) else str(channel)

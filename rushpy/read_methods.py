@@ -12,6 +12,7 @@ from collections.abc import Iterable, Sequence
 from typing import overload
 
 from rushpy.config import RedisConfig
+from rushpy.deadline import call_deadline
 from rushpy.reads import LostWatch, Reads
 from rushpy.session import Session
 from rushpy.store import NetworkStatus
@@ -143,9 +144,11 @@ class ReadMethods:
 
         Cost grows with the number of new results, not with the cache. With many
         coroutines calling it, every finished task is returned exactly once, to
-        one of them.
+        one of them. Against a hung server it raises ``ConnectionFailedError`` at
+        most ``timeout`` plus ``min(socket_timeout, 5)`` seconds after the call.
         """
-        return await self._reads.fetch_new_tasks(timeout)
+        with call_deadline(timeout):
+            return await self._reads.fetch_new_tasks(timeout)
 
     async def wait_for_new_tasks(self, timeout: float | None = None) -> bool:
         """Wait until finished tasks exist that :meth:`fetch_new_tasks` has not returned.
@@ -153,8 +156,13 @@ class ReadMethods:
         Returns:
             ``True`` when there are new results, ``False`` when ``timeout`` passed first.
 
+        Raises:
+            ConnectionFailedError: the server is unreachable, or hung past the
+                timeout plus ``min(socket_timeout, 5)`` seconds.
+
         """
-        return await self._reads.wait_for_new_tasks(timeout)
+        with call_deadline(timeout):
+            return await self._reads.wait_for_new_tasks(timeout)
 
     async def wait_for_tasks(
         self,
@@ -176,11 +184,14 @@ class ReadMethods:
             UnknownTaskError: a key is not a task of this network.
             WorkerError: with ``detect_lost_workers``, workers were lost while waiting
                 and none is left running to finish the open tasks.
+            ConnectionFailedError: the server is unreachable, or hung past the
+                timeout plus ``min(socket_timeout, 5)`` seconds.
 
         """
-        return await self._reads.wait_for_tasks(
-            keys, timeout, self._lost_watch if detect_lost_workers else None
-        )
+        with call_deadline(timeout):
+            return await self._reads.wait_for_tasks(
+                keys, timeout, self._lost_watch if detect_lost_workers else None
+            )
 
     def reset_cache(self) -> None:
         """Forget cached finished tasks; the next fetch reads them again."""

@@ -4,6 +4,9 @@ A :class:`Session` owns the Redis client, the store, the event listener and
 one anyio task group for the background tasks of its owner. Controller and
 Worker each hold one (composition): what differs between them, the channels
 they listen to and what they do with a message, is given to the constructor.
+
+On connecting, a controller's session checks the server's eviction policy
+(:func:`check_eviction_policy`): rushpy's data must never be evicted.
 """
 
 from __future__ import annotations
@@ -16,17 +19,86 @@ import anyio
 import anyio.abc
 
 from rushpy.config import RedisConfig
-from rushpy.connection import check_connection, create_client
-from rushpy.errors import RushError
+from rushpy.connection import RushClient, check_connection, create_client
+from rushpy.errors import ConfigError, RushError, ServerError
 from rushpy.events import EventListener
 from rushpy.keys import DEFAULT_PREFIX, Keys
+from rushpy.logs import get_logger
 from rushpy.store import DEFAULT_MAX_TASK_BYTES, Store
 from rushpy.validation import check_count
 
-__all__ = ["CLOSE_TIMEOUT", "Session", "resolve_config"]
+__all__ = ["CLOSE_TIMEOUT", "Session", "check_eviction_policy", "resolve_config"]
+
+log = get_logger("rushpy.session")
 
 CLOSE_TIMEOUT = 10.0
 """Seconds the shielded clean-up of a closing session may take at most."""
+
+_SAFE_POLICY = "noeviction"
+
+
+async def check_eviction_policy(client: RushClient, *, allow_evicting: bool = False) -> str | None:
+    """Check that the server never evicts rushpy's keys when memory runs out.
+
+    Reads ``CONFIG GET maxmemory*``. With ``noeviction`` a full server refuses
+    writes (:class:`~rushpy.errors.ServerFullError`: workers wait, pushes are
+    refused whole); an evicting policy deletes keys silently instead:
+
+    - ``allkeys-*`` may evict any key: tasks, results, queues vanish without a
+      trace. Refused, unless ``allow_evicting`` (then a warning).
+    - ``volatile-*`` evicts keys with an expiry: rushpy's heartbeat keys have
+      one, and an evicted heartbeat makes a healthy worker look lost (its tasks
+      re-run or fail). A warning.
+
+    A server that refuses ``CONFIG`` (an ACL without ``+config``, a managed
+    service) skips the check, with a debug record.
+
+    Args:
+        client: A client of the server.
+        allow_evicting: Accept an ``allkeys-*`` policy (with a warning).
+
+    Returns:
+        The policy, or ``None`` when it could not be read.
+
+    Raises:
+        ConfigError: an ``allkeys-*`` policy and ``allow_evicting`` is false.
+
+    """
+    try:
+        reply = await client.config_get("maxmemory*")
+    except ServerError as exc:
+        log.debug("cannot read the server's maxmemory-policy; eviction check skipped", error=str(exc))
+        return None
+    settings = {_text(k): _text(v) for k, v in reply.items()}
+    policy = settings.get("maxmemory-policy", "")  # empty (not reported): nothing to check
+    limit = settings.get("maxmemory", "?")
+    fix = f"CONFIG SET maxmemory-policy {_SAFE_POLICY}"
+    if policy.startswith("allkeys-"):
+        problem = (
+            f"the server at {client.config} evicts any key when memory runs out (maxmemory-policy "
+            f"{policy}, maxmemory {limit}): tasks, results and queues of rushpy networks would "
+            "vanish without a trace"
+        )
+        if not allow_evicting:
+            raise ConfigError(
+                f"{problem}. Set `{fix}` (in redis.conf, or your provider's parameter group): a "
+                "full server then refuses writes and rushpy waits for memory. Or pass "
+                "Controller(..., allow_evicting_server=True) if losing tasks is acceptable"
+            )
+        log.warning(f"{problem}; allowed by allow_evicting_server=True", policy=policy)
+    elif policy.startswith("volatile-"):
+        log.warning(
+            f"the server's maxmemory-policy is {policy}: when memory runs out it evicts keys with "
+            "an expiry, and rushpy's worker heartbeat keys have one: an evicted heartbeat makes a "
+            f"healthy worker look lost (its tasks are re-run or failed). Set `{fix}`",
+            policy=policy,
+            maxmemory=limit,
+        )
+    return policy or None
+
+
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def resolve_config(config: RedisConfig | str | None) -> RedisConfig:
@@ -50,6 +122,9 @@ class Session:
         owner: Name of the owning class, for error messages.
         max_task_bytes: Largest encoded size of one task's field values; a bigger
             task is refused with a ``TaskError`` before anything is written.
+        check_eviction: Check the server's eviction policy on entry
+            (:func:`check_eviction_policy`).
+        allow_evicting_server: Accept an ``allkeys-*`` eviction policy.
 
     """
 
@@ -63,6 +138,8 @@ class Session:
         on_event: Callable[[str, bytes], None] | None = None,
         owner: str = "Controller",
         max_task_bytes: int = DEFAULT_MAX_TASK_BYTES,
+        check_eviction: bool = False,
+        allow_evicting_server: bool = False,
     ) -> None:
         check_count(
             max_task_bytes,
@@ -72,10 +149,13 @@ class Session:
         )
         self.keys = Keys(network_id, prefix)
         self.config = resolve_config(config)
-        self.store = Store(create_client(self.config), self.keys, max_task_bytes=max_task_bytes)
+        self._client = create_client(self.config)
+        self.store = Store(self._client, self.keys, max_task_bytes=max_task_bytes)
         self._channels = [self.keys.events, *channels]
         self._on_event = on_event
         self._owner = owner
+        self._check_eviction = check_eviction
+        self._allow_evicting = allow_evicting_server
         self._listener: EventListener | None = None
         self._task_group: anyio.abc.TaskGroup | None = None
 
@@ -101,6 +181,8 @@ class Session:
     async def __aenter__(self) -> Self:
         try:
             await check_connection(self.config)
+            if self._check_eviction:
+                await check_eviction_policy(self._client, allow_evicting=self._allow_evicting)
             await self.store.load_scripts()
         except BaseException:
             await self._close_client()

@@ -87,6 +87,14 @@ class TaskMethods:
 
         All tasks travel in one pipelined round trip. Pushing nothing is a no-op.
 
+        All or nothing: the push is one transaction, so when it raises (the
+        server is full: ``ServerFullError``; an invalid value: ``TaskError``) no
+        task of it exists, and when it returns every task does. A
+        ``ConnectionFailedError`` leaves the outcome unknown (the server may have
+        run the push before the connection broke): read the state once the
+        server is back. With ``terminate_workers=True`` the drain request is
+        written after the tasks; if that write fails, the tasks stay queued.
+
         Args:
             xss: One mapping of inputs per task.
             xss_extra: Optional extra inputs per task (stored, not passed to the function).
@@ -99,6 +107,13 @@ class TaskMethods:
                 or its worker is lost) goes back to the queue before it fails for
                 good: one value for all or one per task (default 0: no retry).
             terminate_workers: Ask every worker to exit once it finds the queue empty.
+
+        Raises:
+            TaskError: an input is invalid (nothing is written).
+            ServerFullError: the server is out of memory (``maxmemory``); nothing
+                is written.
+            ConnectionFailedError: the server is unreachable or hung past
+                ``socket_timeout + reconnect_budget``.
 
         """
         tasks = self._task_fields(xss, xss_extra, seeds, timeouts, max_retries)

@@ -16,7 +16,7 @@ from redis.asyncio import Redis
 from redis.exceptions import NoScriptError
 
 from rushpy.codec import decode
-from rushpy.errors import ServerError, TaskError
+from rushpy.errors import ServerError, ServerFullError, TaskError
 from rushpy.keys import Keys
 from rushpy.models import WorkerState
 from rushpy.scripts import Call, load_all
@@ -116,16 +116,26 @@ class Plumbing:
         """Run one script call."""
         try:
             return await call.run(self.client)
+        except ServerFullError:
+            raise  # says what happened and what to do; callers wait for memory on it
         except ServerError as exc:
             raise self._server_error(call, exc) from exc
 
-    async def run_batched(self, calls: Sequence[Call[T]]) -> list[T]:
-        """Run many script calls in one pipeline (one round trip)."""
+    async def run_batched(self, calls: Sequence[Call[T]], *, atomic: bool = False) -> list[T]:
+        """Run many script calls in one pipeline (one round trip).
+
+        Args:
+            calls: The script calls, run in order.
+            atomic: Run them as one transaction (``MULTI``/``EXEC``): all or none.
+                A full server refuses the whole transaction, where separate calls
+                would leave the first ones done and refuse the rest.
+
+        """
         if len(calls) == 1:
             return [await self.run(calls[0])]
         for attempt in (1, 2):
             try:
-                async with self.client.pipeline(transaction=False) as pipe:
+                async with self.client.pipeline(transaction=atomic) as pipe:
                     for call in calls:
                         pipe.evalsha(call.script.sha, len(call.keys), *call.keys, *call.args)
                     raw = await pipe.execute()
@@ -136,6 +146,8 @@ class Plumbing:
                 if attempt == 2:
                     raise
                 await self.load_scripts()
+            except ServerFullError:
+                raise
             except ServerError as exc:
                 raise self._server_error(calls[0], exc) from exc
         raise AssertionError("unreachable")  # pragma: no cover
@@ -146,7 +158,7 @@ class Plumbing:
         return ServerError(
             f"script {call.script.name}.lua failed on network {self.keys.network_id!r}: {reason}; "
             "the network's data may have been changed by something other than rushpy "
-            "(reset() the network), or the server is out of memory"
+            "(reset() the network)"
         )
 
     async def worker_ids(self, state: WorkerState | None = None) -> list[str]:
