@@ -25,6 +25,7 @@ from rushpy import (
     RedisConfig,
     ServerError,
     ServerFullError,
+    TaskTimeoutError,
     Worker,
     run_function,
 )
@@ -269,3 +270,25 @@ async def test_a_refused_config_get_skips_the_check_quietly(
         await rush.reset()
     assert "maxmemory-policy" in caplog.text  # the debug record says why it was skipped
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING and "policy" in r.getMessage()]
+
+
+async def test_counts_snapshots_and_fetches_answer_while_the_server_is_full(
+    private: EmbeddedServer, admin: Any
+) -> None:
+    # MULTI is refused on a full server even for reads; the state reads are one read-only script.
+    network_id = f"full-reads-{uuid.uuid4().hex[:8]}"
+    async with Controller(network_id, config=_config(private)) as rush:
+        keys = await rush.push_tasks([{"x": i} for i in range(5)])
+        await _fill(admin)
+        refused_before = await _oom_replies(admin)
+        with pytest.raises(ServerFullError):
+            await rush.push_tasks([{"x": 99}])
+        assert await _oom_replies(admin) > refused_before  # the server is full indeed
+        with anyio.fail_after(20):
+            status = await rush.status()
+            assert (status.n_queued_tasks, status.n_tasks) == (5, 5)
+            assert (await rush.tasks_with_state(["queued"]))["queued"] == keys
+            assert (await rush.fetch_tasks())["x"] == list(range(5))
+            with pytest.raises(TaskTimeoutError):
+                await rush.wait_for_tasks(keys, timeout=0.5)
+        await _free(admin)

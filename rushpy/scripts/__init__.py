@@ -34,15 +34,18 @@ SCRIPT_NAMES = (
     "cancel",
     "claim",
     "complete",
+    "crashed",
     "create",
     "dequeue",
     "heartbeat",
     "pop",
     "read",
+    "rejoin",
     "release",
     "requeue",
     "retry",
     "running",
+    "states",
     "worker_state",
 )
 """Names of the bundled scripts (file names without ``.lua``)."""

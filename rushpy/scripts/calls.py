@@ -40,6 +40,7 @@ __all__ = [
     "requeue",
     "retry",
     "running",
+    "states",
     "text",
     "worker_state",
 ]
@@ -378,3 +379,35 @@ def crashed(keys: Keys, worker_id: str, reason: str) -> Call[bool]:
         [worker_id, encode(reason), keys.events],
         bool,
     )
+
+
+def states(
+    keys: Keys, mode: Literal["keys", "counts", "priority"], worker_ids: Sequence[str]
+) -> Call[tuple[list[str] | None, list[Any]]]:
+    """``states.lua``: keys per state (or their counts, or the priority queues), atomically.
+
+    ``worker_ids`` are the workers whose priority queues and pending lists are
+    read. The parsed reply is ``(None, parts)`` when they are exactly the
+    network's workers, else ``(members, [])``: call again with those ids.
+    """
+    per_worker = [key for wid in worker_ids for key in (keys.priority_queue(wid), keys.pending(wid))]
+    script_keys = [
+        keys.workers,
+        keys.queued,
+        keys.running,
+        keys.finished,
+        keys.failed,
+        keys.all_tasks,
+        keys.running_workers,
+        keys.terminated_workers,
+        keys.killed_workers,
+        keys.lost_workers,
+        *per_worker,
+    ]
+
+    def parse(raw: Any) -> tuple[list[str] | None, list[Any]]:
+        if raw[0] == -1:
+            return sorted(text(raw[1])), []
+        return None, raw
+
+    return Call(script("states"), script_keys, [mode, *worker_ids], parse)

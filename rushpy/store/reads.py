@@ -2,16 +2,10 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from redis.asyncio.client import Pipeline
-from redis.exceptions import ResponseError, WatchError
-
-from rushpy.connection import TRANSLATED_ERRORS, connection_failed
-from rushpy.errors import ServerError
 from rushpy.models import TaskState
 from rushpy.scripts import calls as sc
 from rushpy.store.base import CHUNK, Plumbing, text
@@ -55,64 +49,39 @@ class ReadStore(Plumbing):
     """Read-only queries of one network (see :class:`~rushpy.store.base.Plumbing`).
 
     Attributes:
-        watch_retries: How often a snapshot or count was read again because a
-            worker registered while it was read (diagnostics; see :meth:`snapshot`).
+        watch_retries: How often a snapshot or count was read again because the
+            network's workers were not the ones last seen (diagnostics; see
+            :meth:`snapshot`).
 
     """
 
     watch_retries: int = 0
+    _worker_ids: tuple[str, ...] = ()
 
-    async def _read_with_workers(
-        self, queue: Callable[[Pipeline, list[str]], None]
-    ) -> tuple[list[str], list[Any]]:
-        """Read the worker ids, then run ``queue``'s commands in one transaction, atomically.
+    async def _read_states(self, mode: Literal["keys", "counts", "priority"]) -> tuple[list[str], list[Any]]:
+        """Run ``states.lua`` with the workers last seen until they are the network's workers.
 
-        The reads depend on the worker ids (one priority queue and one pending
-        list per worker), so the ids come first. ``WATCH`` on the workers set
-        makes the ``MULTI``/``EXEC`` fail if a worker registered in between
-        (its pending keys would be missed); the read then starts again. Each
-        retry means a registration, which is rare and finite, so the loop ends.
-
-        Args:
-            queue: Queues the reads on the pipeline, given the sorted worker ids.
+        The read covers every worker's priority queue and pending list, so it
+        needs the worker ids; the script checks them against the workers set in
+        the same atomic step and answers with the actual ids when they differ.
+        One round trip while the workers stay the same, one more per change
+        (a registration or removal: rare and finite, so the loop ends). Being a
+        script, not ``MULTI``, it also answers on a server that is out of memory.
 
         Returns:
-            The worker ids and the replies of the queued reads.
+            The worker ids and the script's parts.
 
         Raises:
             ConnectionFailedError: the server could not be reached.
-            ServerError: the server answered a read with an error (a wrong key type).
+            ServerError: the server answered with an error (a key of the wrong type).
 
         """
         while True:
-            async with self.client.pipeline(transaction=True) as pipe:
-                try:
-                    worker_ids = await self._watch_workers(pipe)
-                    pipe.multi()  # type: ignore[no-untyped-call]
-                    queue(pipe, worker_ids)
-                    return worker_ids, await pipe.execute()
-                except WatchError:
-                    # Also raised for a connection lost while watching: the next
-                    # WATCH reconnects within the budget or raises ConnectionFailedError.
-                    self.watch_retries += 1
-
-    async def _watch_workers(self, pipe: Pipeline) -> list[str]:
-        """``WATCH`` the workers set and read it, on ``pipe`` in immediate mode.
-
-        Immediate-mode commands bypass the client's error translation (only
-        ``execute`` translates), so it is done here: no raw redis error escapes.
-        """
-        started = time.monotonic()
-        try:
-            await pipe.watch(self.keys.workers)
-            return sorted(text(await pipe.smembers(self.keys.workers)))
-        except TRANSLATED_ERRORS as exc:
-            raise connection_failed(self.client.config, exc, time.monotonic() - started) from exc  # type: ignore[attr-defined]
-        except ResponseError as exc:
-            raise ServerError(
-                f"reading the workers of network {self.keys.network_id!r} failed: {exc}; the network's "
-                "data may have been changed by something other than rushpy (reset() the network)"
-            ) from exc
+            members, parts = await self.run(sc.states(self.keys, mode, self._worker_ids))
+            if members is None:
+                return list(self._worker_ids), parts
+            self.watch_retries += 1
+            self._worker_ids = tuple(members)
 
     async def read_tasks(self, keys: Sequence[str]) -> list[dict[str, Any] | None]:
         """Decoded hashes of ``keys`` in order (``None`` for a key that does not exist).
@@ -135,22 +104,14 @@ class ReadStore(Plumbing):
         return text(await self.client.lrange(self.keys.all_tasks, 0, -1))
 
     async def snapshot(self) -> dict[TaskState, list[str]]:
-        """Keys per state, read atomically (``WATCH`` on the workers, then ``MULTI``).
+        """Keys per state, read in one atomic script call (``states.lua``).
 
         Queued covers the shared queue, every priority queue and every pending
-        list (popped, not yet marked running).
+        list (popped, not yet marked running): the script checks that it reads
+        the queues of exactly the network's workers, so a worker that joins
+        while it is read cannot hide its pending keys.
         """
-
-        def queue(pipe: Pipeline, worker_ids: list[str]) -> None:
-            pipe.lrange(self.keys.queued, 0, -1)
-            for wid in worker_ids:
-                pipe.lrange(self.keys.priority_queue(wid), 0, -1)
-                pipe.lrange(self.keys.pending(wid), 0, -1)
-            pipe.smembers(self.keys.running)
-            pipe.lrange(self.keys.finished, 0, -1)
-            pipe.smembers(self.keys.failed)
-
-        worker_ids, raw = await self._read_with_workers(queue)
+        worker_ids, raw = await self._read_states("keys")
         queued: list[str] = []
         for part in raw[: 1 + 2 * len(worker_ids)]:
             queued += text(part)
@@ -163,12 +124,7 @@ class ReadStore(Plumbing):
 
     async def priority_keys(self) -> dict[str, list[str]]:
         """Keys in every worker's priority queue, by worker id, read atomically (see :meth:`snapshot`)."""
-
-        def queue(pipe: Pipeline, worker_ids: list[str]) -> None:
-            for wid in worker_ids:
-                pipe.lrange(self.keys.priority_queue(wid), 0, -1)
-
-        worker_ids, raw = await self._read_with_workers(queue)
+        worker_ids, raw = await self._read_states("priority")
         return {wid: text(part) for wid, part in zip(worker_ids, raw, strict=True) if part}
 
     async def members(self, state: Literal["running", "failed"]) -> list[str]:
@@ -184,29 +140,12 @@ class ReadStore(Plumbing):
         return [bool(x) for x in await self.client.smismember(name, list(keys))]
 
     async def status(self) -> NetworkStatus:
-        """All counts, read atomically: one transaction, after one read of the workers.
+        """All counts, read in one atomic script call (see :meth:`snapshot`).
 
-        A worker that registers meanwhile makes the read start again (see
-        :meth:`snapshot`), so its pending keys are always counted.
+        A worker that registers meanwhile makes the read start again, so its
+        pending keys are always counted.
         """
-        k = self.keys
-
-        def queue(pipe: Pipeline, worker_ids: list[str]) -> None:
-            pipe.llen(k.queued)
-            for wid in worker_ids:
-                pipe.llen(k.priority_queue(wid))
-                pipe.llen(k.pending(wid))
-            pipe.scard(k.running)
-            pipe.llen(k.finished)
-            pipe.scard(k.failed)
-            pipe.llen(k.all_tasks)
-            pipe.scard(k.workers)
-            pipe.scard(k.running_workers)
-            pipe.scard(k.terminated_workers)
-            pipe.scard(k.killed_workers)
-            pipe.scard(k.lost_workers)
-
-        worker_ids, replies = await self._read_with_workers(queue)
+        worker_ids, replies = await self._read_states("counts")
         raw = [int(x) for x in replies]
         n_worker_parts = 2 * len(worker_ids)
         per_worker = raw[1 : 1 + n_worker_parts]
