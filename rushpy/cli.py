@@ -10,10 +10,17 @@ A worker without ``--fun`` runs the start arguments the controller stored for
 the network (``Controller.start_local_workers`` stores them). If there are none
 yet it waits up to ``--wait-for-start-args SECONDS`` for them (default 0: it
 exits at once with code 2, so a mistyped network id does not hang), so
-operators can start workers before the controller. The server comes from
-``--url``, else ``RUSHPY_REDIS_URL``, else ``REDIS_URL``; a password missing
-from the URL is read from ``RUSHPY_REDIS_PASSWORD``, so it never has to appear
-on a command line.
+operators can start workers before the controller. Stored start arguments
+are run only if signed with the key the worker holds (``RUSHPY_SIGNING_KEY``
+or ``RUSHPY_SIGNING_KEY_FILE``, never a flag) or if their function lies in a
+module allowed with ``--allow-module PREFIX`` (or ``RUSHPY_ALLOW_MODULES``);
+otherwise the worker exits with code 2 and runs nothing (see
+``docs/security.md``). The server comes from ``--url``, else
+``RUSHPY_REDIS_URL``, else ``REDIS_URL``; a password missing from the URL is
+read from ``RUSHPY_REDIS_PASSWORD``, so it never has to appear on a command
+line. TLS settings come from the ``rediss://`` URL's query
+(``?ssl_ca_certs=/path/ca.pem&ssl_certfile=...``) or from ``--ssl-*`` flags,
+which take precedence.
 
 Worker signals: SIGTERM or a first SIGINT terminate the worker (it finishes the
 tasks it runs, then exits); a second SIGINT kills it at once, as does a kill
@@ -36,7 +43,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from typing import Any
 
-from rushpy.config import RedisConfig
+from rushpy.config import TLS_OPTIONS, RedisConfig
 from rushpy.connection import check_connection, create_client
 from rushpy.controller import Controller
 from rushpy.errors import RushError
@@ -46,6 +53,7 @@ from rushpy.lifetime import die_with_parent
 from rushpy.logs import configure_cli_logging, get_logger
 from rushpy.pool import ENV_PARENT_PID
 from rushpy.server import EmbeddedServer
+from rushpy.signing import ENV_ALLOW_MODULES, StartArgsPolicy, parse_allow_modules
 from rushpy.spec import WorkerSpec
 from rushpy.store import Store
 from rushpy.worker.core import Worker
@@ -60,10 +68,44 @@ START_ARGS_POLL_MAX = 1.0
 _KILLED = 130
 
 
+# -- connection --------------------------------------------------------------------------------
+def _add_connection_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--url", help="server URL (default: $RUSHPY_REDIS_URL, then $REDIS_URL)")
+    tls = parser.add_argument_group("TLS (rediss:// URLs; these override the URL's query)")
+    tls.add_argument("--ssl-ca-certs", metavar="PEM", help="CA file that signed the server's certificate")
+    tls.add_argument("--ssl-certfile", metavar="PEM", help="client certificate (tls-auth-clients)")
+    tls.add_argument("--ssl-keyfile", metavar="PEM", help="private key of the client certificate")
+    tls.add_argument(
+        "--ssl-cert-reqs",
+        choices=("required", "optional", "none"),
+        help="server certificate check (default: required)",
+    )
+    tls.add_argument(
+        "--ssl-check-hostname",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="whether the certificate must name the host (default: yes)",
+    )
+
+
+def _config(options: argparse.Namespace) -> RedisConfig:
+    """The server settings of parsed options: ``--url`` (or the environment) and the ``--ssl-*`` flags."""
+    tls = {name: value for name in TLS_OPTIONS if (value := getattr(options, name, None)) is not None}
+    return RedisConfig.from_url(options.url, **tls) if options.url else RedisConfig.from_env(**tls)
+
+
 # -- worker ------------------------------------------------------------------------------------
 def _add_worker_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--url", help="server URL (default: $RUSHPY_REDIS_URL, then $REDIS_URL)")
+    _add_connection_arguments(parser)
     WorkerSpec.add_arguments(parser)
+    parser.add_argument(
+        "--allow-module",
+        action="append",
+        default=[],
+        metavar="PREFIX",
+        help="run stored start arguments whose function lies in this module or below it, even "
+        f"unsigned (repeatable; also ${ENV_ALLOW_MODULES}, comma-separated)",
+    )
 
 
 def build_worker_parser() -> argparse.ArgumentParser:
@@ -102,21 +144,35 @@ async def _start_args(config: RedisConfig, spec: WorkerSpec) -> dict[str, Any] |
         await client.aclose()
 
 
-async def run_worker(spec: WorkerSpec, url: str | None = None, *, parent: int | None = None) -> int:
+async def run_worker(
+    spec: WorkerSpec,
+    config: RedisConfig,
+    *,
+    parent: int | None = None,
+    allow_modules: Sequence[str] = (),
+) -> int:
     """Run one worker until it is terminated or killed; returns the exit code (0 or 130).
 
     Args:
         spec: The worker's flags; without ``fun`` the stored start arguments complete it.
-        url: Server URL (default: the environment, see :meth:`RedisConfig.from_env`).
+        config: Server settings.
         parent: Pid of the controller that started this worker: a SIGTERM that
             arrives once it is gone (its death signal) kills the worker instead
             of terminating it, so no task keeps it alive without its controller.
+        allow_modules: Module prefixes whose functions stored start arguments may
+            name without a signature (``--allow-module``).
+
+    Raises:
+        UntrustedCodeError: stored start arguments that are neither signed with
+            this worker's key nor name an allowed module (nothing is run).
 
     """
-    config = RedisConfig.from_url(url) if url else RedisConfig.from_env()
     if spec.fun is None:
-        spec = spec.resolve(await _start_args(config, spec))
+        # The policy first: a bad key or prefix fails before anything is read.
+        policy = StartArgsPolicy.from_env(allow_modules)
+        spec = spec.resolve(await _start_args(config, spec), policy)
         configure_cli_logging(spec.log_level)
+        log.info("running the stored start arguments", fun=spec.fun)
     assert spec.fun is not None  # resolve() returns a spec with a function
     fun = resolve_function(spec.fun)
     worker = Worker(
@@ -173,13 +229,15 @@ def _tie_to_parent() -> int | None:
 
 def _worker(options: argparse.Namespace) -> int:
     spec = WorkerSpec.from_namespace(options)
+    allow_modules = parse_allow_modules(options.allow_module)
+    config = _config(options)
     configure_cli_logging(spec.log_level)
     parent = _tie_to_parent()
     if parent is not None and os.getppid() != parent:
         # It died before we asked for the signal: nobody would ever stop us.
         print("rushpy.worker: the controller that started this worker is gone; exiting", file=sys.stderr)
         return 1
-    code = asyncio.run(run_worker(spec, options.url, parent=parent))
+    code = asyncio.run(run_worker(spec, config, parent=parent, allow_modules=allow_modules))
     if code == _KILLED:
         # Killed: the worker's cleanup has run; do not wait for a thread still
         # running a plain function (threads cannot be interrupted).
@@ -209,8 +267,7 @@ def _server(options: argparse.Namespace) -> int:
 
 
 async def _status(options: argparse.Namespace) -> int:
-    config = RedisConfig.from_url(options.url) if options.url else RedisConfig.from_env()
-    async with Controller(options.network, config) as rush:
+    async with Controller(options.network, _config(options)) as rush:
         status = await rush.status()
         workers = await rush.worker_info()
     for name, value in asdict(status).items():
@@ -273,9 +330,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_server.add_argument("--appendonly", action="store_true", help="turn on the append-only file")
     p_status = sub.add_parser("status", help="print task and worker counts of a network")
     p_status.add_argument("--network", required=True, help="id of the network")
-    p_status.add_argument(
-        "--url", default=None, help="server URL (default: $RUSHPY_REDIS_URL, then $REDIS_URL)"
-    )
+    _add_connection_arguments(p_status)
     p_worker = sub.add_parser(
         "worker",
         help="run a worker (same flags as python -m rushpy.worker)",

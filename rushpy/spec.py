@@ -6,8 +6,11 @@ command line is built (:meth:`WorkerSpec.to_argv`) and parsed
 (:meth:`WorkerSpec.add_arguments`, :meth:`WorkerSpec.from_namespace`,
 :meth:`WorkerSpec.from_argv`), and where the start arguments that
 ``Controller.start_local_workers`` stores for the network are written
-(:meth:`WorkerSpec.to_start_args`) and read (:meth:`WorkerSpec.from_start_args`,
-:meth:`WorkerSpec.resolve`).
+(:meth:`WorkerSpec.signed_start_args`) and read (:meth:`WorkerSpec.from_start_args`,
+:meth:`WorkerSpec.resolve`). Stored start arguments are run only if a
+:class:`~rushpy.signing.StartArgsPolicy` accepts them (signed with a key the
+process holds, or naming functions of allowed modules): :meth:`WorkerSpec.resolve`
+takes the policy, so no caller can skip the check.
 
 The server URL is not part of the spec: it may carry a password, and a spec
 ends up on command lines and in Redis. Local workers get the URL through the
@@ -28,6 +31,7 @@ from rushpy.config import heartbeat_settings, validate_identifier
 from rushpy.errors import ConfigError, NoStartArgumentsError, RushError
 from rushpy.functions import function_path
 from rushpy.keys import DEFAULT_PREFIX
+from rushpy.signing import SigningKey, StartArgsPolicy, Where, sign_start_args
 from rushpy.validation import check_positive_seconds
 
 __all__ = ["LOG_LEVELS", "WorkerSpec"]
@@ -236,6 +240,19 @@ class WorkerSpec(BaseModel):
             raise ConfigError("a worker spec without fun cannot be stored as start arguments: pass fun=")
         return {name: getattr(self, name) for name in _STORED}
 
+    def signed_start_args(self, key: SigningKey | None = None) -> dict[str, Any]:
+        """:meth:`to_start_args` signed for this spec's network and prefix (what a controller stores).
+
+        Args:
+            key: Signing key (default :func:`rushpy.signing.signing_key`: the
+                configured one, else this process's own).
+
+        Raises:
+            ConfigError: the spec names no function, or the configured key is invalid.
+
+        """
+        return sign_start_args(self.to_start_args(), self.network_id, prefix=self.prefix, key=key)
+
     @classmethod
     def from_start_args(
         cls, args: Mapping[str, Any], network_id: str, *, prefix: str = DEFAULT_PREFIX
@@ -248,14 +265,25 @@ class WorkerSpec(BaseModel):
         known = {name: args[name] for name in _STORED if args.get(name) is not None}
         return cls(network_id=network_id, prefix=prefix, **known)
 
-    def resolve(self, stored: Mapping[str, Any] | None) -> WorkerSpec:
+    def resolve(
+        self, stored: Mapping[str, Any] | None, policy: StartArgsPolicy, *, where: Where = "worker"
+    ) -> WorkerSpec:
         """The spec to run: this one if it names a function, else the stored start arguments.
 
-        Fields given explicitly here override the stored ones; the heartbeat
-        period and expiry count as one setting (either flag replaces both).
+        Stored start arguments are used only if ``policy`` accepts them (a
+        function named here needs no check: the operator chose it). Fields
+        given explicitly here override the stored ones; the heartbeat period
+        and expiry count as one setting (either flag replaces both).
+
+        Args:
+            stored: The network's stored start arguments (``None``: none stored).
+            policy: Which stored start arguments this process accepts.
+            where: Who asks (``worker`` or ``controller``): the refusal says what
+                that one's operator can set.
 
         Raises:
-            NoStartArgumentsError: no function here and nothing stored.
+            NoStartArgumentsError: no function here and none stored.
+            UntrustedCodeError: the policy refuses the stored start arguments.
 
         """
         if self.fun is not None:
@@ -266,7 +294,13 @@ class WorkerSpec(BaseModel):
                 "--fun module:function, start workers once with Controller.start_local_workers(), "
                 "or wait for them with --wait-for-start-args SECONDS"
             )
+        policy.check(stored, self.network_id, prefix=self.prefix, where=where)
         base = self.from_start_args(stored, self.network_id, prefix=self.prefix)
+        if base.fun is None:
+            raise NoStartArgumentsError(
+                f"the start arguments stored for network {self.network_id!r} name no function: "
+                "pass --fun module:function"
+            )
         values = {name: getattr(base, name) for name in type(base).model_fields}
         given = set(self.model_fields_set)
         if given & set(_HEARTBEAT):

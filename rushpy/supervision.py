@@ -21,6 +21,7 @@ from typing import Any, Literal
 import anyio
 
 from rushpy.config import validate_identifier
+from rushpy.deadline import call_deadline
 from rushpy.errors import ConfigError, NoStartArgumentsError, WorkerTimeoutError
 from rushpy.functions import function_path
 from rushpy.keys import DEFAULT_PREFIX, Keys
@@ -29,6 +30,7 @@ from rushpy.lost import LostWorkerDetector, pid_alive, settle_worker
 from rushpy.models import Condition, WorkerState
 from rushpy.pool import PROBE_INTERVAL, SETTLE_TIMEOUT, LocalWorker, LocalWorkerPool
 from rushpy.session import Session
+from rushpy.signing import StartArgsPolicy
 from rushpy.spec import WorkerSpec
 from rushpy.store import Store
 from rushpy.validation import check_count, check_timeout
@@ -102,6 +104,10 @@ class WorkerMethods:
         Raises:
             ConfigError: an option is invalid.
             NoStartArgumentsError: no ``fun`` and the network stores no start arguments.
+            UntrustedCodeError: no ``fun`` and the stored start arguments are neither
+                signed with this process's key (``RUSHPY_SIGNING_KEY``, or its own
+                when none is set) nor name a module of ``RUSHPY_ALLOW_MODULES``
+                (see ``docs/security.md``).
 
         """
         check_count(n_workers, "n_workers", minimum=1, hint="start at least 1 worker")
@@ -119,7 +125,9 @@ class WorkerMethods:
             **options,
         )
         if spec.fun is not None:
-            await self._store.workers.set_start_args(spec.to_start_args())
+            # Signed (RUSHPY_SIGNING_KEY, else this process's own key): workers run
+            # stored start arguments only if signed with a key they hold.
+            await self._store.workers.set_start_args(spec.signed_start_args())
         else:
             stored = await self._store.workers.get_start_args()
             if stored is None:
@@ -129,7 +137,9 @@ class WorkerMethods:
             defaults = {name: info.default for name, info in WorkerSpec.model_fields.items()}
             given = {name: value for name, value in options.items() if value != defaults[name]}
             base = WorkerSpec(network_id=self._keys.network_id, prefix=self._keys.prefix, **given)
-            spec = base.resolve(stored)
+            # Whoever can write the network's keys can rewrite what is stored: run it only
+            # if signed with our key or in a module of RUSHPY_ALLOW_MODULES.
+            spec = base.resolve(stored, StartArgsPolicy.from_env(process_key=True), where="controller")
         return self._pool.spawn(spec, n_workers)
 
     @property
@@ -148,7 +158,9 @@ class WorkerMethods:
 
         The command never contains the password: set ``RUSHPY_REDIS_PASSWORD`` in
         the worker's environment when the server needs one. Without ``fun`` the
-        worker uses the stored start arguments.
+        worker uses the stored start arguments, if it holds the key that signed
+        them (``RUSHPY_SIGNING_KEY``) or allows their module (``--allow-module``;
+        see ``docs/security.md``).
 
         Raises:
             ConfigError: ``concurrency`` is invalid.
@@ -183,6 +195,8 @@ class WorkerMethods:
             WorkerTimeoutError: not enough workers came up in time.
             WorkerError: a local worker process exited before it registered (the
                 message includes the end of its output).
+            ConnectionFailedError: the server is unreachable, or hung past the
+                timeout plus ``min(socket_timeout, 5)`` seconds.
 
         """
         check_timeout(timeout, allow_none=True)
@@ -201,30 +215,31 @@ class WorkerMethods:
                 f"invalid n={n}: it counts workers among worker_ids, which has only {len(ids)} "
                 f"distinct id(s); pass n <= {len(ids)} or more ids"
             )
-        events = self._session.events
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            seen = events.counter(self._keys.events)
-            running = await self._store.workers.worker_ids(WorkerState.RUNNING)
-            running_set = set(running)
-            up = len(running) if ids is None else sum(w in running_set for w in ids)
-            if up >= n:
-                return running
-            self._pool.check_started(set(await self._store.workers.worker_ids()))
-            remaining = None if deadline is None else deadline - time.monotonic()
-            if remaining is not None and remaining <= 0:
-                missing = [w for w in ids or [] if w not in running_set]
-                raise WorkerTimeoutError(
-                    f"{up} worker(s) running after {timeout} s, waited for {n}"
-                    + (f" of {ids}; missing ids {missing}" if missing else "")
-                    + "; check the worker logs or raise the timeout"
-                )
-            # Registrations publish on the events channel; local process deaths do
-            # not, so look at the processes again every PROBE_INTERVAL.
-            step = PROBE_INTERVAL if len(self._pool) else remaining
-            if remaining is not None and step is not None:
-                step = min(step, remaining)
-            await events.wait([self._keys.events], [seen], step)
+        with call_deadline(timeout):  # a hung server cannot hold the wait past its timeout
+            events = self._session.events
+            deadline = None if timeout is None else time.monotonic() + timeout
+            while True:
+                seen = events.counter(self._keys.events)
+                running = await self._store.workers.worker_ids(WorkerState.RUNNING)
+                running_set = set(running)
+                up = len(running) if ids is None else sum(w in running_set for w in ids)
+                if up >= n:
+                    return running
+                self._pool.check_started(set(await self._store.workers.worker_ids()))
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    missing = [w for w in ids or [] if w not in running_set]
+                    raise WorkerTimeoutError(
+                        f"{up} worker(s) running after {timeout} s, waited for {n}"
+                        + (f" of {ids}; missing ids {missing}" if missing else "")
+                        + "; check the worker logs or raise the timeout"
+                    )
+                # Registrations publish on the events channel; local process deaths do
+                # not, so look at the processes again every PROBE_INTERVAL.
+                step = PROBE_INTERVAL if len(self._pool) else remaining
+                if remaining is not None and step is not None:
+                    step = min(step, remaining)
+                await events.wait([self._keys.events], [seen], step)
 
     async def stop_workers(
         self,
@@ -311,18 +326,25 @@ class WorkerMethods:
                 this controller started (same function and options).
 
         """
-        found = await self._lost.detect()
-        if restart_local_workers:
-            # Replacements too may be killed before they register (never running,
-            # so never "lost"): restart those as well, or the pool would shrink. A
-            # process that exited on its own before registering (bad function,
-            # no server) is not restarted: it would fail again, forever.
-            registered = set(await self._store.workers.worker_ids())
-            stillborn = [
-                w for w, code in self._pool.exit_codes().items() if code < 0 and w not in registered
-            ]
-            # A replacement runs what the lost worker ran (its spec), under a new id.
-            await self._pool.restart([*found, *stillborn])
+        if not restart_local_workers:
+            return await self._lost.detect()
+        killed: list[str] = []
+
+        async def kill_local(ids: list[str]) -> None:
+            # Killed before they are recorded lost: a lost process that still lives
+            # (paused, hung) would otherwise re-register next to its replacement.
+            killed.extend([w for w in ids if await self._pool.kill(w)])
+
+        found = await self._lost.detect(before_settling=kill_local)
+        # Replacements too may be killed before they register (never running,
+        # so never "lost"): restart those as well, or the pool would shrink. A
+        # process that exited on its own before registering (bad function,
+        # no server) is not restarted: it would fail again, forever.
+        registered = set(await self._store.workers.worker_ids())
+        stillborn = [w for w, code in self._pool.exit_codes().items() if code < 0 and w not in registered]
+        # A replacement runs what the lost worker ran (its spec), under a new id; the
+        # processes killed above are replaced even if another detector recorded them.
+        await self._pool.restart([*found, *killed, *stillborn])
         return found
 
     async def _detect_while_waiting(self) -> list[str]:

@@ -9,7 +9,11 @@ from typing import Any
 import pytest
 
 import rushpy
+from rushpy.signing import SigningKey, StartArgsPolicy
 from rushpy.spec import WorkerSpec
+
+KEY = SigningKey(b"k" * 32)
+TRUSTING = StartArgsPolicy(allow_modules=("a", "tests"))
 
 FULL = WorkerSpec(
     network_id="net-1",
@@ -139,8 +143,9 @@ def test_to_start_args_needs_a_function() -> None:
 
 def test_resolve_keeps_a_spec_with_a_function() -> None:
     spec = WorkerSpec(network_id="n", fun="a:b")
-    assert spec.resolve({"fun": "c:d", "concurrency": 5}) is spec
-    assert spec.resolve(None) is spec
+    # A function named by the operator needs no check, even under a policy that trusts nothing.
+    assert spec.resolve({"fun": "c:d", "concurrency": 5}, StartArgsPolicy()) is spec
+    assert spec.resolve(None, StartArgsPolicy()) is spec
 
 
 @pytest.mark.parametrize("stored", [None, {}])
@@ -148,12 +153,12 @@ def test_resolve_without_function_and_start_args_names_the_network_and_the_fixes
     stored: dict[str, Any] | None,
 ) -> None:
     with pytest.raises(rushpy.NoStartArgumentsError, match=r"'n'.*--fun.*--wait-for-start-args"):
-        WorkerSpec(network_id="n").resolve(stored)
+        WorkerSpec(network_id="n").resolve(stored, TRUSTING)
 
 
 def test_resolve_takes_stored_values_and_lets_given_flags_win() -> None:
     stored = FULL.to_start_args()
-    spec = WorkerSpec(network_id="n", worker_id="w", concurrency=7).resolve(stored)
+    spec = WorkerSpec(network_id="n", worker_id="w", concurrency=7).resolve(stored, TRUSTING)
     assert spec.fun == "tests.funcs:square"
     assert spec.concurrency == 7  # given
     assert (spec.idle_timeout, spec.log_level) == (2.5, "debug")  # stored
@@ -163,6 +168,32 @@ def test_resolve_takes_stored_values_and_lets_given_flags_win() -> None:
 
 def test_resolve_treats_the_heartbeat_pair_as_one_setting() -> None:
     stored = {"fun": "a:b", "heartbeat_period": 1.0, "heartbeat_expire": 30.0}
-    spec = WorkerSpec(network_id="n", heartbeat_period=2.0).resolve(stored)
+    spec = WorkerSpec(network_id="n", heartbeat_period=2.0).resolve(stored, TRUSTING)
     # Not period 2 with the stored expiry 30: the given period brings its default expiry.
     assert (spec.heartbeat_period, spec.heartbeat_expire) == (2.0, 6.0)
+
+
+# -- stored start arguments are checked (issue 8, point 9) -----------------------------------------
+def test_resolve_refuses_stored_start_arguments_the_policy_does_not_accept() -> None:
+    stored = {"fun": "os:system", "concurrency": 1}
+    with pytest.raises(rushpy.UntrustedCodeError, match=r"'n'.*os:system.*not signed.*--fun os:system"):
+        WorkerSpec(network_id="n").resolve(stored, StartArgsPolicy(KEY, ("tests",)))
+
+
+def test_resolve_runs_start_arguments_signed_for_its_network() -> None:
+    stored = FULL.model_copy(update={"network_id": "n", "prefix": "rush"}).signed_start_args(KEY)
+    assert stored["signature"]["key_id"] == KEY.key_id
+    spec = WorkerSpec(network_id="n").resolve(stored, StartArgsPolicy(KEY))
+    assert (spec.fun, spec.concurrency) == ("tests.funcs:square", 3)
+    # The same arguments read under another prefix are another network's: refused.
+    with pytest.raises(rushpy.UntrustedCodeError, match="does not match"):
+        WorkerSpec(network_id="n", prefix="other").resolve(stored, StartArgsPolicy(KEY))
+
+
+def test_resolve_refuses_signed_start_arguments_without_a_function() -> None:
+    # Signed, but nothing to run (a newer controller's worker loop, say): a clear error, not a crash.
+    from rushpy.signing import sign_start_args
+
+    stored = sign_start_args({"concurrency": 2}, "n", key=KEY)
+    with pytest.raises(rushpy.NoStartArgumentsError, match="name no function"):
+        WorkerSpec(network_id="n").resolve(stored, StartArgsPolicy(KEY))

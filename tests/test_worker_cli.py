@@ -179,8 +179,13 @@ async def test_second_sigint_kills_at_once(
 
 
 async def test_without_fun_runs_stored_start_arguments(
-    controller: Controller, network_id: str, spawn: Callable[[list[str]], WorkerProcess]
+    controller: Controller,
+    network_id: str,
+    spawn: Callable[[list[str]], WorkerProcess],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    # Controller and worker share a signing key (the worker inherits this environment).
+    monkeypatch.setenv("RUSHPY_SIGNING_KEY", "a-test-secret-of-enough-bytes")
     [local] = await controller.start_local_workers(1, fun=funcs.interval, concurrency=3)
     await controller.wait_for_workers(1, timeout=30)
     # Stop the worker the controller started so that only the manual one runs tasks.
@@ -273,15 +278,19 @@ async def test_cli_worker_takes_the_stored_idle_timeout(
 ) -> None:
     await controller.start_local_workers(1, fun=funcs.square, idle_timeout=0.5)
     wid = "cli-stored-idle"
-    proc = spawn(["--network", network_id, "--worker-id", wid])
-    # Without flags it runs the stored idle timeout too: it leaves once the queue stayed empty.
+    proc = spawn(["--network", network_id, "--worker-id", wid, "--allow-module", "tests"])
+    # Without other flags it runs the stored idle timeout too: it leaves once the queue stayed empty.
     assert await proc.wait(30) == 0, proc.stderr
     assert await worker_state(controller, wid) == "terminated"
 
 
 async def test_worker_started_before_the_controller_waits_for_start_arguments(
-    controller: Controller, network_id: str, spawn: Callable[[list[str]], WorkerProcess]
+    controller: Controller,
+    network_id: str,
+    spawn: Callable[[list[str]], WorkerProcess],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    monkeypatch.setenv("RUSHPY_ALLOW_MODULES", "other,tests.funcs")  # the allow-list from the environment
     wid = "cli-early"
     proc = spawn(["--network", network_id, "--worker-id", wid, "--wait-for-start-args", "60"])
     await eventually(lambda: "waiting for a controller" in proc.stderr, "the worker waits", timeout=30)
