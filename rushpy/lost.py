@@ -1,7 +1,9 @@
 """Finding lost workers and settling their tasks.
 
-A running worker is lost when its heartbeat key expired, or, for a worker
-without a heartbeat that runs on this host, when its process is gone. Marking
+A running worker is lost when it crashed (its exit left a ``crashed`` mark:
+see :mod:`rushpy.worker.registration`), when its heartbeat key expired, or,
+for a worker without a heartbeat that runs on this host, when its process is
+gone. Marking
 it lost is first-writer-wins (only a worker still recorded as running moves),
 so concurrent detectors, a controller and a worker loop say, never both report
 or settle the same worker. Its popped tasks go back to the queue; its running
@@ -13,7 +15,7 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 
 from rushpy.logs import get_logger
 from rushpy.models import Condition, WorkerState
@@ -45,8 +47,9 @@ def pid_alive(pid: int) -> bool:
 async def find_lost_workers(store: Store, known: Mapping[str, str] | None = None) -> dict[str, str]:
     """Running workers that are gone, with the reason, by id.
 
-    Heartbeat workers are lost when their key expired. Workers without a
-    heartbeat are checked only when they run on this host (by process id);
+    A worker that crashed says so in its hash, on any host. Heartbeat
+    workers are lost when their key expired. Workers without a heartbeat
+    are checked only when they run on this host (by process id);
     elsewhere nothing can tell a busy worker from a dead one, so start remote
     workers with a heartbeat.
 
@@ -59,18 +62,24 @@ async def find_lost_workers(store: Store, known: Mapping[str, str] | None = None
     running = await store.workers.worker_ids(WorkerState.RUNNING)
     infos = await store.workers.worker_infos(running)
     beating = [info.worker_id for info in infos if info.heartbeat]
-    lost: dict[str, str] = {}
+    running_set = set(running)
+    # The most telling reason first: a crash report, then an exit code, then
+    # an expired heartbeat or a vanished process.
+    lost = {
+        info.worker_id: f"it crashed: {info.extra['crashed']}" for info in infos if info.extra.get("crashed")
+    }
+    for wid, why in (known or {}).items():
+        if wid in running_set:
+            lost.setdefault(wid, why)
     for wid, alive in zip(beating, await store.workers.heartbeats_alive(beating), strict=True):
         if not alive:
-            lost[wid] = "its heartbeat expired"
+            lost.setdefault(wid, "its heartbeat expired")
     host = socket.gethostname()
     for info in infos:
-        if info.heartbeat or info.hostname != host or not info.pid:
+        if info.heartbeat or info.hostname != host or not info.pid or info.worker_id in lost:
             continue
         if not pid_alive(int(info.pid)):
             lost[info.worker_id] = f"its process {info.pid} on {host} is gone"
-    running_set = set(running)
-    lost.update({wid: why for wid, why in (known or {}).items() if wid in running_set})
     return lost
 
 
@@ -162,13 +171,35 @@ class LostWorkerDetector:
         self._probe = probe
         self._starting = starting
 
-    async def detect(self) -> list[str]:
-        """Find workers that are gone and settle their tasks; returns the ids this call marked."""
+    async def detect(
+        self, *, before_settling: Callable[[list[str]], Awaitable[object]] | None = None
+    ) -> list[str]:
+        """Find workers that are gone and settle their tasks; returns the ids this call marked.
+
+        Args:
+            before_settling: Called with the ids found, before any is recorded
+                lost. A controller that will replace its own workers kills those
+                processes here: once recorded lost, a process that still lives
+                would re-register (:mod:`rushpy.worker.registration`) and run next
+                to its replacement.
+
+        """
         known = None if self._probe is None else self._probe()
-        return await settle_lost_workers(self._store, await find_lost_workers(self._store, known))
+        reasons = await find_lost_workers(self._store, known)
+        if before_settling is not None and reasons:
+            await before_settling(list(reasons))
+        return await settle_lost_workers(self._store, reasons)
 
     async def workers_left(self) -> bool:
-        """Whether any worker can still run open tasks."""
+        """Whether open tasks can still expect a worker.
+
+        True while a worker runs or is starting, and while no worker of the
+        network was ever lost (workers may still come: a waiter gives up only
+        once workers it could count on are gone, whether this call, an earlier
+        one or another detector found them).
+        """
         if self._starting is not None and self._starting():
             return True
-        return bool(await self._store.workers.worker_ids(WorkerState.RUNNING))
+        if await self._store.workers.worker_ids(WorkerState.RUNNING):
+            return True
+        return not await self._store.workers.worker_ids(WorkerState.LOST)

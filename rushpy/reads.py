@@ -232,11 +232,16 @@ class Reads:
             unknown = [k for k in open_keys if k not in known]
             if unknown:
                 raise UnknownTaskError(await self._explain_unknown(unknown))
-            if found_lost and lost is not None and not await lost.workers_left():
+            # Workers found lost by this wait, or earlier (a background check, another
+            # detector): once none runs or starts, nobody runs the open tasks.
+            if lost is not None and not await lost.workers_left():
+                found = (
+                    f"lost while waiting: {sorted(set(found_lost))}" if found_lost else "workers were lost"
+                )
                 raise WorkerError(
-                    f"no worker of network {network!r} is running (lost while waiting: "
-                    f"{sorted(set(found_lost))}) and {len(open_keys)} of {len(wanted)} tasks are still "
-                    "open; start workers, or let the controller restart lost local workers"
+                    f"no worker of network {network!r} is running ({found}) and {len(open_keys)} of "
+                    f"{len(wanted)} tasks are still open; start workers, or let the controller restart "
+                    "lost local workers"
                 )
             remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:

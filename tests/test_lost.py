@@ -108,11 +108,6 @@ async def stop_beating(worker: Worker) -> None:
     await anyio.sleep(0)
 
 
-def resume_beating(worker: Worker) -> None:
-    assert worker._heartbeat is not None
-    worker._session.task_group.start_soon(worker._heartbeat.run)
-
-
 @pytest.fixture
 def processes() -> Iterator[list[subprocess.Popen[bytes]]]:
     """Processes a test stopped or started itself: resumed and killed at the end."""
@@ -209,45 +204,6 @@ async def _not(value: Awaitable[bool]) -> bool:
     return not await value
 
 
-async def test_worker_declared_lost_while_alive_stops(
-    controller: Controller, config: RedisConfig, network_id: str
-) -> None:
-    async with Worker(network_id, config=config, heartbeat_period=0.1, heartbeat_expire=0.3) as w:
-        [key] = await controller.push_tasks([{"x": 1}], max_retries=1)
-        task = await w.pop_task(timeout=5)
-        assert task is not None and task.key == key
-        await stop_beating(w)
-        assert await detect_until_found(controller) == [w.worker_id]
-        assert not w.terminated
-
-        # Its next claim is refused: it pops nothing and stops.
-        assert await w.pop_task(timeout=0) is None
-        assert w.terminated
-        # Its late result is discarded: the task was re-queued for someone else.
-        assert await w.finish_tasks([key], [{"y": 1}]) == [False]
-        row = (await rows(controller))[key]
-        assert row["state"] == "queued"
-        assert "y" not in row
-        # The task it tried to pop is not held by the stopped worker.
-        assert await shared_queue(controller) == [key]
-
-        # When it beats again, the heartbeat does not come back.
-        resume_beating(w)
-        for _ in range(5):
-            await anyio.sleep(0.1)
-            assert not await heartbeat_exists(controller, w.worker_id)
-    assert (await worker_states(controller))[w.worker_id] == "lost"
-    assert not await heartbeat_exists(controller, w.worker_id)
-    row = (await rows(controller))[key]
-    assert row["state"] == "queued"
-    assert row["attempts"] == 1
-    # Another worker runs the task.
-    async with Worker(network_id, config=config) as other:
-        again = await other.pop_task(timeout=5)
-        assert again is not None and again.key == key and again.attempt == 2
-        assert await other.finish_tasks([key], [{"y": 1}]) == [True]
-
-
 async def test_killed_local_worker_process_is_lost(controller: Controller) -> None:
     [wid] = await controller.start_local_workers(1, fun=funcs.sleepy)
     await controller.wait_for_workers(1, timeout=30)
@@ -301,7 +257,7 @@ async def test_worker_without_heartbeat_whose_process_is_gone_is_lost(
     assert "lost" in row["condition"]["message"]
 
 
-async def test_paused_local_worker_is_lost_and_stops_when_it_resumes(
+async def test_paused_local_worker_is_lost_and_comes_back_when_it_resumes(
     controller: Controller, processes: list[subprocess.Popen[bytes]]
 ) -> None:
     [wid] = await controller.start_local_workers(
@@ -313,19 +269,21 @@ async def test_paused_local_worker_is_lost_and_stops_when_it_resumes(
     [key] = await controller.push_tasks([{"x": 7, "duration": 1.0}], max_retries=1)
     await wait_until_running(controller, key)
 
+    # Stopped: neither its loop nor its heartbeat sidecar beats.
     process.send_signal(signal.SIGSTOP)
     assert await detect_until_found(controller) == [wid]
     assert (await rows(controller))[key]["state"] == "queued"
 
     process.send_signal(signal.SIGCONT)
-    # It finds out that it no longer counts as running and exits by itself.
-    assert await wait_exit(process) == 0, controller.local_workers[wid].log_tail()
-    assert (await worker_states(controller))[wid] == "lost"
-    assert not await heartbeat_exists(controller, wid)
-    row = (await rows(controller))[key]
-    assert row["state"] == "queued", "its late result must be discarded"
-    assert "y" not in row
-    assert await shared_queue(controller) == [key]
+    # Alive again: it re-registers and runs the re-queued task as a new attempt; the
+    # result of the attempt it held when it was stopped is discarded.
+    table = await controller.wait_for_tasks([key], timeout=30)
+    assert process.poll() is None, controller.local_workers[wid].log_tail()
+    assert (await worker_states(controller))[wid] == "running"
+    assert table[0]["y"] == 7
+    assert table[0]["attempts"] == 2
+    assert last_condition(table[0])["type"] == "WorkerLost"
+    assert await controller._store.client.lrange(controller._keys.finished, 0, -1) == [key.encode()]
 
 
 async def test_tasks_arriving_after_a_paused_worker_was_lost_are_not_stuck(

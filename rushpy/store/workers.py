@@ -31,6 +31,8 @@ class WorkerStore(Plumbing):
                 k.worker(worker_id),
                 mapping={name: encode(value) for name, value in {**info, "state": "running"}.items()},
             )
+            # A worker registering again under its id starts without an old crash record.
+            pipe.hdel(k.worker(worker_id), "crashed")
             pipe.sadd(k.workers, worker_id)
             pipe.sadd(k.running_workers, worker_id)
             for state in (WorkerState.TERMINATED, WorkerState.KILLED, WorkerState.LOST):
@@ -51,6 +53,28 @@ class WorkerStore(Plumbing):
         await self.client.delete(
             k.heartbeat(worker_id), k.terminate_signal(worker_id), k.kill_signal(worker_id)
         )
+
+    async def rejoin(self, worker_id: str, heartbeat_expire: float | None) -> int:
+        """Bring a worker declared lost back to running (``rejoin.lua``).
+
+        Returns:
+            1 if it was running already, 2 if it came back (with a fresh
+            heartbeat when ``heartbeat_expire`` is given), 0 if it must stop
+            (killed, terminated, or its records are gone).
+
+        """
+        return await self.run(sc.rejoin(self.keys, worker_id, heartbeat_expire))
+
+    async def mark_crashed(self, worker_id: str, reason: str) -> bool:
+        """Record that a running worker's process ended in a crash; lost-worker detection settles it.
+
+        The worker stays in the running set (it did not stop cleanly, so it
+        must be found lost and, by a controller that started it, replaced),
+        its heartbeat key goes at once, and the hash field ``crashed`` tells
+        every detector, on any host, why. ``False`` (nothing written) if the
+        worker was not running.
+        """
+        return await self.run(sc.crashed(self.keys, worker_id, reason))
 
     async def beat(self, worker_id: str, expire: float) -> bool:
         """Refresh the worker's heartbeat key; ``False`` if the worker is not running."""

@@ -10,7 +10,9 @@ wires them together:
 
 - :class:`~rushpy.worker.stop.StopState`: whether and how to stop, fed by
   every stop source;
-- :mod:`~rushpy.worker.registration`: registration, heartbeat, exit record;
+- :mod:`~rushpy.worker.registration`: registration, heartbeat (with its
+  sidecar process, :mod:`~rushpy.worker.sidecar`), coming back after being
+  declared lost, exit record;
 - :class:`~rushpy.worker.claims.Claims`: pops, blocking moves, claims;
 - :class:`~rushpy.worker.results.Results`: results and failures;
 - :class:`~rushpy.worker.tracking.TaskTracker`: attempts and cancellations of
@@ -32,6 +34,7 @@ import anyio
 import anyio.abc
 
 from rushpy.config import RedisConfig, heartbeat_settings, validate_identifier
+from rushpy.deadline import call_deadline
 from rushpy.keys import DEFAULT_PREFIX, Keys
 from rushpy.logs import get_logger
 from rushpy.lost import LostWorkerDetector
@@ -43,8 +46,9 @@ from rushpy.store import DEFAULT_MAX_TASK_BYTES, new_worker_id
 from rushpy.validation import check_count, check_timeout
 from rushpy.worker.backoff import Backoff
 from rushpy.worker.claims import Claims
-from rushpy.worker.registration import Heartbeat, record_exit, register
+from rushpy.worker.registration import Heartbeat, Presence, crash_reason, record_exit, register
 from rushpy.worker.results import Results
+from rushpy.worker.sidecar import HeartbeatSidecar
 from rushpy.worker.stop import StopState
 from rushpy.worker.tracking import TaskTracker
 
@@ -131,14 +135,35 @@ class Worker(ReadMethods):
         self._lost = LostWorkerDetector(self._store)
         self._lost_watch = LostWatch(detect=self._lost.detect, workers_left=self._lost.workers_left)
         self._stop = StopState(self.worker_id)
+        self._presence = Presence(
+            self._store, self.worker_id, None if self.heartbeat is None else self.heartbeat[1], self._stop
+        )
         self._tracker = TaskTracker()
-        self._claims = Claims(self._store, self._keys, self.worker_id, self._stop, self._tracker)
+        self._claims = Claims(
+            self._store,
+            self._keys,
+            self.worker_id,
+            self._stop,
+            self._tracker,
+            rejoin=self._presence.not_running,
+        )
         self._results = Results(self._store, self.worker_id, self._tracker)
         self._components = Components(self._stop, self._tracker, self._results)
-        self._heartbeat = (
-            None
-            if self.heartbeat is None
-            else Heartbeat(self._store, self.worker_id, *self.heartbeat, stop=self._stop)
+        self._heartbeat = None if self.heartbeat is None else self._new_heartbeat(*self.heartbeat)
+
+    def _new_heartbeat(self, period: float, expire: float) -> Heartbeat:
+        def sidecar() -> HeartbeatSidecar:
+            return HeartbeatSidecar(
+                self._session.config, self._keys, self.worker_id, period=period, expire=expire
+            )
+
+        return Heartbeat(
+            self._store,
+            self.worker_id,
+            period,
+            expire,
+            on_refused=self._presence.not_running,
+            sidecar=sidecar,
         )
 
     def __repr__(self) -> str:
@@ -236,7 +261,10 @@ class Worker(ReadMethods):
                 # Runs even when the caller is being cancelled, within a deadline.
                 with anyio.CancelScope(shield=True) as scope:
                     scope.deadline = anyio.current_time() + EXIT_TIMEOUT
-                    await record_exit(self._store, self.worker_id, self._stop.final_state)
+                    # A clean stop was asked for (terminate, drain, idle timeout, signal);
+                    # any other way out is a crash, left for detection to settle and replace.
+                    crash = None if self._stop.terminated else crash_reason(exc)
+                    await record_exit(self._store, self.worker_id, self._stop.final_state, crash)
             finally:
                 await self._session.__aexit__(exc_type, exc, tb)
 
@@ -308,7 +336,8 @@ class Worker(ReadMethods):
         """
         check_count(n, "n", minimum=1, hint="pop at least 1 task")
         check_timeout(timeout, allow_none=True)
-        return await self._claims.pop(n, timeout)
+        with call_deadline(timeout):  # a hung server cannot hold the pop past its timeout
+            return await self._claims.pop(n, timeout)
 
     # -- writing ------------------------------------------------------------------------
     async def push_running_tasks(
