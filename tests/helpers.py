@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import anyio
 import pytest
+
+from rushpy import Controller
 
 
 async def eventually(
@@ -21,3 +24,26 @@ async def eventually(
                 return
             await anyio.sleep(0.02)
     pytest.fail(f"timed out after {timeout} s waiting for: {what}")
+
+
+Waiter = Callable[[Controller, list[str]], Awaitable[Any]]
+"""A controller method that waits, called with the keys of the tasks pushed."""
+
+
+def waiters(timeout: float) -> list[Any]:
+    """The controller's waiting methods, each with ``timeout``, as ``pytest.param`` values with ids."""
+
+    async def wait_for_tasks(rush: Controller, keys: list[str]) -> Any:
+        return await rush.wait_for_tasks(keys, timeout=timeout)
+
+    async def wait_for_new_tasks(rush: Controller, keys: list[str]) -> Any:
+        return await rush.wait_for_new_tasks(timeout=timeout)
+
+    async def fetch_new_tasks(rush: Controller, keys: list[str]) -> Any:
+        return await rush.fetch_new_tasks(timeout=timeout)
+
+    async def wait_for_workers(rush: Controller, keys: list[str]) -> Any:
+        return await rush.wait_for_workers(n=1, timeout=timeout)
+
+    calls = (wait_for_tasks, wait_for_new_tasks, fetch_new_tasks, wait_for_workers)
+    return [pytest.param(call, id=call.__name__) for call in calls]

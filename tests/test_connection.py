@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import socket
 import threading
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import anyio
@@ -19,6 +19,7 @@ from redis.exceptions import NoScriptError, ResponseError
 
 from rushpy import ConnectionFailedError, Controller, EmbeddedServer, RedisConfig, ServerError
 from rushpy.connection import check_connection, create_client
+from tests.helpers import Waiter, waiters
 
 BUDGET = 1.0
 # Bound for "raised within the budget": budget + reconnect backoff + slack for a busy machine.
@@ -204,30 +205,7 @@ async def test_check_connection_names_an_unreachable_server() -> None:
 
 # -- waiting methods ---------------------------------------------------------------------------
 
-Waiter = Callable[[Controller, list[str]], Awaitable[Any]]
-
-
-async def _wait_for_tasks(rush: Controller, keys: list[str]) -> Any:
-    return await rush.wait_for_tasks(keys, timeout=120)
-
-
-async def _wait_for_new_tasks(rush: Controller, keys: list[str]) -> Any:
-    return await rush.wait_for_new_tasks(timeout=120)
-
-
-async def _fetch_new_tasks(rush: Controller, keys: list[str]) -> Any:
-    return await rush.fetch_new_tasks(timeout=120)
-
-
-async def _wait_for_workers(rush: Controller, keys: list[str]) -> Any:
-    return await rush.wait_for_workers(n=1, timeout=120)
-
-
-@pytest.mark.parametrize(
-    "waiter",
-    [_wait_for_tasks, _wait_for_new_tasks, _fetch_new_tasks, _wait_for_workers],
-    ids=["wait_for_tasks", "wait_for_new_tasks", "fetch_new_tasks", "wait_for_workers"],
-)
+@pytest.mark.parametrize("waiter", waiters(120))
 async def test_waiting_method_raises_once_the_budget_is_spent(waiter: Waiter) -> None:
     async with EmbeddedServer() as server:
         config = _with_budget(server)

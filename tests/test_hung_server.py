@@ -13,7 +13,7 @@ import contextlib
 import os
 import signal
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -33,6 +33,7 @@ from rushpy import (
 from rushpy.connection import create_client
 from rushpy.deadline import DEADLINE_GRACE, call_deadline
 from rushpy.events import EventListener
+from tests.helpers import Waiter, waiters
 
 # Small settings: a hung server is noticed in about a second.
 FAST = {"socket_timeout": 0.5, "reconnect_budget": 1.0, "health_check_interval": 0.3}
@@ -85,7 +86,7 @@ async def test_entering_a_controller_fails_within_the_bound(private: EmbeddedSer
                     pass
 
 
-Call = Callable[[Controller, list[str]], Awaitable[Any]]
+Call = Waiter
 
 
 async def _push(rush: Controller, keys: list[str]) -> Any:
@@ -113,28 +114,8 @@ async def test_methods_without_a_timeout_fail_within_the_bound(private: Embedded
         await rush.reset()
 
 
-async def _wait_for_tasks(rush: Controller, keys: list[str]) -> Any:
-    return await rush.wait_for_tasks(keys, timeout=0.5)
-
-
-async def _wait_for_new_tasks(rush: Controller, keys: list[str]) -> Any:
-    return await rush.wait_for_new_tasks(timeout=0.5)
-
-
-async def _fetch_new_tasks(rush: Controller, keys: list[str]) -> Any:
-    return await rush.fetch_new_tasks(timeout=0.5)
-
-
-async def _wait_for_workers(rush: Controller, keys: list[str]) -> Any:
-    return await rush.wait_for_workers(n=1, timeout=0.5)
-
-
-@pytest.mark.parametrize(
-    "call",
-    [_wait_for_tasks, _wait_for_new_tasks, _fetch_new_tasks, _wait_for_workers],
-    ids=["wait_for_tasks", "wait_for_new_tasks", "fetch_new_tasks", "wait_for_workers"],
-)
-async def test_methods_with_a_timeout_honour_it(private: EmbeddedServer, call: Call) -> None:
+@pytest.mark.parametrize("call", waiters(0.5))
+async def test_methods_with_a_timeout_honour_it(private: EmbeddedServer, call: Waiter) -> None:
     # A long budget: without a bound of its own the call would take socket_timeout +
     # 30 s; only its own timeout (0.5 s) plus the grace (the socket timeout) ends it in time.
     config = private.config.model_copy(update={"socket_timeout": 1.0, "reconnect_budget": 30.0})
