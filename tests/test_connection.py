@@ -205,6 +205,7 @@ async def test_check_connection_names_an_unreachable_server() -> None:
 
 # -- waiting methods ---------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("waiter", waiters(120))
 async def test_waiting_method_raises_once_the_budget_is_spent(waiter: Waiter) -> None:
     async with EmbeddedServer() as server:
