@@ -8,6 +8,8 @@ binary) on a free loopback port; no test touches any other server.
 
 from __future__ import annotations
 
+import signal
+import subprocess
 import uuid
 from collections.abc import AsyncIterator, Iterator
 
@@ -71,3 +73,18 @@ async def controller(config: RedisConfig, network_id: str) -> AsyncIterator[Cont
             yield rush
         finally:
             await rush.reset(workers=True)
+
+
+@pytest.fixture
+def processes() -> Iterator[list[subprocess.Popen[bytes]]]:
+    """Processes a test stopped or started itself: resumed and killed at the end."""
+    started: list[subprocess.Popen[bytes]] = []
+    yield started
+    for proc in started:
+        if proc.poll() is None:
+            for sig in (signal.SIGCONT, signal.SIGKILL):
+                try:
+                    proc.send_signal(sig)
+                except ProcessLookupError:
+                    break
+            proc.wait(10)

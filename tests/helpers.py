@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import anyio
+import anyio.to_thread
 import pytest
 
-from rushpy import Controller
+from rushpy import Controller, RedisConfig
+
+REPO = Path(__file__).resolve().parents[1]
+"""The repository root: worker processes run from it, so ``tests.*`` functions import."""
 
 
 async def eventually(
@@ -47,3 +55,38 @@ def waiters(timeout: float) -> list[Any]:
 
     calls = (wait_for_tasks, wait_for_new_tasks, fetch_new_tasks, wait_for_workers)
     return [pytest.param(call, id=call.__name__) for call in calls]
+
+
+async def wait_exit(process: subprocess.Popen[bytes], timeout: float = 20) -> int:
+    """Wait for ``process`` to exit and return its code; fail the test after ``timeout`` seconds."""
+    try:
+        return await anyio.to_thread.run_sync(process.wait, timeout)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"process {process.pid} did not exit within {timeout} s")
+
+
+def worker_env(config: RedisConfig) -> dict[str, str]:
+    """Environment of a worker process: the server in ``RUSHPY_REDIS_URL``, ``tests`` importable."""
+    env = dict(os.environ)
+    env["RUSHPY_REDIS_URL"] = config.to_url(include_password=True)
+    env.pop("REDIS_URL", None)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in [str(REPO), env.get("PYTHONPATH", "")] if p)
+    return env
+
+
+def spawn_cli(
+    config: RedisConfig, args: list[str], tmp_path: Path, processes: list[subprocess.Popen[bytes]]
+) -> subprocess.Popen[bytes]:
+    """Start ``python -m rushpy.worker`` with its output in a file; ``processes`` gets it for clean-up."""
+    log = tmp_path / f"worker-{len(processes)}.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "rushpy.worker", *args],
+            cwd=REPO,
+            env=worker_env(config),
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    processes.append(proc)
+    return proc

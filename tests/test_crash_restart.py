@@ -11,11 +11,9 @@ outcomes of the attempts it held are discarded.
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
-import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -28,11 +26,10 @@ from rushpy import Controller, EmbeddedServer, RedisConfig, Worker
 from rushpy.lost import find_lost_workers
 from rushpy.worker import run_function
 from tests import crash_funcs, funcs
-from tests.helpers import eventually
+from tests.helpers import eventually, spawn_cli, wait_exit
 
 pytestmark = pytest.mark.anyio
 
-REPO = Path(__file__).resolve().parents[1]
 
 
 async def worker_states(controller: Controller) -> dict[str, str]:
@@ -51,23 +48,6 @@ async def task_row(controller: Controller, key: str) -> dict[str, Any]:
 async def finished_list(controller: Controller) -> list[str]:
     raw = await controller._store.client.lrange(controller._keys.finished, 0, -1)
     return [k.decode() if isinstance(k, bytes) else k for k in raw]
-
-
-async def wait_exit(process: subprocess.Popen[bytes], timeout: float = 20) -> int:
-    try:
-        return await anyio.to_thread.run_sync(process.wait, timeout)
-    except subprocess.TimeoutExpired:
-        pytest.fail(f"process {process.pid} did not exit within {timeout} s")
-
-
-@pytest.fixture
-def processes() -> Iterator[list[subprocess.Popen[bytes]]]:
-    started: list[subprocess.Popen[bytes]] = []
-    yield started
-    for proc in started:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(10)
 
 
 # -- crashes -------------------------------------------------------------------------------------
@@ -181,15 +161,8 @@ async def test_crashed_cli_worker_without_heartbeat_is_found_from_any_host(
     processes: list[subprocess.Popen[bytes]],
 ) -> None:
     wid = "cli-crash"
-    env = dict(os.environ)
-    env["RUSHPY_REDIS_URL"] = config.to_url(include_password=True)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in [str(REPO), env.get("PYTHONPATH", "")] if p)
     args = ["--network", network_id, "--fun", "tests.crash_funcs:crash_on_negative", "--worker-id", wid]
-    with open(tmp_path / "worker.log", "wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "rushpy.worker", *args], cwd=REPO, env=env, stdout=out, stderr=out
-        )
-    processes.append(proc)
+    proc = spawn_cli(config, args, tmp_path, processes)
     await controller.wait_for_workers(worker_ids=[wid], timeout=30)
     await controller.push_tasks([{"x": -5}])
     assert await wait_exit(proc) != 0

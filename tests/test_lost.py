@@ -8,12 +8,11 @@ failed with a ``WorkerLost`` condition). A kill stops a worker at once
 
 from __future__ import annotations
 
-import os
 import signal
 import socket
 import subprocess
 import sys
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,10 +25,10 @@ from rushpy import Controller, RedisConfig, Worker
 from rushpy.worker import run_function
 from tests import funcs
 from tests.helpers import eventually as _eventually
+from tests.helpers import spawn_cli, wait_exit
 
 pytestmark = pytest.mark.anyio
 
-REPO = Path(__file__).resolve().parents[1]
 
 # -- helpers ----------------------------------------------------------------------------------
 
@@ -80,13 +79,6 @@ async def wait_until_running(controller: Controller, *keys: str) -> None:
     await eventually(running, f"tasks {keys} run", timeout=20)
 
 
-async def wait_exit(process: subprocess.Popen[bytes], timeout: float = 15) -> int:
-    try:
-        return await anyio.to_thread.run_sync(process.wait, timeout)
-    except subprocess.TimeoutExpired:
-        pytest.fail(f"process {process.pid} did not exit within {timeout} s")
-
-
 def dead_pid() -> int:
     """The id of a process that has exited (and was reaped)."""
     proc = subprocess.Popen([sys.executable, "-c", "pass"])
@@ -106,47 +98,6 @@ async def stop_beating(worker: Worker) -> None:
     assert heartbeat is not None
     heartbeat.stop()
     await anyio.sleep(0)
-
-
-@pytest.fixture
-def processes() -> Iterator[list[subprocess.Popen[bytes]]]:
-    """Processes a test stopped or started itself: resumed and killed at the end."""
-    started: list[subprocess.Popen[bytes]] = []
-    yield started
-    for proc in started:
-        if proc.poll() is None:
-            for sig in (signal.SIGCONT, signal.SIGKILL):
-                try:
-                    proc.send_signal(sig)
-                except ProcessLookupError:
-                    break
-            proc.wait(10)
-
-
-def worker_env(config: RedisConfig) -> dict[str, str]:
-    env = dict(os.environ)
-    env["RUSHPY_REDIS_URL"] = config.to_url(include_password=True)
-    env.pop("REDIS_URL", None)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in [str(REPO), env.get("PYTHONPATH", "")] if p)
-    return env
-
-
-def spawn_cli(
-    config: RedisConfig, args: list[str], tmp_path: Path, processes: list[subprocess.Popen[bytes]]
-) -> subprocess.Popen[bytes]:
-    """Start ``python -m rushpy.worker`` with its output in a file."""
-    log = tmp_path / f"worker-{len(processes)}.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "rushpy.worker", *args],
-            cwd=REPO,
-            env=worker_env(config),
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    processes.append(proc)
-    return proc
 
 
 # -- detect_lost_workers: what counts as lost ---------------------------------------------------
