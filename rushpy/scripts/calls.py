@@ -18,44 +18,30 @@ from typing import Any, Literal
 from rushpy.codec import encode
 from rushpy.fields import CorruptTask, decode_task, popped_task
 from rushpy.keys import Keys
-from rushpy.models import Condition, PoppedTask, WorkerState
+from rushpy.models import Condition, PoppedTask
 from rushpy.scripts import Call, script
 
 __all__ = [
-    "WORKER_SETS",
     "Buffer",
     "Requeued",
     "cancel",
     "claim",
     "complete",
-    "crashed",
     "create",
     "dequeue",
-    "heartbeat",
     "now",
     "pop",
     "read",
-    "rejoin",
     "release",
     "requeue",
     "retry",
     "running",
     "states",
     "text",
-    "worker_state",
 ]
 
 Buffer = bytes | memoryview
 """An encoded field value (large values may be passed without a copy)."""
-
-WORKER_SETS = {
-    WorkerState.RUNNING: "running_workers",
-    WorkerState.TERMINATED: "terminated_workers",
-    WorkerState.KILLED: "killed_workers",
-    WorkerState.LOST: "lost_workers",
-}
-"""Attribute of :class:`~rushpy.keys.Keys` naming the set of each worker state."""
-
 
 @dataclass(frozen=True, slots=True)
 class Requeued:
@@ -325,22 +311,6 @@ def retry(
     return Call(script("retry"), [keys.failed, keys.queued, *keys.tasks(task_keys)], args, text)
 
 
-def worker_state(keys: Keys, worker_id: str, state: WorkerState) -> Call[bool]:
-    """``worker_state.lua``: a running worker -> ``state``; ``False`` if it was not running."""
-    sets = [keys.running_workers, getattr(keys, WORKER_SETS[state]), keys.worker(worker_id)]
-    return Call(script("worker_state"), sets, [worker_id, encode(state.value)], bool)
-
-
-def heartbeat(keys: Keys, worker_id: str, expire: float) -> Call[bool]:
-    """``heartbeat.lua``: refresh the heartbeat key; ``False`` if the worker is not running."""
-    return Call(
-        script("heartbeat"),
-        [keys.running_workers, keys.heartbeat(worker_id)],
-        [worker_id, max(1, int(expire * 1000))],
-        bool,
-    )
-
-
 def _hashes(raw: Any) -> list[dict[str, Any] | None]:
     # decode_task never raises for bad data: a bad field makes a DamagedTask.
     return [decode_task(flat) if flat else None for flat in raw]
@@ -354,31 +324,6 @@ def read(keys: Keys, task_keys: Sequence[str]) -> Call[list[dict[str, Any] | Non
     :class:`~rushpy.fields.DamagedTask` (see :func:`rushpy.fields.decode_task`).
     """
     return Call(script("read"), keys.tasks(task_keys), [], _hashes)
-
-
-def rejoin(keys: Keys, worker_id: str, heartbeat_expire: float | None) -> Call[int]:
-    """``rejoin.lua``: a lost worker -> running; 1 already running, 2 came back, 0 must stop."""
-    return Call(
-        script("rejoin"),
-        [keys.running_workers, keys.lost_workers, keys.worker(worker_id), keys.heartbeat(worker_id)],
-        [
-            worker_id,
-            encode(WorkerState.RUNNING.value),
-            "" if heartbeat_expire is None else max(1, int(heartbeat_expire * 1000)),
-            now(),
-        ],
-        int,
-    )
-
-
-def crashed(keys: Keys, worker_id: str, reason: str) -> Call[bool]:
-    """``crashed.lua``: mark a running worker as crashed; ``False`` if it was not running."""
-    return Call(
-        script("crashed"),
-        [keys.running_workers, keys.worker(worker_id), keys.heartbeat(worker_id)],
-        [worker_id, encode(reason), keys.events],
-        bool,
-    )
 
 
 def states(

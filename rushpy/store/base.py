@@ -20,7 +20,8 @@ from rushpy.errors import ServerError, ServerFullError, TaskError
 from rushpy.keys import Keys
 from rushpy.models import WorkerState
 from rushpy.scripts import Call, load_all
-from rushpy.scripts.calls import WORKER_SETS, text
+from rushpy.scripts.calls import text
+from rushpy.scripts.worker_calls import WORKER_SETS
 
 __all__ = [
     "CHUNK",

@@ -7,7 +7,7 @@ from typing import Any
 
 from rushpy.codec import decode, encode
 from rushpy.models import WorkerInfo, WorkerState
-from rushpy.scripts import calls as sc
+from rushpy.scripts import worker_calls as wc
 from rushpy.store.base import Plumbing, decode_hash
 
 __all__ = ["WorkerStore"]
@@ -36,7 +36,7 @@ class WorkerStore(Plumbing):
             pipe.sadd(k.workers, worker_id)
             pipe.sadd(k.running_workers, worker_id)
             for state in (WorkerState.TERMINATED, WorkerState.KILLED, WorkerState.LOST):
-                pipe.srem(getattr(k, sc.WORKER_SETS[state]), worker_id)
+                pipe.srem(getattr(k, wc.WORKER_SETS[state]), worker_id)
             pipe.delete(k.terminate_signal(worker_id), k.kill_signal(worker_id))
             if heartbeat_expire is not None:
                 pipe.set(k.heartbeat(worker_id), b"1", px=max(1, int(heartbeat_expire * 1000)))
@@ -63,7 +63,7 @@ class WorkerStore(Plumbing):
             (killed, terminated, or its records are gone).
 
         """
-        return await self.run(sc.rejoin(self.keys, worker_id, heartbeat_expire))
+        return await self.run(wc.rejoin(self.keys, worker_id, heartbeat_expire))
 
     async def mark_crashed(self, worker_id: str, reason: str) -> bool:
         """Record that a running worker's process ended in a crash; lost-worker detection settles it.
@@ -74,15 +74,15 @@ class WorkerStore(Plumbing):
         every detector, on any host, why. ``False`` (nothing written) if the
         worker was not running.
         """
-        return await self.run(sc.crashed(self.keys, worker_id, reason))
+        return await self.run(wc.crashed(self.keys, worker_id, reason))
 
     async def beat(self, worker_id: str, expire: float) -> bool:
         """Refresh the worker's heartbeat key; ``False`` if the worker is not running."""
-        return await self.run(sc.heartbeat(self.keys, worker_id, expire))
+        return await self.run(wc.heartbeat(self.keys, worker_id, expire))
 
     async def set_worker_state(self, worker_id: str, state: WorkerState) -> bool:
         """Move a running worker to ``state``; ``False`` (nothing written) if it was not running."""
-        return await self.run(sc.worker_state(self.keys, worker_id, state))
+        return await self.run(wc.worker_state(self.keys, worker_id, state))
 
     async def running_worker_flags(self, worker_ids: Sequence[str]) -> list[bool]:
         """Whether each worker id is in the running set."""

@@ -17,9 +17,8 @@ from __future__ import annotations
 import asyncio
 import os
 import ssl
-import sys
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import anyio
@@ -40,6 +39,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from rushpy.config import RedisConfig
+from rushpy.connection.wire import HIREDIS_PACKING, TCPConnection, TLSConnection, UnixConnection
 from rushpy.deadline import bounded
 from rushpy.errors import ConnectionFailedError, ServerError, ServerFullError
 
@@ -227,85 +227,6 @@ def _server_error(config: RedisConfig, command: object, exc: ResponseError) -> S
     )
 
 
-try:
-    from hiredis import pack_command as _hiredis_pack
-except ImportError:  # pragma: no cover - hiredis is a dependency, but stay usable without it
-    _hiredis_pack = None  # type: ignore[assignment]
-
-
-_LARGE_ARG = 1 << 20
-"""Arguments of at least this many bytes are sent by reference, never copied into a packed command."""
-
-_SEND_SLICE = 1 << 20
-"""Bytes handed to the socket transport at once when a command is large."""
-
-
-class _FastPacking:
-    """Pack commands with hiredis's C encoder; send large ones without copies.
-
-    redis-py's asyncio connections encode arguments in Python; for the long
-    argument lists of batched scripts (thousands of keys and values) that was
-    the largest CPU cost of a worker. hiredis produces the same bytes.
-
-    A command with a large argument (a big task value) is packed by redis-py's
-    own packer instead, which keeps such arguments as separate pieces, and is
-    written a slice at a time: hiredis would copy the value into the packed
-    command, and asyncio's ``writelines`` (Python 3.11) joins every piece into
-    one more copy, then copies what the socket did not take into its buffer.
-    """
-
-    def pack_command(self, *args: Any) -> list[bytes]:
-        # sys.getsizeof is a C call on any argument (a bytes value's size is its
-        # length plus a small header): one pass in C finds a large argument,
-        # where a Python loop over thousands of arguments cost a third of packing.
-        if max(map(sys.getsizeof, args), default=0) >= _LARGE_ARG:
-            packed: list[bytes] = super().pack_command(*args)  # type: ignore[misc]
-            return packed
-        first = args[0]
-        if isinstance(first, str) and " " in first:
-            args = tuple(first.encode().split()) + args[1:]
-        elif isinstance(first, bytes) and b" " in first:
-            args = tuple(first.split()) + args[1:]
-        return [_hiredis_pack(args)]
-
-    async def send_packed_command(self, command: Any, check_health: bool = True) -> None:
-        if isinstance(command, list) and len(command) > 1 and sum(map(len, command)) > _SEND_SLICE:
-            for part in _slices(command):
-                await super().send_packed_command(part, check_health)  # type: ignore[misc]
-                check_health = False
-            return
-        await super().send_packed_command(command, check_health)  # type: ignore[misc]
-
-
-def _slices(pieces: list[bytes]) -> Iterator[list[memoryview]]:
-    """Runs of ``pieces`` of about :data:`_SEND_SLICE` bytes, large pieces cut into views."""
-    run: list[memoryview] = []
-    size = 0
-    for piece in pieces:
-        view = memoryview(piece)
-        for start in range(0, max(len(view), 1), _SEND_SLICE):
-            part = view[start : start + _SEND_SLICE]
-            run.append(part)
-            size += len(part)
-            if size >= _SEND_SLICE:
-                yield run
-                run, size = [], 0
-    if run:
-        yield run
-
-
-class _TCPConnection(_FastPacking, Connection):
-    pass
-
-
-class _TLSConnection(_FastPacking, SSLConnection):
-    pass
-
-
-class _UnixConnection(_FastPacking, UnixDomainSocketConnection):
-    pass
-
-
 _CERT_REQS = {"required": ssl.CERT_REQUIRED, "optional": ssl.CERT_OPTIONAL, "none": ssl.CERT_NONE}
 
 
@@ -340,7 +261,7 @@ def create_client(
     }
     connection_class: type[Connection] | type[UnixDomainSocketConnection]
     if config.scheme == "unix":
-        connection_class = _UnixConnection if _hiredis_pack is not None else UnixDomainSocketConnection
+        connection_class = UnixConnection if HIREDIS_PACKING else UnixDomainSocketConnection
         kwargs["path"] = config.path
         kwargs.pop("socket_connect_timeout")
     else:
@@ -348,7 +269,7 @@ def create_client(
         kwargs["port"] = config.port
         kwargs["socket_keepalive"] = True
         if config.scheme == "rediss":
-            connection_class = _TLSConnection if _hiredis_pack is not None else SSLConnection
+            connection_class = TLSConnection if HIREDIS_PACKING else SSLConnection
             kwargs["ssl_cert_reqs"] = _CERT_REQS[config.ssl_cert_reqs]
             kwargs["ssl_ca_certs"] = config.ssl_ca_certs
             kwargs["ssl_certfile"] = config.ssl_certfile
@@ -356,7 +277,7 @@ def create_client(
             # Python's ssl refuses hostname checks without certificate checks.
             kwargs["ssl_check_hostname"] = config.ssl_check_hostname and config.ssl_cert_reqs != "none"
         else:
-            connection_class = _TCPConnection if _hiredis_pack is not None else Connection
+            connection_class = TCPConnection if HIREDIS_PACKING else Connection
     pool = ConnectionPool(connection_class=connection_class, max_connections=max_connections, **kwargs)
     # The client owns the pool, so aclose() disconnects every connection.
     client = RushClient(connection_pool=pool)
