@@ -21,22 +21,43 @@ import datetime as dt
 import decimal
 import sys
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import msgpack  # type: ignore[import-untyped]
 
 from rushpy.errors import TaskError
 
-__all__ = ["decode", "encode"]
+__all__ = ["ObjectRef", "decode", "encode"]
 
 _EXT_NAIVE_DATETIME = 1
 _EXT_DATE = 2
 _EXT_TIMEDELTA = 3
 _EXT_DECIMAL = 4
 _EXT_NDARRAY = 5
+_EXT_OBJECT_REF = 16
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectRef:
+    """A task input stored once as a large object, in place of its value (see ``rushpy.store.objects``).
+
+    Attributes:
+        digest: SHA-256 (hex) of the value's msgpack bytes: the object's name.
+        size: Size of those bytes.
+
+    """
+
+    digest: str
+    size: int
+
+    def __repr__(self) -> str:
+        return f"<large object sha256:{self.digest[:12]} of {self.size:,} bytes>"
 
 
 def _default(obj: Any) -> Any:
+    if isinstance(obj, ObjectRef):
+        return msgpack.ExtType(_EXT_OBJECT_REF, msgpack.packb([obj.digest, obj.size]))
     if isinstance(obj, dt.datetime):
         # Aware datetimes are handled natively (datetime=True); only naive ones reach here.
         return msgpack.ExtType(_EXT_NAIVE_DATETIME, obj.isoformat().encode())
@@ -118,6 +139,9 @@ def _ext_hook(code: int, data: bytes) -> Any:
 
         dtype, shape, raw = msgpack.unpackb(data)
         return np.frombuffer(raw, dtype=np.dtype(dtype)).reshape(shape).copy()
+    if code == _EXT_OBJECT_REF:
+        digest, size = msgpack.unpackb(data)
+        return ObjectRef(str(digest), int(size))
     return msgpack.ExtType(code, data)
 
 

@@ -16,7 +16,9 @@ from types import TracebackType
 import anyio
 
 from rushpy.config import RedisConfig
+from rushpy.inspect import InspectMethods
 from rushpy.keys import DEFAULT_PREFIX
+from rushpy.log_methods import LogMethods
 from rushpy.logs import get_logger
 from rushpy.lost import LostWorkerDetector
 from rushpy.models import WorkerState
@@ -24,8 +26,9 @@ from rushpy.pool import LocalWorker, LocalWorkerPool
 from rushpy.read_methods import ReadMethods
 from rushpy.reads import LostWatch, Reads
 from rushpy.session import Session
-from rushpy.store import DEFAULT_MAX_TASK_BYTES
+from rushpy.store import DEFAULT_MAX_TASK_BYTES, LARGE_OBJECT_BYTES
 from rushpy.supervision import StopResult, WorkerMethods
+from rushpy.task_data import TaskData
 from rushpy.task_methods import TaskMethods, next_seed
 from rushpy.validation import check_positive_seconds
 
@@ -34,7 +37,7 @@ __all__ = ["Controller", "LocalWorker", "StopResult", "next_seed"]
 log = get_logger("rushpy.controller")
 
 
-class Controller(ReadMethods, TaskMethods, WorkerMethods):
+class Controller(ReadMethods, LogMethods, InspectMethods, TaskMethods, WorkerMethods):
     """Controller of a network: push tasks, manage workers, fetch results.
 
     One controller is safe to share between any number of coroutines (the
@@ -66,8 +69,18 @@ class Controller(ReadMethods, TaskMethods, WorkerMethods):
             ``ConfigError`` on entry; a ``volatile-*`` policy (it may evict
             heartbeat keys) only logs a warning. See "Memory pressure" in
             ``docs/lifecycle.md``.
+        seed: Root seed, an integer in [0, 2**64): every task pushed without an
+            explicit seed gets the seed of its index in the network, and workers
+            get their own streams (``Worker.seed``); stored in the network on
+            entry (a network keeps one root seed). See ``docs/guide.md``, "Seeds".
+        large_object_bytes: Task inputs whose encoding is larger (default 1 MiB)
+            are stored once as large objects and passed by reference (``None``:
+            never). See ``docs/guide.md``, "Constants and large objects".
 
     """
+
+    # Waits detect lost workers unless told not to (docs/lifecycle.md, "Lost-worker detection").
+    _detect_lost_default = True
 
     def __init__(
         self,
@@ -80,6 +93,8 @@ class Controller(ReadMethods, TaskMethods, WorkerMethods):
         restart_lost_workers: bool = False,
         max_task_bytes: int = DEFAULT_MAX_TASK_BYTES,
         allow_evicting_server: bool = False,
+        seed: int | None = None,
+        large_object_bytes: int | None = LARGE_OBJECT_BYTES,
     ) -> None:
         if detect_lost_every is not None:
             check_positive_seconds(detect_lost_every, "detect_lost_every")
@@ -95,6 +110,7 @@ class Controller(ReadMethods, TaskMethods, WorkerMethods):
         )
         self._keys = self._session.keys
         self._store = self._session.store
+        self._task_data = TaskData(self._store, seed=seed, large_object_bytes=large_object_bytes)
         self._reads = Reads(self._session)
         self.shutdown_timeout = shutdown_timeout
         self.detect_lost_every = detect_lost_every
@@ -120,6 +136,11 @@ class Controller(ReadMethods, TaskMethods, WorkerMethods):
 
     async def __aenter__(self) -> Controller:
         await self._session.__aenter__()
+        try:
+            await self._task_data.store_root_seed()  # before any worker reads it
+        except BaseException as exc:
+            await self._session.__aexit__(type(exc), exc, exc.__traceback__)
+            raise
         if self.detect_lost_every is not None:
             self._session.task_group.start_soon(self._watch_workers, self.detect_lost_every)
         return self
@@ -165,4 +186,6 @@ class Controller(ReadMethods, TaskMethods, WorkerMethods):
             running = await self._store.workers.worker_ids(WorkerState.RUNNING)
             await self._store.workers.request_terminate(running)
         await self._store.reset(keep_workers=not workers)
+        self._task_data.forget()
+        await self._task_data.store_root_seed()
         self.reset_cache()

@@ -18,7 +18,11 @@ from typing import Any
 
 from rushpy.errors import WorkerFunctionError
 
-__all__ = ["function_path", "is_async_function", "resolve_function"]
+__all__ = ["INJECTED", "function_path", "injected_parameters", "is_async_function", "resolve_function"]
+
+INJECTED = ("seed", "rng")
+"""Parameters a worker fills in when the function declares them by name: the task's
+seed, and a ``numpy.random.Generator`` seeded with it (see :mod:`rushpy.seeds`)."""
 
 
 def function_path(fun: Callable[..., Any] | str) -> str:
@@ -111,3 +115,16 @@ def is_async_function(fun: Callable[..., Any]) -> bool:
         return True
     call = getattr(fun, "__call__", None)  # noqa: B004 - callable objects with async __call__
     return call is not None and inspect.iscoroutinefunction(call)
+
+
+def injected_parameters(fun: Callable[..., Any]) -> frozenset[str]:
+    """Which of :data:`INJECTED` ``fun`` declares by name (``**kwargs`` alone does not count).
+
+    A function whose signature cannot be read (some builtins) declares none.
+    """
+    try:
+        parameters = inspect.signature(fun).parameters
+    except (TypeError, ValueError):
+        return frozenset()
+    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    return frozenset(n for n in INJECTED if n in parameters and parameters[n].kind in kinds)

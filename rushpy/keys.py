@@ -67,6 +67,15 @@ class Keys:
         return f"{self.base}:failed"
 
     @property
+    def failed_log(self) -> str:
+        """List of keys of tasks that failed for good, append-only, in failure order.
+
+        A key is appended each time its task reaches its final failed state, so
+        the failure stream reads it like the finished list (from an offset).
+        """
+        return f"{self.base}:failed_log"
+
+    @property
     def all_tasks(self) -> str:
         """List of every task key in creation order."""
         return f"{self.base}:tasks"
@@ -143,6 +152,35 @@ class Keys:
     def start_args(self) -> str:
         """String with the start arguments the controller stored for workers."""
         return f"{self.base}:start_args"
+
+    @property
+    def seed(self) -> str:
+        """String with the network's root seed (``Controller(seed=...)``)."""
+        return f"{self.base}:seed"
+
+    @property
+    def seed_index(self) -> str:
+        """Counter of task indices handed out for derived seeds (``INCRBY`` per push)."""
+        return f"{self.base}:seed_index"
+
+    @property
+    def constants(self) -> str:
+        """Hash of the network's constants: name to msgpack value."""
+        return f"{self.base}:constants"
+
+    @property
+    def constants_version(self) -> str:
+        """Counter moved by every change of the constants (workers re-read them when it moves)."""
+        return f"{self.base}:constants_version"
+
+    @property
+    def objects(self) -> str:
+        """Set of the digests of the network's large objects (what reset deletes)."""
+        return f"{self.base}:objects"
+
+    def object(self, digest: str) -> str:
+        """String holding one large object (msgpack bytes), named by its SHA-256."""
+        return f"{self.base}:object:{digest}"
 
     @property
     def terminate_all(self) -> str:

@@ -14,7 +14,7 @@ import shlex
 import signal
 import socket
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -26,6 +26,7 @@ from rushpy.errors import ConfigError, NoStartArgumentsError, WorkerTimeoutError
 from rushpy.functions import function_path
 from rushpy.keys import DEFAULT_PREFIX, Keys
 from rushpy.logs import get_logger
+from rushpy.loop_args import check_code_choice
 from rushpy.lost import LostWorkerDetector, pid_alive, settle_worker
 from rushpy.models import Condition, WorkerState
 from rushpy.pool import PROBE_INTERVAL, SETTLE_TIMEOUT, LocalWorker, LocalWorkerPool
@@ -33,6 +34,7 @@ from rushpy.session import Session
 from rushpy.signing import StartArgsPolicy
 from rushpy.spec import WorkerSpec
 from rushpy.store import Store
+from rushpy.task_data import TaskData
 from rushpy.validation import check_count, check_timeout
 
 __all__ = ["StopResult", "WorkerMethods"]
@@ -64,6 +66,7 @@ class WorkerMethods:
     _keys: Keys
     _pool: LocalWorkerPool
     _lost: LostWorkerDetector
+    _task_data: TaskData
     shutdown_timeout: float
     restart_lost_workers: bool
 
@@ -73,26 +76,36 @@ class WorkerMethods:
         n_workers: int,
         fun: Callable[..., Any] | str | None = None,
         *,
+        worker_loop: Callable[..., Any] | str | None = None,
         concurrency: int = 1,
         heartbeat_period: float | None = None,
         heartbeat_expire: float | None = None,
         idle_timeout: float | None = None,
         log_level: str = "warning",
+        constants: Mapping[str, Any] | None = None,
+        **loop_args: Any,
     ) -> list[str]:
         """Start ``n_workers`` worker processes on this host; returns their ids.
 
-        With ``fun`` the start arguments (function and every option below) are
-        stored in the network, so workers started later with
-        ``python -m rushpy.worker --network ID`` run the same function with the
-        same options. Without ``fun`` the stored start arguments are used, and
-        options given here with a value other than their default override them
-        for these processes. Calling it again adds workers. The processes die
-        with this process (see :mod:`rushpy.pool`).
+        With ``fun`` (or ``worker_loop``) the start arguments (the function or
+        loop, its loop arguments and every option below) are stored in the
+        network, so workers started later with ``python -m rushpy.worker
+        --network ID`` run the same code with the same options. Without either
+        the stored start arguments are used, and options given here with a
+        value other than their default override them for these processes.
+        Calling it again adds workers. The processes die with this process
+        (see :mod:`rushpy.pool`).
 
         Args:
             n_workers: How many processes to start.
             fun: The function (importable, or defined in the running script) or its
                 path ``module:function``; default the stored start arguments.
+            worker_loop: Instead of ``fun``: a worker loop, ``async def
+                loop(worker, **loop_args)``, run once by each worker
+                (decentralized mode, see ``docs/decentralized.md``).
+            **loop_args: Keyword arguments of ``worker_loop``: plain data (``None``,
+                bools, numbers, strings, lists, mappings with string keys),
+                stored once with the start arguments.
             concurrency: Tasks in flight per worker.
             heartbeat_period: Seconds between the workers' heartbeats (``None``: none).
             heartbeat_expire: Seconds until a heartbeat expires (default 3 periods).
@@ -100,9 +113,19 @@ class WorkerMethods:
                 many seconds (``None``: workers wait for work until stopped).
             log_level: Log level of the workers (their output goes to log files,
                 see :attr:`local_workers`).
+            constants: Values stored once in the network (replacing constants of
+                the same names) and passed to every call of the function as keyword
+                arguments next to the task's inputs; every worker of the network
+                gets them, also those started elsewhere (see ``docs/guide.md``,
+                "Constants and large objects").
 
         Raises:
-            ConfigError: an option is invalid.
+            TaskError: a constant's name is not an identifier, or its value cannot
+                be stored.
+            ConfigError: an option is invalid, both ``fun`` and ``worker_loop`` are
+                given, loop arguments come without ``worker_loop``, or a loop
+                argument is not plain data.
+            WorkerFunctionError: ``fun`` or ``worker_loop`` cannot be found by import.
             NoStartArgumentsError: no ``fun`` and the network stores no start arguments.
             UntrustedCodeError: no ``fun`` and the stored start arguments are neither
                 signed with this process's key (``RUSHPY_SIGNING_KEY``, or its own
@@ -111,6 +134,7 @@ class WorkerMethods:
 
         """
         check_count(n_workers, "n_workers", minimum=1, hint="start at least 1 worker")
+        check_code_choice(fun, worker_loop, loop_args)
         options: dict[str, Any] = {
             "concurrency": concurrency,
             "heartbeat_period": heartbeat_period,
@@ -118,13 +142,13 @@ class WorkerMethods:
             "idle_timeout": idle_timeout,
             "log_level": log_level,
         }
-        spec = WorkerSpec(
-            network_id=self._keys.network_id,
-            prefix=self._keys.prefix,
-            fun=None if fun is None else function_path(fun),
-            **options,
-        )
-        if spec.fun is not None:
+        code: dict[str, Any] = {}
+        if fun is not None:
+            code["fun"] = function_path(fun)
+        if worker_loop is not None:
+            code.update(worker_loop=function_path(worker_loop), loop_args=loop_args)
+        spec = WorkerSpec(network_id=self._keys.network_id, prefix=self._keys.prefix, **code, **options)
+        if code:
             # Signed (RUSHPY_SIGNING_KEY, else this process's own key): workers run
             # stored start arguments only if signed with a key they hold.
             await self._store.workers.set_start_args(spec.signed_start_args())
@@ -140,6 +164,8 @@ class WorkerMethods:
             # Whoever can write the network's keys can rewrite what is stored: run it only
             # if signed with our key or in a module of RUSHPY_ALLOW_MODULES.
             spec = base.resolve(stored, StartArgsPolicy.from_env(process_key=True), where="controller")
+        if constants is not None:
+            await self._task_data.set_constants(constants)
         return self._pool.spawn(spec, n_workers)
 
     @property
@@ -151,27 +177,37 @@ class WorkerMethods:
         self,
         fun: Callable[..., Any] | str | None = None,
         *,
+        worker_loop: Callable[..., Any] | str | None = None,
         concurrency: int | None = None,
         python: str = "python",
+        **loop_args: Any,
     ) -> str:
         """The shell command that starts a worker of this network on any host.
 
         The command never contains the password: set ``RUSHPY_REDIS_PASSWORD`` in
-        the worker's environment when the server needs one. Without ``fun`` the
-        worker uses the stored start arguments, if it holds the key that signed
-        them (``RUSHPY_SIGNING_KEY``) or allows their module (``--allow-module``;
-        see ``docs/security.md``).
+        the worker's environment when the server needs one. Without ``fun`` or
+        ``worker_loop`` the worker uses the stored start arguments, if it holds
+        the key that signed them (``RUSHPY_SIGNING_KEY``) or allows their module
+        (``--allow-module``; see ``docs/security.md``). With ``worker_loop``
+        the loop arguments are on the command line (``--loop-arg NAME=JSON``).
 
         Raises:
-            ConfigError: ``concurrency`` is invalid.
-            WorkerFunctionError: ``fun`` cannot be found by import.
+            ConfigError: ``concurrency`` is invalid, both ``fun`` and
+                ``worker_loop`` are given, or loop arguments come without
+                ``worker_loop`` or are not plain data.
+            WorkerFunctionError: ``fun`` or ``worker_loop`` cannot be found by import.
 
         """
+        check_code_choice(fun, worker_loop, loop_args)
         given: dict[str, Any] = {"network_id": self._keys.network_id}
         if self._keys.prefix != DEFAULT_PREFIX:
             given["prefix"] = self._keys.prefix
         if fun is not None:
             given["fun"] = function_path(fun)
+        if worker_loop is not None:
+            given["worker_loop"] = function_path(worker_loop)
+        if loop_args:
+            given["loop_args"] = loop_args
         if concurrency is not None:
             given["concurrency"] = concurrency
         argv = WorkerSpec(**given).to_argv()

@@ -16,6 +16,7 @@ from rushpy.keys import Keys
 from rushpy.logs import get_logger
 from rushpy.models import Condition, TaskState
 from rushpy.store import Store
+from rushpy.task_data import TaskData
 from rushpy.validation import (
     broadcast,
     check_extras,
@@ -67,10 +68,11 @@ def _check_seeds(seeds: Any, n: int) -> list[int | None]:
 
 
 class TaskMethods:
-    """Methods that create, cancel and re-queue tasks; the owner sets ``_store`` and ``_keys``."""
+    """Methods that create, cancel and re-queue tasks; the owner sets the attributes annotated below."""
 
     _store: Store
     _keys: Keys
+    _task_data: TaskData
 
     # -- pushing tasks -------------------------------------------------------------------
     async def push_tasks(
@@ -82,6 +84,7 @@ class TaskMethods:
         timeouts: float | Sequence[float | None] | None = None,
         max_retries: int | Sequence[int | None] | None = None,
         terminate_workers: bool = False,
+        constants: Mapping[str, Any] | None = None,
     ) -> list[str]:
         """Queue tasks on the shared FIFO queue; returns their keys in order.
 
@@ -98,8 +101,11 @@ class TaskMethods:
         Args:
             xss: One mapping of inputs per task.
             xss_extra: Optional extra inputs per task (stored, not passed to the function).
-            seeds: One integer seed (or ``None``) per task, stored with it and handed
-                to the worker (``PoppedTask.seed``).
+            seeds: One integer seed in [0, 2**64) (or ``None``) per task, stored with
+                it and handed to the worker (``PoppedTask.seed``; the function's
+                ``seed`` and ``rng`` parameters). A task without one gets the seed of
+                its index in the network when the controller has a root seed
+                (``Controller(seed=...)``, see ``docs/guide.md``, "Seeds").
             timeouts: Seconds each task may run: one value for all or one per task
                 (``None``: no limit). A task past its deadline fails (or retries)
                 with a ``TaskTimeout`` condition.
@@ -107,9 +113,18 @@ class TaskMethods:
                 or its worker is lost) goes back to the queue before it fails for
                 good: one value for all or one per task (default 0: no retry).
             terminate_workers: Ask every worker to exit once it finds the queue empty.
+            constants: Values stored once in the network (replacing constants of the
+                same names) and passed to every call as keyword arguments next to
+                the task's inputs; written before the tasks, so even if the push
+                fails they stay set.
+
+        Inputs whose encoding exceeds the controller's ``large_object_bytes`` are
+        stored once as large objects and the task holds a reference (see
+        ``docs/guide.md``, "Constants and large objects").
 
         Raises:
-            TaskError: an input is invalid (nothing is written).
+            TaskError: an input is invalid, has the name of a constant, or is larger
+                than ``max_task_bytes`` (no task is written).
             ServerFullError: the server is out of memory (``maxmemory``); nothing
                 is written.
             ConnectionFailedError: the server is unreachable or hung past
@@ -117,6 +132,7 @@ class TaskMethods:
 
         """
         tasks = self._task_fields(xss, xss_extra, seeds, timeouts, max_retries)
+        tasks = await self._task_data.prepare(tasks, constants)
         keys = await self._store.tasks.create_tasks("queued", tasks)
         if terminate_workers:
             await self._store.workers.request_terminate_all()
@@ -161,7 +177,7 @@ class TaskMethods:
             xss: One mapping of inputs per task.
             priority: One worker id (or ``None``) per task.
             xss_extra: Optional extra inputs per task.
-            seeds: As for :meth:`push_tasks`.
+            seeds: As for :meth:`push_tasks` (with derived seeds and large objects too).
             timeouts: As for :meth:`push_tasks`.
             max_retries: As for :meth:`push_tasks`; a retry goes to the shared queue.
 
@@ -171,6 +187,7 @@ class TaskMethods:
         for wid in priority_list:
             if wid is not None and not isinstance(wid, str):
                 raise TaskError(f"priority entries are worker ids (str) or None, got {wid!r}")
+        tasks = await self._task_data.prepare(tasks, None)
         candidates = sorted({w for w in priority_list if w is not None})
         flags = await self._store.workers.running_worker_flags(candidates)
         running = dict(zip(candidates, flags, strict=True))

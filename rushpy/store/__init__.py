@@ -22,6 +22,7 @@ from rushpy.keys import Keys
 from rushpy.scripts import load_all
 from rushpy.scripts.calls import Requeued
 from rushpy.store.base import CHUNK, CHUNK_BYTES, DEFAULT_MAX_TASK_BYTES, new_task_key, new_worker_id
+from rushpy.store.objects import LARGE_OBJECT_BYTES, ObjectStore
 from rushpy.store.reads import NetworkStatus, ReadStore
 from rushpy.store.reset import delete_network
 from rushpy.store.tasks import TaskStore
@@ -31,7 +32,9 @@ __all__ = [
     "CHUNK",
     "CHUNK_BYTES",
     "DEFAULT_MAX_TASK_BYTES",
+    "LARGE_OBJECT_BYTES",
     "NetworkStatus",
+    "ObjectStore",
     "ReadStore",
     "Requeued",
     "Store",
@@ -58,6 +61,7 @@ class Store:
         tasks: State transitions of tasks.
         reads: Reads of task data and counts.
         workers: Worker records and stop requests.
+        objects: Root seed and seed counter, constants, large objects.
 
     """
 
@@ -68,6 +72,7 @@ class Store:
         self.tasks = TaskStore(client, keys, max_task_bytes)
         self.reads = ReadStore(client, keys, max_task_bytes)
         self.workers = WorkerStore(client, keys, max_task_bytes)
+        self.objects = ObjectStore(client, keys, max_task_bytes)
 
     async def load_scripts(self) -> None:
         """Register every script on the server (needed before pipelined calls)."""

@@ -9,6 +9,7 @@ lists), and the per-worker keys of every worker id it recorded.
 
 from __future__ import annotations
 
+from rushpy.errors import ServerError
 from rushpy.store.base import CHUNK, Plumbing, text
 
 __all__ = ["delete_network"]
@@ -47,11 +48,19 @@ async def delete_network(store: Plumbing, *, keep_workers: bool = False) -> int:
     for index in indexes:
         if not isinstance(index, Exception):
             task_keys.update(text(index))
-    names = [k.queued, k.running, k.finished, k.failed, k.all_tasks, k.terminate_all]
+    names = [k.queued, k.running, k.finished, k.failed, k.failed_log, k.all_tasks, k.terminate_all]
+    # Constants, large objects (listed in their index set) and the seed counter are task
+    # data; the root seed is, like the start arguments, the network's configuration.
+    names += [k.constants, k.constants_version, k.seed_index, k.objects]
+    try:
+        digests = text(await store.client.smembers(k.objects))
+    except ServerError:  # not a set (written by something else): deleted below all the same
+        digests = []
+    names += [k.object(d) for d in sorted(digests)]
     for wid in worker_ids:
         names += [k.priority_queue(wid), k.pending(wid), k.worker_running(wid)]
     if not keep_workers:
-        names += [*worker_sets, k.start_args]
+        names += [*worker_sets, k.start_args, k.seed]
         for wid in worker_ids:
             names += [
                 k.worker(wid),

@@ -12,8 +12,10 @@ Protocol on the child's stdin and stdout: frames of a 4-byte big-endian length
 and a msgpack body (:mod:`rushpy.codec`). Once it has imported the function the
 child sends ``["ready"]``; the worker waits for that before it sends a task, so
 a task's deadline covers the function's run, not the child's start (imports
-can take longer than a short timeout). The request is the task's ``xs``; the
-reply is ``["ok", ys]`` or ``["error", condition]``. The child moves the
+can take longer than a short timeout). The request is ``[kwargs, seed]``: the
+call's keyword arguments and the task's seed, from which the child builds the
+``rng`` argument when the function declares one (a generator does not travel
+through msgpack); the reply is ``["ok", ys]`` or ``["error", condition]``. The child moves the
 function's own prints from stdout to stderr so they cannot corrupt the frames.
 """
 
@@ -80,8 +82,10 @@ class ChildProcess:
                 raise ConnectionError(f"unexpected first frame from the child: {hello!r:.80}")
         return self._process
 
-    async def run(self, xs: dict[str, Any], timeout: float | None) -> ChildResult:
+    async def run(self, xs: dict[str, Any], timeout: float | None, *, seed: int | None = None) -> ChildResult:
         """Run the function on ``xs`` with a deadline of ``timeout`` seconds.
+
+        ``seed`` seeds the ``rng`` argument, if the function declares one.
 
         A timed-out or interrupted run kills the child; the next run starts a
         new one. A child that dies on its own (crash, ``os._exit``) fails the
@@ -119,7 +123,7 @@ class ChildProcess:
             # Cancelled while the child started: do not run the task.
             return ("cancelled", None)
         assert process.stdin is not None and process.stdout is not None
-        body = encode(xs)
+        body = encode([xs, seed])
         try:
             async with asyncio.timeout(timeout):
                 process.stdin.write(HEADER.pack(len(body)) + body)

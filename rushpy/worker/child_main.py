@@ -14,9 +14,10 @@ import sys
 from typing import BinaryIO
 
 from rushpy.codec import decode, encode
-from rushpy.functions import resolve_function
+from rushpy.functions import injected_parameters, resolve_function
 from rushpy.lifetime import die_with_parent
 from rushpy.models import Condition
+from rushpy.seeds import make_rng
 from rushpy.worker.child import HEADER, READY
 
 __all__ = ["main"]
@@ -44,6 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     os.dup2(devnull, 0)
     os.dup2(2, 1)
     fun = resolve_function(args[0])
+    wants_rng = "rng" in injected_parameters(fun)
     ready = encode([READY])
     replies.write(HEADER.pack(len(ready)) + ready)
     replies.flush()
@@ -52,7 +54,10 @@ def main(argv: list[str] | None = None) -> int:
         if body is None:
             return 0
         try:
-            ys = fun(**decode(body))
+            kwargs, seed = decode(body)
+            if wants_rng and "rng" not in kwargs:
+                kwargs["rng"] = make_rng(seed)
+            ys = fun(**kwargs)
             reply = encode(["ok", ys])
         except Exception as exc:  # the function's failure fails its task; the child goes on
             reply = encode(["error", Condition.from_exception(exc).to_dict()])

@@ -36,16 +36,19 @@ import anyio.abc
 from rushpy.config import RedisConfig, heartbeat_settings, validate_identifier
 from rushpy.deadline import call_deadline
 from rushpy.keys import DEFAULT_PREFIX, Keys
+from rushpy.log_methods import LogMethods
 from rushpy.logs import get_logger
 from rushpy.lost import LostWorkerDetector
 from rushpy.models import Condition, PoppedTask
 from rushpy.read_methods import ReadMethods
 from rushpy.reads import LostWatch, Reads
 from rushpy.session import Session
-from rushpy.store import DEFAULT_MAX_TASK_BYTES, new_worker_id
+from rushpy.store import DEFAULT_MAX_TASK_BYTES, Store, new_worker_id
 from rushpy.validation import check_count, check_timeout
 from rushpy.worker.backoff import Backoff
 from rushpy.worker.claims import Claims
+from rushpy.worker.inputs import TaskInputs
+from rushpy.worker.logsink import LogSink
 from rushpy.worker.registration import Heartbeat, Presence, crash_reason, record_exit, register
 from rushpy.worker.results import Results
 from rushpy.worker.sidecar import HeartbeatSidecar
@@ -68,12 +71,16 @@ class Components:
         stop: The worker's stop state.
         tracker: Attempts and cancellations of the claimed tasks.
         results: Writes outcomes.
+        store: The worker's store (a failed worker loop records its error).
+        inputs: Constants, large objects and the worker's random stream.
 
     """
 
     stop: StopState
     tracker: TaskTracker
     results: Results
+    store: Store
+    inputs: TaskInputs
 
 
 def components(worker: Worker) -> Components:
@@ -81,7 +88,7 @@ def components(worker: Worker) -> Components:
     return worker._components
 
 
-class Worker(ReadMethods):
+class Worker(ReadMethods, LogMethods):
     """A worker of a network.
 
     Example:
@@ -138,7 +145,7 @@ class Worker(ReadMethods):
         self._presence = Presence(
             self._store, self.worker_id, None if self.heartbeat is None else self.heartbeat[1], self._stop
         )
-        self._tracker = TaskTracker()
+        self._tracker = TaskTracker(self.worker_id)
         self._claims = Claims(
             self._store,
             self._keys,
@@ -148,7 +155,9 @@ class Worker(ReadMethods):
             rejoin=self._presence.not_running,
         )
         self._results = Results(self._store, self.worker_id, self._tracker)
-        self._components = Components(self._stop, self._tracker, self._results)
+        self._log_sink = LogSink(self._store, self.worker_id, self._results.counts)
+        self._inputs = TaskInputs(self._store, self.worker_id)
+        self._components = Components(self._stop, self._tracker, self._results, self._store, self._inputs)
         self._heartbeat = None if self.heartbeat is None else self._new_heartbeat(*self.heartbeat)
 
     def _new_heartbeat(self, period: float, expire: float) -> Heartbeat:
@@ -233,6 +242,8 @@ class Worker(ReadMethods):
             task_group = self._session.task_group
             self._claims.start(task_group)
             await register(self._store, self.worker_id, self.heartbeat)
+            self._log_sink.start(task_group)  # its records and counts go to Redis from here on
+            await self._inputs.load_root_seed()
             if self._heartbeat is not None:
                 task_group.start_soon(self._heartbeat.run, name=f"rushpy-heartbeat-{self.worker_id}")
             task_group.start_soon(self._watch_stop_requests, name=f"rushpy-stop-{self.worker_id}")
@@ -264,9 +275,30 @@ class Worker(ReadMethods):
                     # A clean stop was asked for (terminate, drain, idle timeout, signal);
                     # any other way out is a crash, left for detection to settle and replace.
                     crash = None if self._stop.terminated else crash_reason(exc)
-                    await record_exit(self._store, self.worker_id, self._stop.final_state, crash)
+                    await record_exit(
+                        self._store, self.worker_id, self._stop.final_state, crash, self._stop.reason
+                    )
+                    await self._log_sink.close()  # after the exit record: the last lines say why
             finally:
                 await self._session.__aexit__(exc_type, exc, tb)
+
+    # -- random stream ------------------------------------------------------------------
+    @property
+    def seed(self) -> int | None:
+        """The worker's own seed (for worker loops): from the network's root seed and the worker id.
+
+        See :func:`rushpy.seeds.worker_seed`; ``None`` when the network has no root seed.
+        """
+        return self._inputs.seed
+
+    def rng(self) -> Any:
+        """The worker's ``numpy.random.Generator`` from :attr:`seed` (or fresh entropy); always the same one.
+
+        Raises:
+            WorkerFunctionError: numpy is not installed.
+
+        """
+        return self._inputs.rng()
 
     # -- stopping -----------------------------------------------------------------------
     @property
@@ -288,21 +320,23 @@ class Worker(ReadMethods):
         """Whether the worker was asked to stop at once (kill)."""
         return self._stop.killed
 
-    def set_terminated(self) -> None:
+    def set_terminated(self, reason: str | None = None) -> None:
         """Ask this worker to stop: loops end after the tasks they are running.
 
-        A :meth:`pop_task` that is waiting returns ``None`` at once.
+        A :meth:`pop_task` that is waiting returns ``None`` at once. ``reason``
+        goes into the worker's status lines (its output and its log).
         """
-        self._stop.terminate()
+        self._stop.terminate(reason)
 
-    def set_killed(self) -> None:
+    def set_killed(self, reason: str | None = None) -> None:
         """Ask this worker to stop at once, and record its exit as a kill (state ``killed``).
 
         :func:`~rushpy.worker.run_function` cancels the tasks in flight and
         returns; on exit those tasks go back to the queue (attempts left) or fail.
-        The worker command line calls it on a second SIGINT.
+        The worker command line calls it on a second SIGINT. ``reason`` goes
+        into the worker's status lines.
         """
-        self._stop.kill()
+        self._stop.kill(reason)
 
     def is_cancelled(self, key: str) -> bool:
         """Whether a task this worker claimed was cancelled (``Controller.cancel_tasks``).

@@ -11,6 +11,13 @@ its child process killed, or its thread interrupted
 (:mod:`rushpy.worker.interrupt`), through the worker's
 :class:`~rushpy.worker.tracking.TaskTracker`. It has no outcome: the
 controller already recorded the failure.
+
+A call gets the task's inputs, the network's constants and resolved large
+objects (:mod:`rushpy.worker.inputs`) as keyword arguments, plus ``seed`` (the
+task's seed, ``None`` without one) and ``rng`` (``numpy.random.default_rng(seed)``,
+fresh entropy without a seed) when the function declares those parameters by
+name; an input or constant of the same name wins. The generator is built where
+the function runs (thread, event loop or child process).
 """
 
 from __future__ import annotations
@@ -25,9 +32,11 @@ import anyio
 import anyio.to_thread
 
 from rushpy.codec import encode
-from rushpy.functions import is_async_function
+from rushpy.functions import injected_parameters, is_async_function
 from rushpy.models import Condition, PoppedTask
+from rushpy.seeds import make_rng
 from rushpy.worker.child import ChildProcess
+from rushpy.worker.inputs import TaskInputs
 from rushpy.worker.interrupt import TaskInterrupted, ThreadInterrupter
 from rushpy.worker.tracking import TaskTracker
 
@@ -35,6 +44,16 @@ __all__ = ["Executor", "Outcome", "failed"]
 
 Outcome = tuple[str, int, bool, dict[str, Any]]
 """``(key, attempt, ok, fields)``: fields are ``ys`` for success, ``condition`` for failure."""
+
+Calls = list[tuple[PoppedTask, dict[str, Any]]]
+"""Tasks with the keyword arguments of their call (``rng`` not yet added)."""
+
+
+def _with_rng(task: PoppedTask, kwargs: dict[str, Any], wants_rng: bool) -> dict[str, Any]:
+    """``kwargs`` with the task's generator, if the function declares ``rng`` and nothing fills it."""
+    if not wants_rng or "rng" in kwargs:
+        return kwargs
+    return {**kwargs, "rng": make_rng(task.seed)}
 
 
 def _check_result(ys: Any, task: PoppedTask) -> Outcome:
@@ -66,13 +85,14 @@ def _timed_out(task: PoppedTask) -> Outcome:
 
 def _run_sync_batch(
     fun: Callable[..., Any],
-    tasks: list[PoppedTask],
+    calls: Calls,
     tracker: TaskTracker,
     interrupter: ThreadInterrupter,
+    wants_rng: bool,
 ) -> list[Outcome]:
     """Run plain-function tasks one after the other (in a worker thread)."""
     out = []
-    for task in tasks:
+    for task, kwargs in calls:
         if tracker.is_cancelled(task.key):
             continue
         try:
@@ -82,7 +102,7 @@ def _run_sync_batch(
                     # Cancelled between the check above and begin(): its interrupt
                     # found no thread running the task, so stop here instead.
                     raise TaskInterrupted
-                ys = fun(**task.xs)
+                ys = fun(**_with_rng(task, kwargs, wants_rng))
             finally:
                 interrupter.end()
         except TaskInterrupted:
@@ -101,12 +121,23 @@ class Executor:
         fun: Called with each task's ``xs`` as keyword arguments; returns a mapping.
         tracker: Tells which tasks were cancelled and how to interrupt a running one.
         concurrency: Worker threads for a plain function (one per slot).
+        inputs: The worker's constants and large objects.
 
     """
 
-    def __init__(self, fun: Callable[..., Any], tracker: TaskTracker, concurrency: int) -> None:
+    def __init__(
+        self,
+        fun: Callable[..., Any],
+        tracker: TaskTracker,
+        concurrency: int,
+        inputs: TaskInputs,
+    ) -> None:
         self.fun = fun
         self.is_async = is_async_function(fun)
+        injected = injected_parameters(fun)
+        self._wants_seed = "seed" in injected
+        self._wants_rng = "rng" in injected
+        self._inputs = inputs
         self._tracker = tracker
         self._limiter = anyio.CapacityLimiter(concurrency)
         self._interrupter = ThreadInterrupter()
@@ -128,35 +159,43 @@ class Executor:
                 self._tracker.forget(task.key)
         return out
 
+    async def _prepare(self, tasks: list[PoppedTask]) -> tuple[Calls, list[Outcome]]:
+        """Each task's keyword arguments (with ``seed`` when declared), or its failure."""
+        calls, unusable = await self._inputs.prepare(tasks)
+        out = [failed(task, condition) for task, condition in unusable]
+        if self._wants_seed:
+            calls = [(t, kw if "seed" in kw else {**kw, "seed": t.seed}) for t, kw in calls]
+        return calls, out
+
     async def _run(self, tasks: list[PoppedTask], child: ChildProcess | None) -> list[Outcome]:
-        out: list[Outcome] = []
+        calls, out = await self._prepare(tasks)
         if self.is_async:
-            for task in tasks:
+            for task, kwargs in calls:
                 if not self._tracker.is_cancelled(task.key):
-                    outcome = await self._run_async(task)
+                    outcome = await self._run_async(task, kwargs)
                     if outcome is not None:
                         out.append(outcome)
             return out
-        untimed = [t for t in tasks if t.timeout is None]
+        untimed = [(t, kw) for t, kw in calls if t.timeout is None]
         if untimed:
             out += await self._run_in_thread(untimed)
-        for task in tasks:
+        for task, kwargs in calls:
             if task.timeout is None or self._tracker.is_cancelled(task.key):
                 continue
             assert child is not None, "tasks with a timeout of a plain function need a child process"
-            outcome = await self._run_in_child(child, task)
+            outcome = await self._run_in_child(child, task, kwargs)
             if outcome is not None:
                 out.append(outcome)
         return out
 
-    async def _run_async(self, task: PoppedTask) -> Outcome | None:
+    async def _run_async(self, task: PoppedTask, kwargs: dict[str, Any]) -> Outcome | None:
         # One scope serves both the deadline and a cancellation (cheaper per task
         # than two); which of them stopped the task is told apart afterwards.
         deadline = math.inf if task.timeout is None else anyio.current_time() + task.timeout
         scope = anyio.CancelScope(deadline=deadline)
         with self._tracker.interruptible(task.key, scope.cancel), scope:
             try:
-                ys = await self.fun(**task.xs)
+                ys = await self.fun(**_with_rng(task, kwargs, self._wants_rng))
             except Exception as exc:  # the function's failure fails its task; the worker goes on
                 return failed(task, exc)
             return _check_result(ys, task)
@@ -164,25 +203,29 @@ class Executor:
             return None  # cancelled: the controller recorded the failure
         return _timed_out(task)
 
-    async def _run_in_thread(self, tasks: list[PoppedTask]) -> list[Outcome]:
+    async def _run_in_thread(self, calls: Calls) -> list[Outcome]:
         with contextlib.ExitStack() as stack:
-            for task in tasks:
+            for task, _ in calls:
                 interrupt = functools.partial(self._interrupter.interrupt, task.key)
                 stack.enter_context(self._tracker.interruptible(task.key, interrupt))
             # abandon_on_cancel: a kill must not wait for a plain function to return.
             return await anyio.to_thread.run_sync(
                 _run_sync_batch,
                 self.fun,
-                tasks,
+                calls,
                 self._tracker,
                 self._interrupter,
+                self._wants_rng,
                 limiter=self._limiter,
                 abandon_on_cancel=True,
             )
 
-    async def _run_in_child(self, child: ChildProcess, task: PoppedTask) -> Outcome | None:
+    async def _run_in_child(
+        self, child: ChildProcess, task: PoppedTask, kwargs: dict[str, Any]
+    ) -> Outcome | None:
         with self._tracker.interruptible(task.key, child.interrupt):
-            kind, value = await child.run(task.xs, task.timeout)
+            # The child builds the generator itself (it does not travel through msgpack).
+            kind, value = await child.run(kwargs, task.timeout, seed=task.seed)
         if kind == "ok":
             return _check_result(value, task)
         if kind == "timeout":

@@ -112,7 +112,7 @@ class _Loop:
         self.concurrency = concurrency
         self.max_batch = max_batch
         self.idle_timeout = idle_timeout
-        self.executor = Executor(fun, parts.tracker, concurrency)
+        self.executor = Executor(fun, parts.tracker, concurrency, parts.inputs)
         self.writer = ResultWriter(parts.results)
         # Slots running a batch, and when one last ran one: the idle timeout counts
         # only while the whole worker is idle.
