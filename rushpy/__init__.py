@@ -2,6 +2,7 @@
 
 from importlib.metadata import PackageNotFoundError, version
 
+from rushpy.archive import ArchiveSummary
 from rushpy.config import RedisConfig
 from rushpy.controller import Controller, LocalWorker, StopResult
 from rushpy.errors import (
@@ -26,7 +27,7 @@ from rushpy.models import Condition, PoppedTask, TaskState, WorkerInfo, WorkerSt
 from rushpy.server import EmbeddedServer
 from rushpy.store import NetworkStatus
 from rushpy.table import Table
-from rushpy.worker import Worker, run_function
+from rushpy.worker import Worker, run_function, run_worker_loop
 
 try:
     __version__ = version("rushpy")
@@ -35,6 +36,7 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree wi
     __version__ = "0.0.0+unknown"
 
 __all__ = [
+    "ArchiveSummary",
     "Condition",
     "ConfigError",
     "ConnectionFailedError",
@@ -66,4 +68,5 @@ __all__ = [
     "WorkerTimeoutError",
     "__version__",
     "run_function",
+    "run_worker_loop",
 ]

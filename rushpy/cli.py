@@ -26,8 +26,15 @@ Worker signals: SIGTERM or a first SIGINT terminate the worker (it finishes the
 tasks it runs, then exits); a second SIGINT kills it at once, as does a kill
 request from the controller (``stop_workers(type="kill")``): the tasks it ran
 go back to the queue (attempts left) or fail. The exit code is 0 after a
-termination, 130 after a kill, 2 after an error. A worker started by a
-controller gets SIGTERM when that process dies (Linux, ``PR_SET_PDEATHSIG``).
+termination, 130 after a kill, 2 after an error, 1 when a worker loop raised.
+A worker started by a controller gets SIGTERM when that process dies (Linux,
+``PR_SET_PDEATHSIG``).
+
+With ``--worker-loop module:function`` the worker runs that loop once
+(decentralized mode, ``docs/decentralized.md``) with the loop arguments given
+as ``--loop-arg NAME=JSON``; nothing stored is used then. Without ``--fun`` and
+``--worker-loop``, stored start arguments may name a worker loop and its
+arguments; they are checked like a stored function.
 """
 
 from __future__ import annotations
@@ -50,13 +57,14 @@ from rushpy.errors import RushError
 from rushpy.functions import resolve_function
 from rushpy.keys import Keys
 from rushpy.lifetime import die_with_parent
-from rushpy.logs import configure_cli_logging, get_logger
+from rushpy.logs import configure_cli_logging, get_logger, status_logger
 from rushpy.pool import ENV_PARENT_PID
 from rushpy.server import EmbeddedServer
 from rushpy.signing import ENV_ALLOW_MODULES, StartArgsPolicy, parse_allow_modules
 from rushpy.spec import WorkerSpec
 from rushpy.store import Store
 from rushpy.worker.core import Worker
+from rushpy.worker.loop import resolve_worker_loop, run_worker_loop
 from rushpy.worker.runner import run_function
 
 __all__ = ["START_ARGS_POLL_MAX", "build_worker_parser", "main", "worker_main"]
@@ -66,6 +74,7 @@ log = get_logger("rushpy.worker")
 START_ARGS_POLL_MAX = 1.0
 """Longest pause (seconds) between looks for start arguments while a worker waits for them."""
 _KILLED = 130
+_LOOP_FAILED = 1
 
 
 # -- connection --------------------------------------------------------------------------------
@@ -151,7 +160,11 @@ async def run_worker(
     parent: int | None = None,
     allow_modules: Sequence[str] = (),
 ) -> int:
-    """Run one worker until it is terminated or killed; returns the exit code (0 or 130).
+    """Run one worker until it is terminated or killed; returns the exit code.
+
+    The code is 0 after a termination (a worker loop that returned included),
+    130 after a kill, 1 when the worker loop raised (the worker is recorded
+    crashed, for lost-worker detection to find and replace).
 
     Args:
         spec: The worker's flags; without ``fun`` the stored start arguments complete it.
@@ -167,14 +180,18 @@ async def run_worker(
             this worker's key nor name an allowed module (nothing is run).
 
     """
-    if spec.fun is None:
+    if spec.fun is None and spec.worker_loop is None:
         # The policy first: a bad key or prefix fails before anything is read.
         policy = StartArgsPolicy.from_env(allow_modules)
         spec = spec.resolve(await _start_args(config, spec), policy)
         configure_cli_logging(spec.log_level)
-        log.info("running the stored start arguments", fun=spec.fun)
-    assert spec.fun is not None  # resolve() returns a spec with a function
-    fun = resolve_function(spec.fun)
+        log.info("running the stored start arguments", fun=spec.fun, worker_loop=spec.worker_loop)
+    # Imported (and a loop checked to be async) before the worker registers: a bad path exits 2.
+    if spec.worker_loop is not None:
+        loop_fun = resolve_worker_loop(spec.worker_loop)
+    else:
+        assert spec.fun is not None  # resolve() returns a spec with a function or a loop
+        fun = resolve_function(spec.fun)
     worker = Worker(
         spec.network_id,
         config,
@@ -190,28 +207,56 @@ async def run_worker(
         interrupts += 1
         if interrupts == 1:
             log.warning("SIGINT: terminating after running tasks; press Ctrl-C again to kill")
-            worker.set_terminated()
+            worker.set_terminated("SIGINT")
         else:
-            log.warning("second SIGINT: killing the worker")
-            worker.set_killed()
+            worker.set_killed("second SIGINT")
 
     def on_sigterm() -> None:
         if parent is not None and os.getppid() != parent:
-            log.warning("the controller that started this worker is gone: killing the worker")
-            worker.set_killed()
+            worker.set_killed("SIGTERM after the controller that started this worker was gone")
         else:
-            worker.set_terminated()
+            worker.set_terminated("SIGTERM")
 
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, on_sigterm)
     loop.add_signal_handler(signal.SIGINT, on_sigint)
+    loop_error: Exception | None = None
     try:
         async with worker:
-            # A kill (second SIGINT, or the controller's kill key) makes run_function
-            # cancel the tasks in flight and return; leaving the block settles them.
-            await run_function(
-                worker, fun, concurrency=spec.concurrency, fun_path=spec.fun, idle_timeout=spec.idle_timeout
+            status_logger().info(
+                "worker started",
+                network=spec.network_id,
+                server=str(config),  # the URL without its password
+                worker_id=worker.worker_id,
+                pid=os.getpid(),
+                **(
+                    {"worker_loop": spec.worker_loop}
+                    if spec.worker_loop is not None
+                    else {"fun": spec.fun, "concurrency": spec.concurrency}
+                ),
             )
+            # A kill (second SIGINT, or the controller's kill key) makes run_function
+            # (or run_worker_loop) cancel the tasks in flight and return; leaving the
+            # block settles them.
+            if spec.worker_loop is not None:
+                try:
+                    await run_worker_loop(worker, loop_fun, **spec.loop_args)
+                except Exception as exc:  # the worker records the crash on its way out
+                    loop_error = exc
+                    raise
+            else:
+                await run_function(
+                    worker,
+                    fun,
+                    concurrency=spec.concurrency,
+                    fun_path=spec.fun,
+                    idle_timeout=spec.idle_timeout,
+                )
+    except Exception:
+        if loop_error is None:
+            raise
+        # Logged with its traceback by run_worker_loop; the exit code tells the crash.
+        return _LOOP_FAILED
     finally:
         loop.remove_signal_handler(signal.SIGTERM)
         loop.remove_signal_handler(signal.SIGINT)

@@ -179,12 +179,13 @@ class LocalWorkerPool:
         Call it on the event loop's thread: a worker dies with the thread that started it.
 
         Raises:
-            ConfigError: ``spec`` names no function (local workers always get one).
+            ConfigError: ``spec`` names no function and no worker loop (local
+                workers always get one on their command line).
             WorkerError: the operating system refused to start a process.
 
         """
-        if spec.fun is None:
-            raise ConfigError("local workers need a spec with fun=")
+        if spec.fun is None and spec.worker_loop is None:
+            raise ConfigError("local workers need a spec with fun= or worker_loop=")
         if self._log_dir is None:
             self._log_dir = Path(tempfile.mkdtemp(prefix=f"rushpy-{spec.network_id}-"))
         env = dict(os.environ)
@@ -212,7 +213,7 @@ class LocalWorkerPool:
             self._workers[wid] = LocalWorker(wid, process, log_path, own)
             ids.append(wid)
         _OPEN_POOLS.add(self)
-        log.debug("started local workers", n=n, fun=spec.fun)
+        log.debug("started local workers", n=n, fun=spec.fun, worker_loop=spec.worker_loop)
         return ids
 
     async def restart(self, worker_ids: Sequence[str]) -> list[str]:

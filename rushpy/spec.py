@@ -21,6 +21,7 @@ without the password.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, NoReturn
@@ -31,6 +32,7 @@ from rushpy.config import heartbeat_settings, validate_identifier
 from rushpy.errors import ConfigError, NoStartArgumentsError, RushError
 from rushpy.functions import function_path
 from rushpy.keys import DEFAULT_PREFIX
+from rushpy.loop_args import check_loop_args, parse_loop_args
 from rushpy.signing import SigningKey, StartArgsPolicy, Where, sign_start_args
 from rushpy.validation import check_positive_seconds
 
@@ -42,6 +44,9 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
 # Fields stored as the network's start arguments: everything but the identity
 # of one process (network, prefix, worker id) and how long it waits for them.
 _STORED = ("fun", "concurrency", "heartbeat_period", "heartbeat_expire", "idle_timeout", "log_level")
+# Stored too, but only for a worker loop: start arguments of a function stay as
+# older workers know them.
+_STORED_LOOP = ("worker_loop", "loop_args")
 _HEARTBEAT = ("heartbeat_period", "heartbeat_expire")
 
 
@@ -60,6 +65,11 @@ class WorkerSpec(BaseModel):
         prefix: First component of every key (``--prefix``).
         fun: Function to run, ``module:function`` or ``file.py:function``
             (``--fun``); ``None``: take it from the network's stored start arguments.
+        worker_loop: Worker loop to run instead of a function (``--worker-loop``):
+            ``async def loop(worker, **loop_args)`` (decentralized mode).
+        loop_args: Keyword arguments of the worker loop: plain data (``None``,
+            bools, numbers, strings, lists, mappings with string keys), given
+            as ``--loop-arg NAME=JSON``.
         concurrency: Tasks in flight at once (``--concurrency``).
         heartbeat_period: Seconds between heartbeats; ``None``: no heartbeat.
         heartbeat_expire: Seconds until the heartbeat key expires (default three periods).
@@ -84,6 +94,8 @@ class WorkerSpec(BaseModel):
     network_id: str
     prefix: str = DEFAULT_PREFIX
     fun: str | None = None
+    worker_loop: str | None = None
+    loop_args: dict[str, Any] = {}  # pydantic copies the default per instance
     concurrency: int = 1
     heartbeat_period: float | None = None
     heartbeat_expire: float | None = None
@@ -136,6 +148,42 @@ class WorkerSpec(BaseModel):
     def _fun(cls, value: str | None) -> str | None:
         return None if value is None else function_path(value)
 
+    @field_validator("worker_loop")
+    @classmethod
+    def _worker_loop(cls, value: str | None) -> str | None:
+        return None if value is None else function_path(value)
+
+    @field_validator("loop_args")
+    @classmethod
+    def _loop_args(cls, value: dict[str, Any]) -> dict[str, Any]:
+        return check_loop_args(value)
+
+    @model_validator(mode="after")
+    def _code(self) -> WorkerSpec:
+        # Unresolved specs (neither fun nor worker_loop) may carry loop arguments:
+        # they override the stored ones of a loop.
+        if self.fun is not None and self.worker_loop is not None:
+            raise ConfigError(
+                f"both fun={self.fun!r} and worker_loop={self.worker_loop!r} given: a worker runs "
+                "either a function on popped tasks or its own loop; pass one of them"
+            )
+        if self.fun is not None and self.loop_args:
+            raise ConfigError(
+                f"loop arguments {sorted(self.loop_args)} given with fun={self.fun!r}: they are "
+                "passed to a worker loop only; pass worker_loop= (or --worker-loop) instead of fun"
+            )
+        if self.worker_loop is not None and self.concurrency != 1:
+            raise ConfigError(
+                f"invalid concurrency={self.concurrency} with worker_loop={self.worker_loop!r}: a "
+                "worker runs its loop once; start more workers for more parallelism"
+            )
+        if self.worker_loop is not None and self.idle_timeout is not None:
+            raise ConfigError(
+                f"invalid idle_timeout={self.idle_timeout!r} with worker_loop={self.worker_loop!r}: "
+                "a worker loop decides itself when it is done (it returns)"
+            )
+        return self
+
     @field_validator("concurrency")
     @classmethod
     def _concurrency(cls, value: int) -> int:
@@ -174,6 +222,18 @@ class WorkerSpec(BaseModel):
             help="function to run, as module:function or file.py:function "
             "(default: the start arguments stored by the controller)",
         )
+        parser.add_argument(
+            "--worker-loop",
+            help="worker loop to run instead of a function, as module:function or file.py:function: "
+            "async def loop(worker, **loop_args) (decentralized mode)",
+        )
+        parser.add_argument(
+            "--loop-arg",
+            dest="loop_args",
+            action="append",
+            metavar="NAME=JSON",
+            help="keyword argument of the worker loop, its value as JSON (repeatable)",
+        )
         parser.add_argument("--worker-id", help="id to register under (default: generated)")
         parser.add_argument("--concurrency", type=int, help="tasks in flight at once (default: 1)")
         parser.add_argument("--prefix", help=f"key prefix (default: {DEFAULT_PREFIX})")
@@ -203,6 +263,8 @@ class WorkerSpec(BaseModel):
     def from_namespace(cls, options: argparse.Namespace) -> WorkerSpec:
         """The spec of parsed flags (see :meth:`add_arguments`); only given flags count as set."""
         values = {name: getattr(options, name, None) for name in cls.model_fields}
+        if values["loop_args"] is not None:
+            values["loop_args"] = parse_loop_args(values["loop_args"])
         return cls(**{name: value for name, value in values.items() if value is not None})
 
     @classmethod
@@ -224,6 +286,10 @@ class WorkerSpec(BaseModel):
             value = getattr(self, name)
             if name == "network_id" or name not in self.model_fields_set or value is None:
                 continue
+            if name == "loop_args":
+                for arg, arg_value in value.items():
+                    argv += ["--loop-arg", f"{arg}={json.dumps(arg_value, separators=(',', ':'))}"]
+                continue
             flag = self._FLAGS.get(name, "--" + name.replace("_", "-"))
             argv += [flag, repr(value) if isinstance(value, float) else str(value)]
         return argv
@@ -233,12 +299,16 @@ class WorkerSpec(BaseModel):
         """The start arguments to store for the network (a msgpack-able dict).
 
         Raises:
-            ConfigError: the spec names no function.
+            ConfigError: the spec names no function and no worker loop.
 
         """
-        if self.fun is None:
-            raise ConfigError("a worker spec without fun cannot be stored as start arguments: pass fun=")
-        return {name: getattr(self, name) for name in _STORED}
+        if self.fun is None and self.worker_loop is None:
+            raise ConfigError(
+                "a worker spec without fun or worker_loop cannot be stored as start arguments: "
+                "pass fun= or worker_loop="
+            )
+        names = _STORED if self.worker_loop is None else (*_STORED, *_STORED_LOOP)
+        return {name: getattr(self, name) for name in names}
 
     def signed_start_args(self, key: SigningKey | None = None) -> dict[str, Any]:
         """:meth:`to_start_args` signed for this spec's network and prefix (what a controller stores).
@@ -262,16 +332,17 @@ class WorkerSpec(BaseModel):
         Keys this version does not know are ignored, so a newer controller's
         start arguments still start an older worker.
         """
-        known = {name: args[name] for name in _STORED if args.get(name) is not None}
+        known = {name: args[name] for name in (*_STORED, *_STORED_LOOP) if args.get(name) is not None}
         return cls(network_id=network_id, prefix=prefix, **known)
 
     def resolve(
         self, stored: Mapping[str, Any] | None, policy: StartArgsPolicy, *, where: Where = "worker"
     ) -> WorkerSpec:
-        """The spec to run: this one if it names a function, else the stored start arguments.
+        """The spec to run: this one if it names a function or loop, else the stored start arguments.
 
         Stored start arguments are used only if ``policy`` accepts them (a
-        function named here needs no check: the operator chose it). Fields
+        function or loop named here needs no check: the operator chose it, and
+        nothing stored is used then, not even loop arguments). Fields
         given explicitly here override the stored ones; the heartbeat period
         and expiry count as one setting (either flag replaces both).
 
@@ -286,20 +357,21 @@ class WorkerSpec(BaseModel):
             UntrustedCodeError: the policy refuses the stored start arguments.
 
         """
-        if self.fun is not None:
+        if self.fun is not None or self.worker_loop is not None:
             return self
         if not stored:
             raise NoStartArgumentsError(
-                f"network {self.network_id!r} stores no start arguments and no --fun was given: pass "
-                "--fun module:function, start workers once with Controller.start_local_workers(), "
-                "or wait for them with --wait-for-start-args SECONDS"
+                f"network {self.network_id!r} stores no start arguments and no --fun or --worker-loop "
+                "was given: pass --fun module:function (or --worker-loop module:function), start "
+                "workers once with Controller.start_local_workers(), or wait for them with "
+                "--wait-for-start-args SECONDS"
             )
         policy.check(stored, self.network_id, prefix=self.prefix, where=where)
         base = self.from_start_args(stored, self.network_id, prefix=self.prefix)
-        if base.fun is None:
+        if base.fun is None and base.worker_loop is None:
             raise NoStartArgumentsError(
-                f"the start arguments stored for network {self.network_id!r} name no function: "
-                "pass --fun module:function"
+                f"the start arguments stored for network {self.network_id!r} name no function and "
+                "no worker loop: pass --fun module:function or --worker-loop module:function"
             )
         values = {name: getattr(base, name) for name in type(base).model_fields}
         given = set(self.model_fields_set)

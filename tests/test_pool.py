@@ -249,6 +249,8 @@ async def test_start_without_fun_uses_the_stored_options_and_overrides_given_one
         "network_id": controller.network_id,
         "prefix": "rush",
         "fun": "tests.funcs:square",
+        "worker_loop": None,
+        "loop_args": {},
         "concurrency": 2,
         "heartbeat_period": None,
         "heartbeat_expire": None,

@@ -8,6 +8,7 @@ import rushpy
 import rushpy.errors
 
 EXPECTED = [
+    "ArchiveSummary",
     "Condition",
     "ConfigError",
     "ConnectionFailedError",
@@ -39,6 +40,7 @@ EXPECTED = [
     "WorkerTimeoutError",
     "__version__",
     "run_function",
+    "run_worker_loop",
 ]
 
 

@@ -197,3 +197,94 @@ def test_resolve_refuses_signed_start_arguments_without_a_function() -> None:
     stored = sign_start_args({"concurrency": 2}, "n", key=KEY)
     with pytest.raises(rushpy.NoStartArgumentsError, match="name no function"):
         WorkerSpec(network_id="n").resolve(stored, StartArgsPolicy(KEY))
+
+
+# -- worker loops (issue 9) ------------------------------------------------------------------------
+LOOP = WorkerSpec(
+    network_id="n", worker_loop="tests.loop_funcs:square_loop", loop_args={"n": 3, "space": {"x": [0, 1.5]}}
+)
+
+
+def test_loop_argv_round_trips_with_json_loop_args() -> None:
+    argv = LOOP.to_argv()
+    assert argv == [
+        "--network",
+        "n",
+        "--worker-loop",
+        "tests.loop_funcs:square_loop",
+        "--loop-arg",
+        "n=3",
+        "--loop-arg",
+        'space={"x":[0,1.5]}',
+    ]
+    assert WorkerSpec.from_argv(argv) == LOOP
+
+
+def test_loop_start_args_round_trip_and_a_function_s_stay_as_before() -> None:
+    args = LOOP.to_start_args()
+    assert (args["worker_loop"], args["loop_args"], args["fun"]) == (LOOP.worker_loop, LOOP.loop_args, None)
+    assert WorkerSpec.from_start_args(args, "n") == LOOP
+    assert "worker_loop" not in FULL.to_start_args()  # older workers see what they know
+
+
+def test_resolve_runs_a_stored_loop_and_given_loop_args_override_the_stored_ones() -> None:
+    stored = LOOP.signed_start_args(KEY)
+    spec = WorkerSpec(network_id="n").resolve(stored, StartArgsPolicy(KEY))
+    assert (spec.worker_loop, spec.loop_args) == (LOOP.worker_loop, LOOP.loop_args)
+    flags = WorkerSpec.from_argv(["--network", "n", "--loop-arg", "n=7"])
+    given = flags.resolve(stored, StartArgsPolicy(KEY))
+    assert given.loop_args == {"n": 7}
+
+
+def test_resolve_uses_nothing_stored_when_a_loop_is_given() -> None:
+    spec = WorkerSpec(network_id="n", worker_loop="a:b")
+    assert spec.resolve(LOOP.to_start_args(), StartArgsPolicy()) is spec
+
+
+def test_resolve_checks_a_stored_loop_like_a_stored_function() -> None:
+    with pytest.raises(rushpy.UntrustedCodeError, match=r"worker_loop='tests.loop_funcs:square_loop'"):
+        WorkerSpec(network_id="n").resolve(LOOP.to_start_args(), StartArgsPolicy(KEY))
+    # Loop arguments are signed with the rest: changing them breaks the signature.
+    tampered = {**LOOP.signed_start_args(KEY), "loop_args": {"n": 10**6}}
+    with pytest.raises(rushpy.UntrustedCodeError, match="does not match"):
+        WorkerSpec(network_id="n").resolve(tampered, StartArgsPolicy(KEY))
+
+
+@pytest.mark.parametrize(
+    ("fields", "named"),
+    [
+        ({"fun": "a:b", "worker_loop": "c:d"}, "both fun='a:b' and worker_loop='c:d'"),
+        ({"fun": "a:b", "loop_args": {"n": 1}}, r"loop arguments \['n'\] given with fun='a:b'"),
+        ({"worker_loop": "c:d", "concurrency": 2}, "concurrency=2 with worker_loop"),
+        ({"worker_loop": "c:d", "idle_timeout": 3.0}, "idle_timeout=3.0 with worker_loop"),
+        ({"worker_loop": "c:d", "loop_args": {"worker": 1}}, "loop argument name 'worker'"),
+        ({"worker_loop": "c:d", "loop_args": {"a-b": 1}}, "loop argument name 'a-b'"),
+        ({"worker_loop": "c:d", "loop_args": {"n": b"x"}}, r"loop argument n=b'x' \(bytes\)"),
+        ({"worker_loop": "c:d", "loop_args": {"n": 2**64}}, "fit in 64 bits"),
+        ({"worker_loop": "c:d", "loop_args": {"n": {1: 2}}}, "key 1 is not a string"),
+        ({"worker_loop": "c:d", "loop_args": {"n": [{"a": {1}}]}}, r"n\[0\]\['a'\]=\{1\}"),
+        ({"worker_loop": "nocolon"}, "'nocolon'"),
+    ],
+)
+def test_invalid_loop_settings_raise_naming_them(fields: dict[str, Any], named: str) -> None:
+    with pytest.raises(rushpy.RushError, match=named):
+        WorkerSpec(network_id="n", **fields)
+
+
+def test_loop_args_become_plain_data() -> None:
+    spec = WorkerSpec(network_id="n", worker_loop="c:d", loop_args={"t": (1, (2, 3)), "none": None})
+    assert spec.loop_args == {"t": [1, [2, 3]], "none": None}
+
+
+@pytest.mark.parametrize(
+    ("item", "named"),
+    [("n", "use NAME=JSON"), ("=1", "use NAME=JSON"), ("name=abc", r"not JSON.*name='\"abc\"'")],
+)
+def test_bad_loop_arg_flags_raise_config_errors(item: str, named: str) -> None:
+    with pytest.raises(rushpy.ConfigError, match=named):
+        WorkerSpec.from_argv(["--network", "n", "--worker-loop", "c:d", "--loop-arg", item])
+
+
+def test_to_start_args_message_names_both_ways() -> None:
+    with pytest.raises(rushpy.ConfigError, match="pass fun= or worker_loop="):
+        WorkerSpec(network_id="n").to_start_args()
