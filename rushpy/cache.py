@@ -1,4 +1,4 @@
-"""The local cache of finished tasks, safe to share between coroutines.
+"""The local cache of finished tasks and the result stream, safe to share between coroutines.
 
 The finished list in Redis is append-only and in finish order, so a client
 caches the rows it has read and afterwards reads only the entries past its
@@ -11,6 +11,16 @@ caches the rows it has read and afterwards reads only the entries past its
 - ``consumed``: cached rows already handed out by :meth:`ResultCache.take_new`
   (rush calls it ``n_consumed``).
 
+Tasks that failed for good are streamed the same way from the append-only
+*failed log* (``Keys.failed_log``), with an offset of its own. Failed rows are
+not kept once handed out (``fetch_failed_tasks`` reads the failed set), and
+the log is read only by callers that ask for failures, so a client that
+streams only results pays nothing for it. A log entry whose task is no longer
+failed when it is read (re-queued by ``retry_tasks`` meanwhile) is skipped:
+the task's next outcome gets an entry of its own. A task that fails for good,
+is retried and fails again therefore appears once per final failure, except
+that entries read in the same batch count once.
+
 Every update runs under one lock, so coroutines that fetch at the same time
 never read the same range twice, and every row comes out of
 :meth:`ResultCache.take_new` exactly once across all callers.
@@ -18,7 +28,7 @@ never read the same range twice, and every row comes out of
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
 
 import anyio
@@ -31,7 +41,7 @@ __all__ = ["ResultCache"]
 
 
 class ResultCache:
-    """Finished tasks read so far, and which of them were handed out as new.
+    """Finished tasks read so far, failures not yet handed out, and which rows are new.
 
     Args:
         store: Store of the network.
@@ -44,15 +54,21 @@ class ResultCache:
         self._rows: list[dict[str, Any]] = []
         self._offset = 0
         self._consumed = 0
-        # Finished keys announced on the events channel, by index in the finished
-        # list: a waiter reads exactly those hashes, skipping the LRANGE round trip.
-        # Kept only while someone waits (``listening``): a worker that never waits
-        # for results would otherwise decode and keep every announcement for ever.
+        self._failed_offset = 0
+        self._failed_new: list[dict[str, Any]] = []
+        # Keys announced on the events channel, by index in the finished list (F)
+        # or the failed log (X): a waiter reads exactly those hashes, skipping the
+        # LRANGE round trip. Kept only while someone waits (``listening``): a
+        # worker that never waits for results would otherwise decode and keep
+        # every announcement for ever.
         self._announced: dict[int, str] = {}
+        self._failed_announced: dict[int, str] = {}
         self.listening = 0
         """Coroutines waiting for new results; announcements are kept only while > 0."""
         self.rows_read = 0
         """Finished-list entries read from Redis so far (for tests and diagnostics)."""
+        self.failed_read = 0
+        """Failed-log entries read from Redis so far (for tests and diagnostics)."""
 
     @property
     def offset(self) -> int:
@@ -60,17 +76,39 @@ class ResultCache:
         return self._offset
 
     @property
-    def has_new(self) -> bool:
-        """Whether cached rows exist that :meth:`take_new` has not returned."""
-        return len(self._rows) > self._consumed
+    def failed_offset(self) -> int:
+        """Entries of the failed log read so far."""
+        return self._failed_offset
 
-    def announce(self, first: int, keys: Sequence[bytes]) -> None:
-        """Remember keys announced at list indexes ``first, first + 1, ...`` (while someone listens)."""
-        if not self.listening or first + len(keys) <= self._offset:
+    def has_new(self, states: Collection[TaskState] = (TaskState.FINISHED,)) -> bool:
+        """Whether rows in ``states`` exist that :meth:`take_new` has not returned."""
+        return (TaskState.FINISHED in states and len(self._rows) > self._consumed) or (
+            TaskState.FAILED in states and bool(self._failed_new)
+        )
+
+    def announce(self, first: int, keys: Sequence[bytes], *, failed: bool = False) -> None:
+        """Remember keys announced at indexes ``first, first + 1, ...`` (while someone listens).
+
+        Args:
+            first: Index of the first key in the finished list (or the failed log).
+            keys: The keys, in list order.
+            failed: The keys are entries of the failed log, not the finished list.
+
+        """
+        offset = self._failed_offset if failed else self._offset
+        if not self.listening or first + len(keys) <= offset:
             return  # nobody waits, or already read
+        announced = self._failed_announced if failed else self._announced
         for i, key in enumerate(keys):
-            if first + i >= self._offset:
-                self._announced[first + i] = key.decode()
+            if first + i >= offset:
+                announced[first + i] = key.decode()
+
+    @staticmethod
+    def _continuing(announced: dict[int, str], start: int) -> list[str]:
+        keys: list[str] = []
+        while (start + len(keys)) in announced:
+            keys.append(announced[start + len(keys)])
+        return keys
 
     async def update(self, *, announced_only: bool = False) -> int:
         """Read finished tasks past the offset; returns how many list entries were read.
@@ -82,10 +120,7 @@ class ResultCache:
         """
         async with self._lock:
             start = self._offset
-            keys: list[str] = []
-            if announced_only:
-                while (start + len(keys)) in self._announced:
-                    keys.append(self._announced[start + len(keys)])
+            keys = self._continuing(self._announced, start) if announced_only else []
             if not keys:
                 keys = await self._store.reads.finished_keys(start)
             if not keys:
@@ -101,19 +136,60 @@ class ResultCache:
             self._announced = {i: k for i, k in self._announced.items() if i >= self._offset}
             return len(keys)
 
+    async def update_failed(self, *, announced_only: bool = False) -> int:
+        """Read the failed log past its offset; returns how many log entries were read.
+
+        Args:
+            announced_only: Use the announced keys when they continue the log
+                (one round trip fewer); read the log otherwise.
+
+        """
+        async with self._lock:
+            start = self._failed_offset
+            keys = self._continuing(self._failed_announced, start) if announced_only else []
+            if not keys:
+                keys = await self._store.reads.failed_log_keys(start)
+            if not keys:
+                return 0
+            # A key listed twice in one batch (failed, retried, failed again)
+            # counts once; a key no longer failed was retried since and is skipped.
+            unique = list(dict.fromkeys(keys))
+            still = await self._store.reads.in_set("failed", unique)
+            current = [k for k, failed in zip(unique, still, strict=True) if failed]
+            hashes = await self._store.reads.read_tasks(current)
+            self._failed_new.extend(
+                flatten_task(k, TaskState.FAILED.value, t)
+                for k, t in zip(current, hashes, strict=True)
+                if t is not None
+            )
+            self._failed_offset = start + len(keys)
+            self.failed_read += len(keys)
+            self._failed_announced = {
+                i: k for i, k in self._failed_announced.items() if i >= self._failed_offset
+            }
+            return len(keys)
+
     async def rows(self) -> list[dict[str, Any]]:
         """Every finished task in finish order (reads the new ones first)."""
         await self.update()
         return list(self._rows)
 
-    def take_new(self) -> list[dict[str, Any]]:
-        """Cached rows not handed out before; each row is returned once, to one caller."""
-        new = self._rows[self._consumed :]
-        self._consumed = len(self._rows)
+    def take_new(self, states: Collection[TaskState] = (TaskState.FINISHED,)) -> list[dict[str, Any]]:
+        """Rows in ``states`` not handed out before; each row is returned once, to one caller.
+
+        Finished rows come first (in finish order), then failed ones (in failure order).
+        """
+        new: list[dict[str, Any]] = []
+        if TaskState.FINISHED in states:
+            new = self._rows[self._consumed :]
+            self._consumed = len(self._rows)
+        if TaskState.FAILED in states:
+            new += self._failed_new
+            self._failed_new = []
         return new
 
     def reset(self) -> None:
-        """Forget every cached row; the next read starts at the head of the list.
+        """Forget every cached row; the next read starts at the head of the list and the log.
 
         An update in flight meanwhile stays consistent: it appends the rows it
         read from the head of the list and moves the offset past them.
@@ -122,3 +198,6 @@ class ResultCache:
         self._offset = 0
         self._consumed = 0
         self._announced = {}
+        self._failed_offset = 0
+        self._failed_new = []
+        self._failed_announced = {}

@@ -59,7 +59,10 @@ class Controller(ReadMethods, LogMethods, InspectMethods, TaskMethods, WorkerMet
         detect_lost_every: Run :meth:`detect_lost_workers` in the background every
             this many seconds while the controller is open (``None``: only on request).
         restart_lost_workers: Replace lost local workers, in the background check
-            and in ``wait_for_tasks(..., detect_lost_workers=True)``.
+            and in the waits (``wait_for_tasks``, ``as_completed``, the stream
+            waits), which look for lost workers every
+            :data:`~rushpy.reads.LOST_CHECK_INTERVAL` s by default
+            (``detect_lost_workers=False`` turns that off per call).
         max_task_bytes: Largest encoded size of one task (its inputs, results or
             condition, default 64 MiB); a bigger one raises ``TaskError`` before
             anything is written.

@@ -144,7 +144,7 @@ class Keys:
         return f"{self.base}:worker:{worker_id}:kill"
 
     def log(self, worker_id: str) -> str:
-        """List with a worker's log records."""
+        """Capped stream of a worker's log records (field ``r``: one msgpack record per entry)."""
         return f"{self.base}:worker:{worker_id}:log"
 
     # -- network --------------------------------------------------------------

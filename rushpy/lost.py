@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 
 from rushpy.logs import get_logger
 from rushpy.models import Condition, WorkerState
@@ -28,6 +28,7 @@ __all__ = [
     "release_stranded_pending",
     "settle_lost_workers",
     "settle_worker",
+    "stale_workers",
 ]
 
 log = get_logger("rushpy.lost")
@@ -81,6 +82,33 @@ async def find_lost_workers(store: Store, known: Mapping[str, str] | None = None
         if not pid_alive(int(info.pid)):
             lost[info.worker_id] = f"its process {info.pid} on {host} is gone"
     return lost
+
+
+async def stale_workers(store: Store, worker_ids: Sequence[str]) -> dict[str, str]:
+    """Of ``worker_ids``, those without a fresh heartbeat, with why (read only, nothing is settled).
+
+    A worker counts when it is no longer recorded running, keeps no heartbeat
+    (nothing tells whether it lives, unless it runs on the detector's host),
+    or its heartbeat expired. Used to say, when a wait times out, which
+    workers may hold its open tasks without running them.
+    """
+    if not worker_ids:
+        return {}
+    infos = {info.worker_id: info for info in await store.workers.worker_infos(worker_ids)}
+    beating = [wid for wid, info in infos.items() if info.heartbeat and info.state is WorkerState.RUNNING]
+    alive = dict(zip(beating, await store.workers.heartbeats_alive(beating), strict=True))
+    stale: dict[str, str] = {}
+    for wid in worker_ids:
+        info = infos.get(wid)
+        if info is None:
+            stale[wid] = "not registered"
+        elif info.state is not WorkerState.RUNNING:
+            stale[wid] = f"recorded {info.state.value}"
+        elif not info.heartbeat:
+            stale[wid] = "keeps no heartbeat"
+        elif not alive[wid]:
+            stale[wid] = "its heartbeat expired"
+    return stale
 
 
 async def settle_worker(

@@ -10,22 +10,60 @@ as how lost workers are detected while waiting, is passed in as a
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Sequence
+from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import anyio
+
 from rushpy.cache import ResultCache
 from rushpy.errors import TaskError, TaskTimeoutError, UnknownTaskError, WorkerError
+from rushpy.lost import stale_workers
 from rushpy.models import TASK_STATES, TaskState
 from rushpy.session import Session
 from rushpy.store import NetworkStatus
 from rushpy.table import Table, flatten_task
 from rushpy.validation import check_keys, check_timeout
 
-__all__ = ["LOST_CHECK_INTERVAL", "LostWatch", "Reads", "normalize_states"]
+__all__ = ["LOST_CHECK_INTERVAL", "LostWatch", "Reads", "normalize_states", "stream_states"]
 
 LOST_CHECK_INTERVAL = 0.5
-"""Seconds between lost-worker checks while ``wait_for_tasks(..., detect_lost_workers=True)`` waits."""
+"""Seconds between lost-worker checks while a wait detects lost workers.
+
+A controller's waits (``wait_for_tasks``, ``as_completed``,
+``wait_for_new_tasks``, ``fetch_new_tasks`` with a timeout) detect by
+default; one check per interval serves every waiter of the controller.
+"""
+
+_FINAL = (TaskState.FINISHED.value, TaskState.FAILED.value)
+# Running tasks whose workers a timeout message looks up (a bounded read).
+_HINT_TASKS = 100
+
+
+def _step(remaining: float | None, lost: LostWatch | None) -> float | None:
+    """How long a waiter sleeps before it checks again: at most one lost-worker interval."""
+    if lost is None:
+        return remaining
+    return LOST_CHECK_INTERVAL if remaining is None else min(remaining, LOST_CHECK_INTERVAL)
+
+
+def stream_states(states: Iterable[str | TaskState]) -> list[TaskState]:
+    """Validate the states of the result stream: ``finished`` and/or ``failed``.
+
+    Raises:
+        TaskError: a state is not finished or failed, or none is given.
+
+    """
+    if isinstance(states, (str, TaskState)):
+        states = [states]
+    out = normalize_states(list(states or ()))
+    if not out or any(s not in (TaskState.FINISHED, TaskState.FAILED) for s in out):
+        raise TaskError(
+            f"the result stream has states 'finished' and 'failed', got {[s.value for s in out]}: "
+            "pass states=('finished',), ('failed',) or ('finished', 'failed')"
+        )
+    return out
 
 
 def normalize_states(states: str | TaskState | Iterable[str | TaskState] | None) -> list[TaskState]:
@@ -80,17 +118,20 @@ class Reads:
         self.cache = ResultCache(session.store)
         # When this network was opened: a server younger than that restarted since.
         self._opened = time.monotonic()
+        # One lost-worker check at a time, at most one per interval, for all waiters.
+        self._lost_lock = anyio.Lock()
+        self._lost_checked = -LOST_CHECK_INTERVAL
 
     def on_event(self, channel: str, data: bytes) -> None:
-        """Feed a pub/sub message: finished-task announcements go to the cache."""
-        if channel != self._session.keys.events or not data.startswith(b"F "):
+        """Feed a pub/sub message: finished (F) and failed (X) announcements go to the cache."""
+        if channel != self._session.keys.events or not data.startswith((b"F ", b"X ")):
             return
         parts = data.split(b" ")
         try:
             first = int(parts[1])
         except ValueError:
             return
-        self.cache.announce(first, parts[2:])
+        self.cache.announce(first, parts[2:], failed=data[:1] == b"X")
 
     # -- counts ---------------------------------------------------------------------
     async def status(self) -> NetworkStatus:
@@ -163,23 +204,35 @@ class Reads:
             [flatten_task(k, where[k].value, t) for k, t in zip(order, tasks, strict=True) if t is not None]
         )
 
-    async def fetch_new_tasks(self, timeout: float) -> Table:
-        """Finished tasks no earlier call returned, waiting up to ``timeout`` s for one."""
+    async def fetch_new_tasks(
+        self, timeout: float, states: Iterable[str | TaskState], lost: LostWatch | None
+    ) -> Table:
+        """Tasks in ``states`` (finished, failed) no earlier call returned, waiting up to ``timeout`` s."""
         check_timeout(timeout, allow_none=False)
+        wanted = stream_states(states)
         if timeout > 0:
-            await self._wait_new(timeout)  # reads the list first: no separate update
+            await self._wait_new(timeout, wanted, lost)  # reads first: no separate update
         else:
-            await self.cache.update()
-        return Table(self.cache.take_new())
+            await self._update(wanted, announced_only=False)
+        return Table(self.cache.take_new(wanted))
 
-    async def wait_for_new_tasks(self, timeout: float | None) -> bool:
-        """Wait until finished tasks exist that :meth:`fetch_new_tasks` has not returned."""
+    async def wait_for_new_tasks(
+        self, timeout: float | None, states: Iterable[str | TaskState], lost: LostWatch | None
+    ) -> bool:
+        """Wait until tasks in ``states`` exist that :meth:`fetch_new_tasks` has not returned."""
         check_timeout(timeout, allow_none=True)
-        if self.cache.has_new:
+        wanted = stream_states(states)
+        if self.cache.has_new(wanted):
             return True
-        return await self._wait_new(timeout)
+        return await self._wait_new(timeout, wanted, lost)
 
-    async def _wait_new(self, timeout: float | None) -> bool:
+    async def _update(self, states: list[TaskState], *, announced_only: bool) -> None:
+        if TaskState.FINISHED in states:
+            await self.cache.update(announced_only=announced_only)
+        if TaskState.FAILED in states:
+            await self.cache.update_failed(announced_only=announced_only)
+
+    async def _wait_new(self, timeout: float | None, states: list[TaskState], lost: LostWatch | None) -> bool:
         events = self._session.events
         channel = self._session.keys.events
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -188,53 +241,110 @@ class Reads:
         try:
             while True:
                 seen = events.counter(channel)
-                await self.cache.update(announced_only=woken)
-                if self.cache.has_new:
+                if lost is not None:
+                    await self._check_lost(lost)
+                await self._update(states, announced_only=woken)
+                if self.cache.has_new(states):
                     return True
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
                     return False
-                woken = await events.wait([channel], [seen], remaining)
+                woken = await events.wait([channel], [seen], _step(remaining, lost))
         finally:
             self.cache.listening -= 1
 
-    # -- waiting for given tasks -------------------------------------------------------
+    async def _check_lost(self, lost: LostWatch) -> list[str]:
+        """Run the owner's lost-worker check, at most once per interval for all waiters.
+
+        Every waiter of one controller wakes each :data:`LOST_CHECK_INTERVAL`
+        s; one check then serves them all, so many waiters cost one check.
+        """
+        if self._lost_lock.locked() or time.monotonic() - self._lost_checked < LOST_CHECK_INTERVAL:
+            return []
+        async with self._lost_lock:
+            self._lost_checked = time.monotonic()
+            return await lost.detect()
+
+    # -- one task, given tasks -----------------------------------------------------------
+    async def fetch_task(self, key: str) -> dict[str, Any]:
+        """One task's row with its state, in O(1) whatever the network's size."""
+        if not isinstance(key, str):
+            raise TaskError(f"a task key is a string; got {key!r} of type {type(key).__name__}")
+        (found,) = await self._store.reads.lookup_rows([key])
+        if found is None:
+            raise UnknownTaskError(await self._explain_unknown([key]))
+        return flatten_task(key, found[0], found[1])
+
+    async def fetch_tasks(self, keys: Sequence[str]) -> Table:
+        """Rows of ``keys`` in their order, each with its state (O(1) per key)."""
+        keys = check_keys(keys)
+        found = await self._store.reads.lookup_rows(keys)
+        unknown = [k for k, f in zip(keys, found, strict=True) if f is None]
+        if unknown:
+            raise UnknownTaskError(await self._explain_unknown(unknown))
+        return Table([flatten_task(k, f[0], f[1]) for k, f in zip(keys, found, strict=True) if f])
+
     async def wait_for_tasks(
         self, keys: Sequence[str], timeout: float | None, lost: LostWatch | None
     ) -> Table:
         """Wait until every task in ``keys`` is finished or failed; return their rows.
 
-        With ``lost``, look for lost workers every :data:`LOST_CHECK_INTERVAL` s
-        and raise :class:`WorkerError` once workers were lost and none is left.
+        Each wake-up checks only the keys still open (``lookup.lua``, O(1) per
+        key), never the whole network. With ``lost``, look for lost workers every
+        :data:`LOST_CHECK_INTERVAL` s and raise :class:`WorkerError` once workers
+        were lost and none is left.
         """
-        keys = check_keys(keys)
+        wanted = list(dict.fromkeys(check_keys(keys)))
         check_timeout(timeout, allow_none=True)
+        closed: dict[str, str] = {}
+        async with aclosing(self._closing(wanted, timeout, lost)) as batches:
+            async for batch in batches:
+                closed.update(batch)
+        tasks = await self._store.reads.read_tasks(wanted)
+        return Table([flatten_task(k, closed[k], t) for k, t in zip(wanted, tasks, strict=True) if t])
+
+    async def as_completed(
+        self, keys: Sequence[str], timeout: float | None, lost: LostWatch | None
+    ) -> AsyncGenerator[dict[str, Any], None]:
+        """Yield each task's row as it finishes or fails for good (see :meth:`wait_for_tasks`)."""
+        wanted = list(dict.fromkeys(check_keys(keys)))
+        check_timeout(timeout, allow_none=True)
+        async with aclosing(self._closing(wanted, timeout, lost)) as batches:
+            async for batch in batches:
+                done = list(batch)
+                for key, found in zip(done, await self._store.reads.lookup_rows(done), strict=True):
+                    if found is not None:
+                        # The state found at close, not now: a failure retried since stays one here.
+                        yield flatten_task(key, batch[key], found[1])
+
+    async def _closing(
+        self, wanted: list[str], timeout: float | None, lost: LostWatch | None
+    ) -> AsyncGenerator[dict[str, str], None]:
+        """Yield ``{key: state}`` batches of ``wanted`` as they finish or fail, until none is open."""
         events = self._session.events
         channel = self._session.keys.events
-        network = self._session.keys.network_id
         deadline = None if timeout is None else time.monotonic() + timeout
-        wanted = list(dict.fromkeys(keys))
+        open_keys = wanted
         found_lost: list[str] = []
         while True:
             seen = events.counter(channel)
             if lost is not None:
-                found_lost += await lost.detect()
-            snap = await self._store.reads.snapshot()
-            done = {k: TaskState.FINISHED for k in snap[TaskState.FINISHED]}
-            done.update({k: TaskState.FAILED for k in snap[TaskState.FAILED]})
-            open_keys = [k for k in wanted if k not in done]
-            if not open_keys:
-                tasks = await self._store.reads.read_tasks(wanted)
-                return Table(
-                    [flatten_task(k, done[k].value, t) for k, t in zip(wanted, tasks, strict=True) if t]
-                )
-            known = {k for s in (TaskState.QUEUED, TaskState.RUNNING) for k in snap[s]}
-            unknown = [k for k in open_keys if k not in known]
+                found_lost += await self._check_lost(lost)
+            states = await self._store.reads.lookup(open_keys)
+            unknown = [k for k, s in zip(open_keys, states, strict=True) if s is None]
             if unknown:
                 raise UnknownTaskError(await self._explain_unknown(unknown))
+            batch = {k: s for k, s in zip(open_keys, states, strict=True) if s in _FINAL}
+            running = [k for k, s in zip(open_keys, states, strict=True) if s == TaskState.RUNNING.value]
+            open_keys = [k for k, s in zip(open_keys, states, strict=True) if s not in _FINAL]
+            if batch:
+                yield batch
+            if not open_keys:
+                return
             # Workers found lost by this wait, or earlier (a background check, another
             # detector): once none runs or starts, nobody runs the open tasks.
             if lost is not None and not await lost.workers_left():
+                network = self._session.keys.network_id
                 found = (
                     f"lost while waiting: {sorted(set(found_lost))}" if found_lost else "workers were lost"
                 )
@@ -247,12 +357,26 @@ class Reads:
             if remaining is not None and remaining <= 0:
                 raise TaskTimeoutError(
                     f"{len(open_keys)} of {len(wanted)} tasks still open after {timeout} s "
-                    "(queued or running); raise the timeout or check the workers with worker_info()"
+                    f"({len(running)} running, the rest queued); raise the timeout or check the workers "
+                    f"with worker_info(){await self._stale_hint(running, lost is not None)}"
                 )
-            step = remaining
-            if lost is not None:
-                step = LOST_CHECK_INTERVAL if remaining is None else min(remaining, LOST_CHECK_INTERVAL)
-            await events.wait([channel], [seen], step)
+            await events.wait([channel], [seen], _step(remaining, lost))
+
+    async def _stale_hint(self, running: Sequence[str], detecting: bool) -> str:
+        """A hint naming the workers without a fresh heartbeat that run some of ``running``."""
+        tasks = await self._store.reads.read_tasks(running[:_HINT_TASKS])
+        ids = sorted({str(t["worker_id"]) for t in tasks if t and t.get("worker_id")})
+        stale = await stale_workers(self._store, ids)
+        if not stale:
+            return ""
+        named = "; ".join(f"{wid}: {why}" for wid, why in sorted(stale.items())[:5])
+        fix = (
+            "detection runs while waiting, but only a heartbeat tells a remote worker that died; "
+            "start workers with heartbeat_period"
+            if detecting
+            else "call detect_lost_workers() or wait with detect_lost_workers=True"
+        )
+        return f"; running tasks belong to workers without a fresh heartbeat ({named}): if they died, {fix}"
 
     async def _explain_unknown(self, unknown: Sequence[str]) -> str:
         """Say why keys are unknown: a server that restarted empty, or keys that were never tasks."""
@@ -270,19 +394,5 @@ class Reads:
         return f"{head}; pass keys returned by push_tasks()"
 
     async def worker_info(self) -> Table:
-        """One row per worker: ``worker_id``, ``state``, ``pid``, ``hostname``, ``started_at``."""
-        infos = await self._store.workers.worker_infos()
-        return Table(
-            [
-                {
-                    "worker_id": i.worker_id,
-                    "state": i.state.value,
-                    "pid": i.pid,
-                    "hostname": i.hostname,
-                    "started_at": i.started_at,
-                    "heartbeat": i.heartbeat,
-                    **i.extra,
-                }
-                for i in infos
-            ]
-        )
+        """One row per worker (columns: :meth:`rushpy.store.WorkerStore.worker_rows`)."""
+        return Table(await self._store.workers.worker_rows())

@@ -7,10 +7,13 @@ and lost results, and a finished task whose hash was gone shifted the offset.
 
 from __future__ import annotations
 
+from typing import Any
+
 import anyio
 import pytest
 
 from rushpy import Controller, RedisConfig, Worker
+from rushpy.models import TaskState
 from tests.helpers import eventually
 
 
@@ -140,10 +143,35 @@ async def test_announcements_are_kept_only_while_someone_waits(
         channel = controller._keys.events
         before = [c._session.events.counter(channel) for c in (controller, worker)]
         await controller.push_finished_tasks([{"x": 1}], [{"y": 1}])
-        for client, seen in zip((controller, worker), before, strict=True):
-            await eventually(
-                lambda c=client, n=seen: c._session.events.counter(channel) > n, "the announcement arrives"
-            )
+        for session, seen in zip((controller._session, worker._session), before, strict=True):
+
+            def arrived(events: Any = session.events, n: int = seen) -> bool:
+                return bool(events.counter(channel) > n)
+
+            await eventually(arrived, "the announcement arrives")
         assert worker._reads.cache._announced == {}
         assert controller._reads.cache._announced == {}
         assert len(await worker.fetch_finished_tasks()) == 51
+
+
+async def test_announced_failures_are_read_without_the_log(controller: Controller) -> None:
+    """Failures announced with their log index are read without an LRANGE, aligned like finished ones."""
+    cache = controller._reads.cache
+    cache.listening += 1
+    first, second = await controller.push_failed_tasks([{"x": 1}, {"x": 2}], ["a", "b"])
+    await eventually(lambda: 1 in cache._failed_announced, "the announcement of both failures")
+    await controller._store.client.delete(controller._keys.task(first))  # no row, same offset
+    client = controller._store.client
+    before = int((await client.info("commandstats")).get("cmdstat_lrange", {}).get("calls", 0))
+    assert await cache.update_failed(announced_only=True) == 2
+    after = int((await client.info("commandstats")).get("cmdstat_lrange", {}).get("calls", 0))
+    cache.listening -= 1
+    assert after == before
+    assert cache.failed_offset == 2
+    assert not cache._failed_announced
+    assert [r["key"] for r in cache.take_new([TaskState.FAILED])] == [second]
+    # Announcements of entries already read, or while nobody listens, are dropped.
+    cache.announce(0, [first.encode()], failed=True)
+    (third,) = await controller.push_failed_tasks([{"x": 3}], ["c"])
+    assert not cache._failed_announced
+    assert [r["key"] for r in await controller.fetch_new_tasks(states=("failed",))] == [third]

@@ -26,6 +26,7 @@ def every_key(keys: Keys, worker_id: str = "w-1", task_key: str = "t-1") -> list
         keys.running,
         keys.finished,
         keys.failed,
+        keys.failed_log,
         keys.all_tasks,
         keys.task(task_key),
         *keys.tasks(["t-2", "t-3"]),
@@ -61,6 +62,7 @@ def test_grammar() -> None:
     assert keys.running == "rush:{net-1}:running"
     assert keys.finished == "rush:{net-1}:finished"
     assert keys.failed == "rush:{net-1}:failed"
+    assert keys.failed_log == "rush:{net-1}:failed_log"
     assert keys.all_tasks == "rush:{net-1}:tasks"
     assert keys.task("abc") == "rush:{net-1}:task:abc"
     assert keys.tasks(["a", "b"]) == ["rush:{net-1}:task:a", "rush:{net-1}:task:b"]
@@ -152,9 +154,13 @@ async def redis_client(config: RedisConfig) -> AsyncIterator[Redis]:
         await client.aclose()
 
 
+def _text(name: bytes | str) -> str:
+    return name.decode() if isinstance(name, bytes) else name
+
+
 async def _keys_mentioning(client: Redis, network_id: str) -> set[str]:
     # Every key that carries the network id anywhere, whatever its shape.
-    return {k.decode() for k in await client.keys(f"*{network_id}*")}
+    return {_text(k) for k in await client.keys(f"*{network_id}*")}
 
 
 async def _both_views(client: Redis, network_id: str, pattern: str) -> tuple[set[str], set[str]]:
@@ -193,6 +199,7 @@ async def test_every_key_of_a_network_matches_pattern(
     assert keys.worker(worker_ids[0]) in found
     assert keys.finished in found
     assert keys.failed in found
+    assert keys.failed_log in found
     for name in found:
         assert name.startswith(f"rush:{{{network_id}}}:"), name
         assert KEY_GRAMMAR.match(name), name
@@ -226,7 +233,7 @@ async def test_networks_do_not_share_keys(config: RedisConfig, redis_client: Red
         try:
             for rush in (a, b, c):
                 await rush.push_tasks([{"x": 1}, {"x": 2}])
-            matched = {k.decode() for k in await redis_client.keys(Keys(base).pattern)}
+            matched = {_text(k) for k in await redis_client.keys(Keys(base).pattern)}
             assert matched
             assert all(name.startswith(f"rush:{{{base}}}:") for name in matched)
             assert await a.n_queued_tasks() == 2

@@ -138,8 +138,8 @@ async def test_create_announces_finished_tasks_with_their_index(store: Store) ->
     async with Events(store) as events:
         keys = await store.tasks.create_tasks("finished", [{"xs": {}, "ys": {}}] * 3)
         assert await events.next() == "F 2 " + " ".join(keys)
-        await store.tasks.create_tasks("failed", [{"xs": {}, "condition": BOOM.to_dict()}])
-        assert await events.next() == "X"
+        failed = await store.tasks.create_tasks("failed", [{"xs": {}, "condition": BOOM.to_dict()}])
+        assert await events.next() == f"X 0 {failed[0]}"  # index in the failed log
         await queued(store)
         assert await events.none()
 
@@ -267,7 +267,8 @@ async def test_complete_failure_without_attempts_left_fails_with_history(store: 
     [key] = await running(store)
     async with Events(store) as events:
         assert await store.tasks.complete(W, "failed", [(key, 1, {"condition": BOOM.to_dict()})]) == [1]
-        assert await events.next() == "X"
+        assert await events.next() == f"X 0 {key}"
+    assert await lst(store, store.keys.failed_log) == [key]
     assert await members(store, store.keys.failed) == {key}
     assert await field(store, key, "condition") == BOOM.to_dict()
     assert await field(store, key, "conditions") == [BOOM.to_dict()]
@@ -379,7 +380,8 @@ async def test_requeue_settles_pending_priority_and_running_tasks(store: Store) 
     lost = Condition("WorkerLost", f"worker {W} is gone")
     async with Events(store) as events:
         settled = await store.tasks.requeue_worker_tasks(W, lost)
-        assert await events.next() == "X"
+        assert await events.next() == f"X 0 {failing}"
+    assert await lst(store, store.keys.failed_log) == [failing]
     assert settled == sc.Requeued([retried], [failing], 3)
     assert await lst(store, store.keys.queued) == [retried, *shared, *prio]
     assert await members(store, store.keys.failed) == {failing}
@@ -450,7 +452,7 @@ async def test_cancel_of_queued_tasks_only_publishes_x(store: Store) -> None:
     [key] = await queued(store)
     async with Events(store) as events:
         assert await store.tasks.cancel([key], Condition("Cancelled", "x")) == ([key], [])
-        assert await events.next() == "X"
+        assert await events.next() == f"X 0 {key}"
 
 
 async def test_dequeue_fails_queued_tasks_and_skips_popped_ones(store: Store) -> None:
@@ -459,7 +461,8 @@ async def test_dequeue_fails_queued_tasks_and_skips_popped_ones(store: Store) ->
     gone = Condition("Dequeued", "queue emptied")
     async with Events(store) as events:
         assert await store.tasks.dequeue(store.keys.queued, gone, keys[:3]) == 2
-        assert await events.next() == "X"
+        assert await events.next() == f"X 0 {keys[1]} {keys[2]}"
+    assert await lst(store, store.keys.failed_log) == keys[1:3]
     assert await lst(store, store.keys.queued) == [keys[3]]
     assert await members(store, store.keys.failed) == set(keys[1:3])
     assert await field(store, keys[1], "conditions") == [gone.to_dict()]

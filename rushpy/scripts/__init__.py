@@ -38,6 +38,7 @@ SCRIPT_NAMES = (
     "create",
     "dequeue",
     "heartbeat",
+    "lookup",
     "pop",
     "read",
     "rejoin",

@@ -29,6 +29,8 @@ __all__ = [
     "complete",
     "create",
     "dequeue",
+    "lookup",
+    "lookup_rows",
     "now",
     "pop",
     "read",
@@ -42,6 +44,7 @@ __all__ = [
 
 Buffer = bytes | memoryview
 """An encoded field value (large values may be passed without a copy)."""
+
 
 @dataclass(frozen=True, slots=True)
 class Requeued:
@@ -109,7 +112,7 @@ def create(
         args.append(key)
         args += values
     hashes = keys.tasks(key for key, _ in tasks)
-    return Call(script("create"), [dest, keys.all_tasks, *hashes], args, int)
+    return Call(script("create"), [dest, keys.all_tasks, keys.failed_log, *hashes], args, int)
 
 
 def running(
@@ -186,6 +189,7 @@ def claim(
         keys.running_workers,
         keys.failed,
         keys.finished,
+        keys.failed_log,
     ]
     args = [worker_id, encode(worker_id), now(), encode(token), keys.events, *task_keys]
     return Call(script("claim"), [*sets, *keys.tasks(task_keys)], args, _claimed(list(task_keys)))
@@ -220,7 +224,7 @@ def complete(
     for key, attempt, values in items:
         args += (key, b"" if attempt is None else attempt)
         args += values
-    sets = [keys.running, dest, keys.worker_running(worker_id), keys.queued, keys.failed]
+    sets = [keys.running, dest, keys.worker_running(worker_id), keys.queued, keys.failed, keys.failed_log]
     hashes = keys.tasks(key for key, _, _ in items)
     return Call(script("complete"), [*sets, *hashes], args, lambda raw: [int(x) for x in raw])
 
@@ -242,6 +246,7 @@ def requeue(keys: Keys, worker_id: str, task_keys: Sequence[str], condition: Con
         keys.queued,
         keys.pending(worker_id),
         keys.priority_queue(worker_id),
+        keys.failed_log,
     ]
     args = [encode(condition.to_dict()), now(), keys.events, *task_keys]
 
@@ -277,7 +282,7 @@ def cancel(
     args = [len(lists), encode(condition.to_dict()), now(), keys.events, *task_keys]
     return Call(
         script("cancel"),
-        [keys.running, keys.failed, *lists, *keys.tasks(task_keys)],
+        [keys.running, keys.failed, keys.failed_log, *lists, *keys.tasks(task_keys)],
         args,
         lambda raw: (text(raw[0]), text(raw[1])),
     )
@@ -286,7 +291,7 @@ def cancel(
 def dequeue(keys: Keys, queue: str, task_keys: Sequence[str], condition: Condition) -> Call[int]:
     """``dequeue.lua``: keys of ``queue`` -> failed with ``condition``; returns how many moved."""
     args = [encode(condition.to_dict()), now(), keys.events, *task_keys]
-    return Call(script("dequeue"), [queue, keys.failed, *keys.tasks(task_keys)], args, int)
+    return Call(script("dequeue"), [queue, keys.failed, keys.failed_log, *keys.tasks(task_keys)], args, int)
 
 
 def retry(
@@ -356,3 +361,34 @@ def states(
         return None, raw
 
     return Call(script("states"), script_keys, [mode, *worker_ids], parse)
+
+
+_STATE_CODES = {b"q": "queued", b"r": "running", b"f": "finished", b"x": "failed", b"": None}
+
+
+def lookup(keys: Keys, task_keys: Sequence[str]) -> Call[list[str | None]]:
+    """``lookup.lua``: each task's state in O(1) (``None``: not a task), whatever the network's size."""
+    return Call(
+        script("lookup"),
+        [keys.running, keys.failed, keys.finished, *keys.tasks(task_keys)],
+        ["states", *task_keys],
+        lambda raw: [_STATE_CODES.get(code) for code in raw],
+    )
+
+
+def lookup_rows(keys: Keys, task_keys: Sequence[str]) -> Call[list[tuple[str, dict[str, Any]] | None]]:
+    """``lookup.lua``: each task's state and decoded hash (``None``: not a task), in O(1) per task."""
+
+    def parse(raw: Any) -> list[tuple[str, dict[str, Any]] | None]:
+        out: list[tuple[str, dict[str, Any]] | None] = []
+        for code, flat in raw:
+            state = _STATE_CODES.get(code)
+            out.append(None if state is None or not flat else (state, decode_task(flat)))
+        return out
+
+    return Call(
+        script("lookup"),
+        [keys.running, keys.failed, keys.finished, *keys.tasks(task_keys)],
+        ["rows", *task_keys],
+        parse,
+    )

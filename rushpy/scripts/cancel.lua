@@ -1,7 +1,7 @@
 -- Cancel tasks wherever they wait or run: queued | pending | running -> failed.
--- KEYS[1] the running set, KEYS[2] the failed set, KEYS[3..2+M] the M lists a
--- queued task can be in (shared queue, priority queues, pending lists),
--- KEYS[3+M..] task hashes, one per key in ARGV order
+-- KEYS[1] the running set, KEYS[2] the failed set, KEYS[3] the failed log,
+-- KEYS[4..3+M] the M lists a queued task can be in (shared queue, priority
+-- queues, pending lists), KEYS[4+M..] task hashes, one per key in ARGV order
 -- ARGV[1] M, ARGV[2] condition (msgpack), ARGV[3] time (msgpack),
 -- ARGV[4] channel, ARGV[5..] task keys
 -- Each list is rebuilt in one pass (remove_where), so cancelling N keys in
@@ -12,14 +12,15 @@
 -- First writer wins: finished and failed tasks, and
 -- keys found nowhere, are left alone.
 -- Publishes "C <keys...>" on the channel for cancelled running tasks, so their
--- workers interrupt them, and "X" when only queued tasks were cancelled.
+-- workers interrupt them, then "X <first index> <keys...>" for every cancelled
+-- task, appended to the failed log (log_failed).
 -- Returns {cancelled queued keys, cancelled running keys}.
 local m = tonumber(ARGV[1])
 local condition = cmsgpack.unpack(ARGV[2])
 local hashes = {}
-for i = 5, #ARGV do hashes[ARGV[i]] = KEYS[i - 2 + m] end
-local types = {KEYS[1], "set", KEYS[2], "set"}
-for l = 3, 2 + m do
+for i = 5, #ARGV do hashes[ARGV[i]] = KEYS[i - 1 + m] end
+local types = {KEYS[1], "set", KEYS[2], "set", KEYS[3], "list"}
+for l = 4, 3 + m do
   types[#types + 1] = KEYS[l]
   types[#types + 1] = "list"
 end
@@ -42,7 +43,7 @@ for i = 5, #ARGV do
   end
 end
 local queued = {}
-for l = 3, 2 + m do
+for l = 4, 3 + m do
   if next(hashes) == nil then break end
   remove_where(KEYS[l], function(key)
     if not hashes[key] then return false end
@@ -53,7 +54,9 @@ for l = 3, 2 + m do
 end
 if #running > 0 then
   redis.call("PUBLISH", ARGV[4], "C " .. table.concat(running, " "))
-elseif #queued > 0 then
-  redis.call("PUBLISH", ARGV[4], "X")
 end
+local all = {}
+for _, key in ipairs(running) do all[#all + 1] = key end
+for _, key in ipairs(queued) do all[#all + 1] = key end
+log_failed(KEYS[3], ARGV[4], all)
 return {queued, running}

@@ -5,7 +5,8 @@
 -- KEYS[4] the running workers set
 -- KEYS[5] the failed set (tasks whose stored data is corrupt fail there)
 -- KEYS[6] the finished list (read only for a key that looks finished)
--- KEYS[7..] task hashes, one per key in ARGV order
+-- KEYS[7] the failed log (corrupt tasks are appended)
+-- KEYS[8..] task hashes, one per key in ARGV order
 -- ARGV[1] worker id (plain), ARGV[2] worker id (msgpack), ARGV[3] start time
 -- (msgpack), ARGV[4] claim token (unique per call), ARGV[5] pub/sub channel,
 -- ARGV[6..] task keys
@@ -27,23 +28,23 @@
 -- failed as well.
 -- A task whose stored data cannot be read (a task hash of the wrong type, an
 -- "attempts" that is not a count) fails alone with a "CorruptTask" condition
--- naming the field (publishing "X"), answered with false; the rest of the
+-- naming the field (logged and announced by log_failed), answered with false; the rest of the
 -- batch is claimed.
 -- A worker that is no longer running (declared lost, stopped) claims nothing:
 -- the script returns -1 and the worker must stop.
 -- Returns, per key, false or {xs, xs_extra, timeout, seed, attempts}.
 if redis.call("SISMEMBER", KEYS[4], ARGV[1]) == 0 then return -1 end
-expect_types({KEYS[1], "list", KEYS[2], "set", KEYS[3], "set", KEYS[5], "set", KEYS[6], "list"})
+expect_types({KEYS[1], "list", KEYS[2], "set", KEYS[3], "set", KEYS[5], "set", KEYS[6], "list", KEYS[7], "list"})
 local out = {}
 local seen = {}
-local failed = 0
+local failed = {}
 -- Fail a task with unreadable data (`err`): the caller removed it from the
 -- pending list already, or it runs on this worker (a repeated claim).
 local function corrupt(hash, key, err)
   redis.call("SREM", KEYS[2], key)
   redis.call("SREM", KEYS[3], key)
   fail_corrupt(hash, key, KEYS[5], err, ARGV[3])
-  failed = failed + 1
+  failed[#failed + 1] = key
   return false
 end
 -- The task's attempts (absent: 0) and whether it looks finished, or nil and
@@ -65,8 +66,8 @@ local function bookkeeping(hash, key)
   end
   return attempts, (got[2] or got[3]) and true or false, nil
 end
-for i = 7, #KEYS do
-  local key = ARGV[i - 1]
+for i = 8, #KEYS do
+  local key = ARGV[i - 2]
   local hash = KEYS[i]
   local row = false
   if seen[key] or redis.call("SISMEMBER", KEYS[2], key) == 1 then
@@ -103,5 +104,5 @@ for i = 7, #KEYS do
   seen[key] = true
   out[#out + 1] = row
 end
-if failed > 0 then redis.call("PUBLISH", ARGV[5], "X") end
+log_failed(KEYS[7], ARGV[5], failed)
 return out

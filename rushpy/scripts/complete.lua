@@ -5,7 +5,8 @@
 -- KEYS[3] the worker's running set
 -- KEYS[4] the shared queue (retries go to its tail)
 -- KEYS[5] the failed set (tasks whose stored data is corrupt fail there)
--- KEYS[6..] task hashes, one per key in ARGV order
+-- KEYS[6] the failed log (tasks that fail for good are appended)
+-- KEYS[7..] task hashes, one per key in ARGV order
 -- ARGV[1] destination kind: "list" (finished) or "set" (failed)
 -- ARGV[2] pub/sub channel to announce to
 -- ARGV[3] token, unique per call
@@ -28,8 +29,8 @@
 -- matched to an attempt. So does a task that runs on this worker whose
 -- "attempts" is missing, not a count, or below the attempt reported on (the
 -- count only grows): left alone it would stay running for ever.
--- Publishes on ARGV[2]: "F <first index> <keys...>" for finished tasks, "X"
--- for failed ones.
+-- Publishes on ARGV[2]: "F <first index> <keys...>" for finished tasks, and
+-- "X <first index> <keys...>" for tasks that failed for good (log_failed).
 -- Returns, per task, 1 if recorded (or re-queued by an earlier run of the
 -- same call), 2 if re-queued for a retry, 0 if discarded.
 local token = ARGV[3]
@@ -37,7 +38,7 @@ local common, names, start = parse_fields(4)
 local nfields = #names
 local failing = ARGV[1] == "set"
 expect_types({KEYS[1], "set", KEYS[2], failing and "set" or "list", KEYS[3], "set", KEYS[4], "list",
-  KEYS[5], "set"})
+  KEYS[5], "set", KEYS[6], "list"})
 -- The time a corrupt task fails at: the common "finished_at".
 local time = nil
 for i = 1, #common, 2 do
@@ -48,16 +49,16 @@ end
 local decoded = {}
 if failing then
   local pos = start
-  for t = 6, #KEYS do
+  for t = 7, #KEYS do
     decoded[t] = cmsgpack.unpack(ARGV[pos + 2])
     pos = pos + 2 + nfields
   end
 end
 local out = {}
-local failed = 0
+local failed = {}
 local announce = {}
 local pos = start
-for t = 6, #KEYS do
+for t = 7, #KEYS do
   local key = ARGV[pos]
   local attempt = ARGV[pos + 1]
   local hash = KEYS[t]
@@ -90,7 +91,7 @@ for t = 6, #KEYS do
     -- The outcome cannot be matched to an attempt: it is discarded.
     fail_corrupt(hash, key, KEYS[5], corrupt, time)
     out[#out + 1] = 0
-    failed = failed + 1
+    failed[#failed + 1] = key
   elseif failing then
     local done = {"done", token}
     local final = type(decoded[t]) == "table" and decoded[t].type == "CorruptTask"
@@ -100,7 +101,7 @@ for t = 6, #KEYS do
       out[#out + 1] = 2
     else
       out[#out + 1] = 1
-      failed = failed + 1
+      failed[#failed + 1] = key
     end
   else
     redis.call("HSET", hash, unpack(field_args({"done", token}, common, names, pos)))
@@ -113,7 +114,5 @@ end
 if #announce > 0 then
   announce_finished(KEYS[2], ARGV[2], announce)
 end
-if failed > 0 then
-  redis.call("PUBLISH", ARGV[2], "X")
-end
+log_failed(KEYS[6], ARGV[2], failed)
 return out

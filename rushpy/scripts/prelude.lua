@@ -211,3 +211,14 @@ local function announce_finished(finished, channel, keys)
 end
 
 -- ---------------------------------------------------------------- script --
+
+-- Append keys that just failed for good to the failed log (append-only, in
+-- failure order) and publish "X <index of the first key in the log> <keys...>",
+-- so the failure stream reads them like finished ones. Called once per script
+-- with every key it failed; nothing happens for none.
+local function log_failed(log, channel, keys)
+  if #keys == 0 then return end
+  rpush_all(log, keys)
+  local first = redis.call("LLEN", log) - #keys
+  redis.call("PUBLISH", channel, "X " .. first .. " " .. table.concat(keys, " "))
+end

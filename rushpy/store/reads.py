@@ -99,6 +99,24 @@ class ReadStore(Plumbing):
         """Keys of the finished list from index ``start`` to ``stop`` (inclusive), in finish order."""
         return text(await self.client.lrange(self.keys.finished, start, stop))
 
+    async def failed_log_keys(self, start: int = 0) -> list[str]:
+        """Keys of the failed log from index ``start`` on, in the order they failed for good."""
+        return text(await self.client.lrange(self.keys.failed_log, start, -1))
+
+    async def lookup(self, keys: Sequence[str]) -> list[str | None]:
+        """Each task's state (``None``: not a task of the network), O(1) per key (``lookup.lua``)."""
+        if not keys:
+            return []
+        calls = [sc.lookup(self.keys, keys[start : start + CHUNK]) for start in range(0, len(keys), CHUNK)]
+        return [state for reply in await self.run_batched(calls) for state in reply]
+
+    async def lookup_rows(self, keys: Sequence[str]) -> list[tuple[str, dict[str, Any]] | None]:
+        """Each task's state and decoded hash (``None``: not a task), O(1) per key (``lookup.lua``)."""
+        if not keys:
+            return []
+        calls = [sc.lookup_rows(self.keys, keys[i : i + CHUNK]) for i in range(0, len(keys), CHUNK)]
+        return [row for reply in await self.run_batched(calls) for row in reply]
+
     async def all_keys(self) -> list[str]:
         """Every task key in creation order."""
         return text(await self.client.lrange(self.keys.all_tasks, 0, -1))
