@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from rushpy.codec import decode, encode
-from rushpy.models import WorkerInfo, WorkerState
+from rushpy.models import Condition, WorkerInfo, WorkerState
 from rushpy.scripts import worker_calls as wc
-from rushpy.store.base import Plumbing, decode_hash
+from rushpy.store.base import Plumbing, decode_hash, text
+from rushpy.store.logs import set_fields_if_registered
 
 __all__ = ["WorkerStore"]
 
@@ -116,6 +118,66 @@ class WorkerStore(Plumbing):
                 )
             )
         return out
+
+    async def set_last_error(self, worker_id: str, condition: Condition) -> bool:
+        """Record the worker's latest error (field ``last_error``: the condition and ``at``, UTC).
+
+        Shown by ``worker_info()``. Written only while the worker is
+        registered (a reset network gets no stray hash); returns whether it was.
+        """
+        value = {**condition.to_dict(), "at": dt.datetime.now(dt.UTC)}
+        return await set_fields_if_registered(self, worker_id, {"last_error": value})
+
+    async def worker_rows(self, worker_ids: Sequence[str] | None = None) -> list[dict[str, Any]]:
+        """One row per worker for ``worker_info()``, in one round trip after the id list.
+
+        Columns: ``worker_id``, ``state``, ``pid``, ``hostname``, ``started_at``,
+        ``last_beat`` (UTC time of the last heartbeat: server time minus how
+        much of the heartbeat expiry has passed; ``None`` without a live
+        heartbeat key), ``n_finished``, ``n_failed``, ``running`` (sorted keys
+        of the worker's running set), ``last_error`` (condition mapping with
+        ``at``, or ``None``), ``heartbeat``, then the other fields of its hash.
+        """
+        ids = list(worker_ids) if worker_ids is not None else await self.worker_ids()
+        if not ids:
+            return []
+        k = self.keys
+        async with self.client.pipeline(transaction=False) as pipe:
+            pipe.time()
+            for wid in ids:
+                pipe.hgetall(k.worker(wid))
+                pipe.pttl(k.heartbeat(wid))
+                pipe.smembers(k.worker_running(wid))
+            raw = await pipe.execute()
+        seconds, micros = raw[0]
+        now = int(seconds) + int(micros) / 1e6
+        rows = []
+        for i, wid in enumerate(ids):
+            h, pttl, running = raw[1 + 3 * i : 4 + 3 * i]
+            if not h:
+                continue
+            data = decode_hash(h)
+            expire = data.get("heartbeat_expire")
+            last_beat = None
+            if int(pttl) > 0 and isinstance(expire, (int, float)):
+                last_beat = dt.datetime.fromtimestamp(now - (expire - int(pttl) / 1000), dt.UTC)
+            rows.append(
+                {
+                    "worker_id": wid,
+                    "state": str(data.pop("state", "running")),
+                    "pid": data.pop("pid", None),
+                    "hostname": data.pop("hostname", None),
+                    "started_at": data.pop("started_at", None),
+                    "last_beat": last_beat,
+                    "n_finished": data.pop("n_finished", 0),
+                    "n_failed": data.pop("n_failed", 0),
+                    "running": sorted(text(running)),
+                    "last_error": data.pop("last_error", None),
+                    "heartbeat": bool(data.pop("heartbeat", False)),
+                    **data,
+                }
+            )
+        return rows
 
     async def heartbeats_alive(self, worker_ids: Sequence[str]) -> list[bool]:
         """Whether each worker's heartbeat key exists (one pipelined round trip)."""

@@ -43,7 +43,7 @@ from collections.abc import Awaitable, Callable
 import anyio
 
 from rushpy.errors import ServerFullError
-from rushpy.logs import get_logger
+from rushpy.logs import get_logger, status_logger
 from rushpy.models import Condition, WorkerState
 from rushpy.store import Store
 from rushpy.worker.backoff import retrying
@@ -53,6 +53,7 @@ from rushpy.worker.stop import StopState
 __all__ = ["Heartbeat", "Presence", "crash_reason", "record_exit", "register"]
 
 log = get_logger("rushpy.worker")
+status = status_logger()
 
 _CRASH_MESSAGE_LIMIT = 500
 """Characters of a crash's message kept in the worker's ``crashed`` field."""
@@ -261,7 +262,11 @@ def crash_reason(exc: BaseException | None) -> str | None:
 
 
 async def record_exit(
-    store: Store, worker_id: str, final_state: WorkerState, crash: str | None = None
+    store: Store,
+    worker_id: str,
+    final_state: WorkerState,
+    crash: str | None = None,
+    reason: str | None = None,
 ) -> None:
     """Settle what an exiting worker still holds, and record how it ended.
 
@@ -278,6 +283,9 @@ async def record_exit(
     it. If the tasks cannot be settled (Redis unreachable), the worker is left
     "running" so that lost-worker detection settles it once its heartbeat
     expires (or its process is found gone).
+
+    ``reason`` (why the worker stopped, :attr:`StopState.reason`) goes into the
+    last status line.
     """
     if crash is not None:
         verb, what = "crashed", f"crashed ({crash})"
@@ -297,16 +305,28 @@ async def record_exit(
         log.error("could not settle the worker's tasks on exit", error=f"{type(exc).__name__}: {exc}")
         return
     if settled.released:
-        log.info("returned popped tasks to the queue", n=settled.released)
+        log.info("returned popped tasks to the queue", n=settled.released, worker_id=worker_id)
     if settled.requeued or settled.failed:
         log.warning(
-            "tasks interrupted by the exit", requeued=len(settled.requeued), failed=len(settled.failed)
+            "tasks interrupted by the exit",
+            requeued=len(settled.requeued),
+            failed=len(settled.failed),
+            worker_id=worker_id,
         )
     if crash is not None:
-        log.error("the worker crashed; lost-worker detection will record it lost", crash=crash)
+        status.error(
+            "the worker crashed; lost-worker detection will record it lost", crash=crash, worker_id=worker_id
+        )
         with contextlib.suppress(Exception):  # unrecorded: its heartbeat or process check finds it
             await store.workers.mark_crashed(worker_id, crash)
+            await store.workers.set_last_error(worker_id, Condition("WorkerCrashed", crash))
         return
+    status.info(
+        "worker stopped",
+        state=final_state.value,
+        reason=reason or "the worker's block was left",
+        worker_id=worker_id,
+    )
     with contextlib.suppress(Exception):
         await store.workers.set_worker_state(worker_id, final_state)
         await store.workers.unregister(worker_id)

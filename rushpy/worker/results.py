@@ -5,23 +5,52 @@ Every outcome carries the attempt the worker claimed (from the
 only while that attempt still runs on this worker: first writer wins, and a
 late outcome (the task was cancelled, or re-queued after the worker was
 declared lost) is discarded.
+
+:class:`Results` also counts what it recorded (:class:`TaskCounts`, shipped
+to the worker's hash by the log sink, shown by ``worker_info()``) and writes
+one status line per failed task, so an operator sees every failure in the
+worker's output and its log.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from rushpy.errors import TaskError
+from rushpy.logs import status_logger
 from rushpy.models import Condition
 from rushpy.store import Store
 from rushpy.validation import broadcast, check_keys, check_mappings
 from rushpy.worker.tracking import TaskTracker
 
-__all__ = ["Results"]
+__all__ = ["TaskCounts", "Results"]
+
+status = status_logger()
+
+_MESSAGE_CHARS = 300
+"""Characters of a failure's message shown in its status line."""
 
 Item = tuple[str, int | None, Mapping[str, Any]]
 """``(key, attempt, fields)``: fields are ``ys``/``ys_extra`` or ``condition``."""
+
+
+@dataclass(slots=True)
+class TaskCounts:
+    """What a worker recorded since it started.
+
+    Attributes:
+        finished: Results recorded.
+        failed: Failures taken (recorded as final, or re-queued with attempts left).
+        last_error: The latest failure taken, with when (UTC), or ``None``.
+
+    """
+
+    finished: int = 0
+    failed: int = 0
+    last_error: dict[str, Any] | None = None
 
 
 class Results:
@@ -38,6 +67,8 @@ class Results:
         self._store = store
         self._worker_id = worker_id
         self._tracker = tracker
+        self.counts = TaskCounts()
+        """Totals of what this worker recorded (read by the log sink)."""
 
     async def push_running(
         self,
@@ -100,4 +131,23 @@ class Results:
         codes = await self._store.tasks.complete(self._worker_id, state, items)
         for key, _, _ in items:
             self._tracker.forget(key)
+        taken = [(item, code) for item, code in zip(items, codes, strict=True) if code != 0]
+        if state == "finished":
+            self.counts.finished += len(taken)
+            return codes
+        self.counts.failed += len(taken)
+        for (key, attempt, fields), code in taken:
+            condition = fields.get("condition") or {}
+            message = str(condition.get("message", "")).strip().splitlines()
+            status.warning(
+                "task failed" + (", re-queued (attempts left)" if code == 2 else ""),
+                key=key,
+                attempt=attempt,
+                type=condition.get("type"),
+                message=(message[0] if message else "")[:_MESSAGE_CHARS],
+                worker_id=self._worker_id,
+            )
+        if taken:
+            condition = dict(taken[-1][0][2].get("condition") or {})
+            self.counts.last_error = {**condition, "at": dt.datetime.now(dt.UTC)}
         return codes

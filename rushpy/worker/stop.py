@@ -11,6 +11,9 @@ writes to a :class:`StopState`; pops, loops and the exit read it, so there is
 exactly one answer to "should this worker stop, and how".
 
 The flags only ever go from unset to set: a stopped worker never resumes.
+The first reason given is kept (:attr:`StopState.reason`) and written as a
+status line (:data:`rushpy.logs.STATUS_LOGGER`), so the worker's output and
+its log in Redis say why it stopped.
 """
 
 from __future__ import annotations
@@ -18,12 +21,12 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
-from rushpy.logs import get_logger
+from rushpy.logs import status_logger
 from rushpy.models import WorkerState
 
 __all__ = ["StopState"]
 
-log = get_logger("rushpy.worker")
+log = status_logger()
 
 
 class StopState:
@@ -41,6 +44,8 @@ class StopState:
         # asyncio events, not anyio ones: a Worker may be built outside a running loop.
         self._killed = asyncio.Event()
         self._listeners: list[Callable[[], None]] = []
+        self.reason: str | None = None
+        """Why the worker stops (the first reason given), or ``None`` while it runs."""
 
     # -- reading ------------------------------------------------------------------------
     @property
@@ -80,8 +85,8 @@ class StopState:
         if self._terminated:
             return
         self._terminated = True
-        if reason is not None:
-            log.info(f"terminating: {reason}", worker_id=self.worker_id)
+        self.reason = reason or "set_terminated() was called"
+        log.info(f"terminating: {self.reason}", worker_id=self.worker_id)
         self._changed()
 
     def request_drain(self) -> None:
@@ -95,8 +100,8 @@ class StopState:
         """Stop at once; the exit is recorded as a kill (implies :meth:`terminate`)."""
         if self.killed:
             return
-        if reason is not None:
-            log.warning(f"killing: {reason}", worker_id=self.worker_id)
+        self.reason = reason or "set_killed() was called"
+        log.warning(f"killing: {self.reason}", worker_id=self.worker_id)
         self._killed.set()
         self._terminated = True
         self._changed()

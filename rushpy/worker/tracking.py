@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterator
 
-from rushpy.logs import get_logger
+from rushpy.logs import get_logger, log_worker
 
 __all__ = ["TaskTracker"]
 
@@ -22,9 +22,16 @@ log = get_logger("rushpy.worker")
 
 
 class TaskTracker:
-    """Per-task state of the tasks a worker claimed and has not reported on yet."""
+    """Per-task state of the tasks a worker claimed and has not reported on yet.
 
-    def __init__(self) -> None:
+    Args:
+        worker_id: The worker, to which the records made while a task runs
+            (the function's own logging) are attributed.
+
+    """
+
+    def __init__(self, worker_id: str) -> None:
+        self.worker_id = worker_id
         self._attempts: dict[str, int] = {}
         # How to interrupt each task that runs right now, and cancelled keys that
         # this worker claimed but has not started (skipped when their turn comes).
@@ -71,12 +78,15 @@ class TaskTracker:
         """Register how to interrupt task ``key`` while the block runs.
 
         A cancellation of the task calls ``interrupt`` once; if the task was
-        cancelled before the block starts, it is called at once.
+        cancelled before the block starts, it is called at once. Records made
+        inside the block (the function runs there, or in a thread started
+        there) go to this worker's log (:func:`rushpy.logs.log_worker`).
         """
         self._interrupts[key] = interrupt
-        try:
-            if key in self._cancelled:
-                interrupt()
-            yield
-        finally:
-            self._interrupts.pop(key, None)
+        with log_worker(self.worker_id):
+            try:
+                if key in self._cancelled:
+                    interrupt()
+                yield
+            finally:
+                self._interrupts.pop(key, None)
