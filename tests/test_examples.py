@@ -53,7 +53,9 @@ async def test_adbo(config: RedisConfig, network_id: str) -> None:
     out = await run_example(config, "adbo", "--workers", "2", "--evals", "10", "--network", network_id)
     assert re.search(r"\d+ evaluations by 2 workers", out), out
     weights = re.search(r"exploration weight per worker: \{(.*)\}", out)
-    assert weights and weights.group(1).count(":") == 2, out  # each worker drew its own lambda
+    # One lambda per worker that evaluated (on a loaded machine a late worker may find the
+    # budget spent before its first proposal).
+    assert weights and 1 <= weights.group(1).count(":") <= 2, out
     assert best(out) >= 0.397887
 
 

@@ -100,8 +100,11 @@ async def test_loop_exception_fails_running_tasks_records_last_error_and_crashes
     assert row["condition"]["type"] == "ValueError"
     assert "the loop broke" in row["condition"]["message"]
     assert "failing_loop" in row["condition"]["traceback"]
-    # The worker's exit may record its crash over it (as WorkerCrashed); the loop's error shows either way.
-    assert "the loop broke" in (await last_error(raw, network_id, w.worker_id))["message"]
+    # The worker's exit records the crashing exception itself: type, message and traceback.
+    error = await last_error(raw, network_id, w.worker_id)
+    assert error["type"] == "ValueError"
+    assert error["message"].startswith("the loop broke")
+    assert "failing_loop" in error["traceback"]
     # A crash, not a clean stop: detection finds it.
     assert (await states(controller))[w.worker_id] == "running"
     assert await controller.detect_lost_workers() == [w.worker_id]

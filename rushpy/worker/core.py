@@ -25,7 +25,6 @@ exit, before the worker records how it ended.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
@@ -34,25 +33,23 @@ import anyio
 import anyio.abc
 
 from rushpy.config import RedisConfig, heartbeat_settings, validate_identifier
-from rushpy.deadline import call_deadline
 from rushpy.keys import DEFAULT_PREFIX, Keys
 from rushpy.log_methods import LogMethods
 from rushpy.logs import get_logger
 from rushpy.lost import LostWorkerDetector
-from rushpy.models import Condition, PoppedTask
 from rushpy.read_methods import ReadMethods
 from rushpy.reads import LostWatch, Reads
 from rushpy.session import Session
 from rushpy.store import DEFAULT_MAX_TASK_BYTES, Store, new_worker_id
-from rushpy.validation import check_count, check_timeout
 from rushpy.worker.backoff import Backoff
 from rushpy.worker.claims import Claims
 from rushpy.worker.inputs import TaskInputs
 from rushpy.worker.logsink import LogSink
-from rushpy.worker.registration import Heartbeat, Presence, crash_reason, record_exit, register
+from rushpy.worker.registration import Heartbeat, Presence, crash_error, record_exit, register
 from rushpy.worker.results import Results
 from rushpy.worker.sidecar import HeartbeatSidecar
 from rushpy.worker.stop import StopState
+from rushpy.worker.task_methods import TaskMethods
 from rushpy.worker.tracking import TaskTracker
 
 __all__ = ["EXIT_TIMEOUT", "Components", "Worker", "components"]
@@ -88,7 +85,7 @@ def components(worker: Worker) -> Components:
     return worker._components
 
 
-class Worker(ReadMethods, LogMethods):
+class Worker(ReadMethods, LogMethods, TaskMethods):
     """A worker of a network.
 
     Example:
@@ -274,9 +271,9 @@ class Worker(ReadMethods, LogMethods):
                     scope.deadline = anyio.current_time() + EXIT_TIMEOUT
                     # A clean stop was asked for (terminate, drain, idle timeout, signal);
                     # any other way out is a crash, left for detection to settle and replace.
-                    crash = None if self._stop.terminated else crash_reason(exc)
+                    error = None if self._stop.terminated else crash_error(exc)
                     await record_exit(
-                        self._store, self.worker_id, self._stop.final_state, crash, self._stop.reason
+                        self._store, self.worker_id, self._stop.final_state, self._stop.reason, error=error
                     )
                     await self._log_sink.close()  # after the exit record: the last lines say why
             finally:
@@ -346,75 +343,3 @@ class Worker(ReadMethods, LogMethods):
         task (its outcome would be discarded anyway).
         """
         return self._tracker.is_cancelled(key)
-
-    # -- popping ------------------------------------------------------------------------
-    async def pop_task(self, timeout: float | None = 0) -> PoppedTask | None:
-        """Pop one task, waiting up to ``timeout`` seconds (``None``: until one comes).
-
-        Returns:
-            The task, already marked running on this worker, or ``None``.
-
-        """
-        tasks = await self.pop_tasks(1, timeout=timeout)
-        return tasks[0] if tasks else None
-
-    async def pop_tasks(self, n: int, timeout: float | None = 0) -> list[PoppedTask]:
-        """Pop up to ``n`` tasks at once (one round trip when tasks are waiting).
-
-        Waits up to ``timeout`` seconds (``None``: no limit) for the first one;
-        returns early (empty) when the worker is terminated.
-
-        Raises:
-            ConfigError: ``n`` is not an integer >= 1, or ``timeout`` not >= 0.
-
-        """
-        check_count(n, "n", minimum=1, hint="pop at least 1 task")
-        check_timeout(timeout, allow_none=True)
-        with call_deadline(timeout):  # a hung server cannot hold the pop past its timeout
-            return await self._claims.pop(n, timeout)
-
-    # -- writing ------------------------------------------------------------------------
-    async def push_running_tasks(
-        self,
-        xss: Sequence[Mapping[str, Any]],
-        xss_extra: Sequence[Mapping[str, Any] | None] | None = None,
-    ) -> list[str]:
-        """Create tasks that this worker runs itself (decentralized mode); returns keys.
-
-        A list of one ``xss_extra`` applies to every task.
-        """
-        return await self._results.push_running(xss, xss_extra)
-
-    async def finish_tasks(
-        self,
-        keys: Sequence[str],
-        yss: Sequence[Mapping[str, Any]],
-        yss_extra: Sequence[Mapping[str, Any] | None] | None = None,
-    ) -> list[bool]:
-        """Record results of running tasks; a list of one ``ys`` (or extra) applies to every key.
-
-        Returns:
-            Per key whether the result was recorded; ``False`` when this worker no
-            longer runs that attempt of the task (it was cancelled, re-queued after
-            the worker was declared lost, or recorded already): first writer wins.
-
-        """
-        return await self._results.finish(keys, yss, yss_extra)
-
-    async def fail_tasks(
-        self,
-        keys: Sequence[str],
-        conditions: Sequence[Condition | BaseException | Mapping[str, Any] | str],
-    ) -> list[bool]:
-        """Record failures of running tasks; a condition may be an exception or a message.
-
-        A list of one condition applies to every key. A task with attempts left
-        (``max_retries``) goes back to the queue instead of failing; its
-        condition joins the task's ``conditions`` history either way.
-
-        Returns:
-            Per key whether the failure was taken (recorded or re-queued); ``False``
-            as for :meth:`finish_tasks`.
-
-        """
-        return await self._results.fail(keys, conditions)

@@ -50,7 +50,7 @@ from rushpy.worker.backoff import retrying
 from rushpy.worker.sidecar import HeartbeatSidecar
 from rushpy.worker.stop import StopState
 
-__all__ = ["Heartbeat", "Presence", "crash_reason", "record_exit", "register"]
+__all__ = ["Heartbeat", "Presence", "crash_error", "crash_reason", "record_exit", "register"]
 
 log = get_logger("rushpy.worker")
 status = status_logger()
@@ -243,30 +243,37 @@ class Heartbeat:
             self._scope.cancel()
 
 
-def crash_reason(exc: BaseException | None) -> str | None:
-    """What crashed a worker, or ``None`` when ``exc`` is a clean way out.
+def crash_error(exc: BaseException | None) -> BaseException | None:
+    """The exception that crashed a worker, or ``None`` when ``exc`` is a clean way out.
 
     No exception, a cancellation (the owner stopped the worker's task) and
-    ``KeyboardInterrupt`` are clean; anything else is a crash, described as
-    ``Type: message`` (of the first such exception of a group).
+    ``KeyboardInterrupt`` are clean; anything else is a crash (of a group: its
+    first such exception).
     """
     if exc is None or isinstance(exc, (anyio.get_cancelled_exc_class(), KeyboardInterrupt)):
         return None
     if isinstance(exc, BaseExceptionGroup):
         for inner in exc.exceptions:
-            reason = crash_reason(inner)
-            if reason is not None:
-                return reason
+            found = crash_error(inner)
+            if found is not None:
+                return found
         return None
-    return f"{type(exc).__name__}: {exc}"[:_CRASH_MESSAGE_LIMIT]
+    return exc
+
+
+def crash_reason(exc: BaseException | None) -> str | None:
+    """What crashed a worker as ``Type: message``; ``None`` for a clean way out (:func:`crash_error`)."""
+    error = crash_error(exc)
+    return None if error is None else f"{type(error).__name__}: {error}"[:_CRASH_MESSAGE_LIMIT]
 
 
 async def record_exit(
     store: Store,
     worker_id: str,
     final_state: WorkerState,
-    crash: str | None = None,
     reason: str | None = None,
+    *,
+    error: BaseException | None = None,
 ) -> None:
     """Settle what an exiting worker still holds, and record how it ended.
 
@@ -277,16 +284,18 @@ async def record_exit(
     After a clean stop the worker leaves the running set for ``final_state``,
     and only then are its heartbeat key (and its stop-request keys) deleted:
     deleted earlier, a lost-worker check in between would find a running
-    worker without a heartbeat and declare it lost. After a crash (``crash``
-    says what happened) it stays running with a ``crashed`` mark and no
+    worker without a heartbeat and declare it lost. After a crash (``error``,
+    the exception that crashed it) it stays running with a ``crashed`` mark and no
     heartbeat, so lost-worker detection finds it and a controller can replace
     it. If the tasks cannot be settled (Redis unreachable), the worker is left
     "running" so that lost-worker detection settles it once its heartbeat
     expires (or its process is found gone).
 
     ``reason`` (why the worker stopped, :attr:`StopState.reason`) goes into the
-    last status line.
+    last status line. ``error`` is also recorded as the worker's
+    ``last_error``, with its type and traceback (``worker_info()``).
     """
+    crash = crash_reason(error)
     if crash is not None:
         verb, what = "crashed", f"crashed ({crash})"
     elif final_state is WorkerState.KILLED:
@@ -313,13 +322,14 @@ async def record_exit(
             failed=len(settled.failed),
             worker_id=worker_id,
         )
-    if crash is not None:
+    if error is not None and crash is not None:
         status.error(
             "the worker crashed; lost-worker detection will record it lost", crash=crash, worker_id=worker_id
         )
         with contextlib.suppress(Exception):  # unrecorded: its heartbeat or process check finds it
             await store.workers.mark_crashed(worker_id, crash)
-            await store.workers.set_last_error(worker_id, Condition("WorkerCrashed", crash))
+            # The crashing exception itself: type, message and traceback.
+            await store.workers.set_last_error(worker_id, Condition.from_exception(error))
         return
     status.info(
         "worker stopped",
