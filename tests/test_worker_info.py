@@ -76,7 +76,9 @@ async def test_a_crashed_worker_records_the_crash_as_its_last_error(
         async with Worker(network_id, config) as worker:
             raise RuntimeError("loop broke")
     error = (await _row(controller, worker.worker_id))["last_error"]
-    assert error["type"] == "WorkerCrashed" and "loop broke" in error["message"]
+    # The crashing exception itself, with its traceback.
+    assert (error["type"], error["message"]) == ("RuntimeError", "loop broke")
+    assert 'raise RuntimeError("loop broke")' in error["traceback"]
 
 
 async def test_set_last_error_writes_only_while_the_worker_is_registered(
