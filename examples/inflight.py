@@ -24,6 +24,7 @@ from typing import Any
 
 import rushpy
 from rushpy.config import configured_url
+from rushpy.progress import TaskProgress, progress_enabled
 
 BOUNDS = {"x1": (-5.0, 10.0), "x2": (0.0, 15.0)}
 """The search space of Branin."""
@@ -57,6 +58,8 @@ async def run(config: rushpy.RedisConfig, options: argparse.Namespace) -> dict[s
         finished: list[dict[str, Any]] = []
         failed: list[dict[str, Any]] = []
         most_in_flight = 0
+        # A bar with counts per state on a terminal (needs rich); quiet when piped.
+        bar = TaskProgress("evaluations", total=n_evals) if progress_enabled(None) else None
         while len(finished) + len(failed) < n_evals:
             # Every task comes back exactly once, finished or failed for good.
             new = await rush.fetch_new_tasks(timeout=30, states=("finished", "failed"))
@@ -69,6 +72,16 @@ async def run(config: rushpy.RedisConfig, options: argparse.Namespace) -> dict[s
                 await rush.push_tasks([sample(rng, failure_rate) for _ in range(refill)])
                 pushed += refill
             most_in_flight = max(most_in_flight, pushed - len(finished) - len(failed))
+            if bar is not None:
+                status = await rush.status()
+                bar.update(
+                    finished=len(finished),
+                    failed=len(failed),
+                    running=status.n_running_tasks,
+                    queued=status.n_queued_tasks,
+                )
+        if bar is not None:
+            bar.close()
         elapsed = time.perf_counter() - started
         print(
             f"{n_evals} evaluations ({len(finished)} finished, {len(failed)} failed) in {elapsed:.1f} s, "

@@ -15,6 +15,7 @@ from typing import Any, overload
 
 from rushpy.config import RedisConfig
 from rushpy.deadline import call_deadline
+from rushpy.progress import task_progress
 from rushpy.reads import LostWatch, Reads
 from rushpy.session import Session
 from rushpy.store import NetworkStatus
@@ -240,6 +241,7 @@ class ReadMethods:
         keys: Sequence[str],
         timeout: float | None = None,
         detect_lost_workers: bool | None = None,
+        progress: bool | None = None,
     ) -> Table:
         """Wait until every task in ``keys`` is finished or failed; return their rows.
 
@@ -253,6 +255,9 @@ class ReadMethods:
                 :data:`~rushpy.reads.LOST_CHECK_INTERVAL` s while waiting and settle
                 their tasks, so the wait never hangs on a dead worker. ``None``
                 (the default): on for a controller, off for a worker.
+            progress: Draw a bar with counts per state (finished, failed,
+                running, queued; needs rich). ``None`` (the default): only when
+                standard error is a terminal (see :mod:`rushpy.progress`).
 
         Raises:
             TaskTimeoutError: ``timeout`` passed first; the message says how many
@@ -264,14 +269,16 @@ class ReadMethods:
                 timeout plus ``min(socket_timeout, 5)`` seconds.
 
         """
-        with call_deadline(timeout):
-            return await self._reads.wait_for_tasks(keys, timeout, self._watch(detect_lost_workers))
+        watch = self._watch(detect_lost_workers)
+        with task_progress(progress, "wait_for_tasks") as on_states, call_deadline(timeout):
+            return await self._reads.wait_for_tasks(keys, timeout, watch, on_states)
 
     async def as_completed(
         self,
         keys: Sequence[str],
         timeout: float | None = None,
         detect_lost_workers: bool | None = None,
+        progress: bool | None = None,
     ) -> AsyncGenerator[dict[str, Any], None]:
         """Yield each task's row as it finishes or fails for good, in completion order.
 
@@ -284,6 +291,7 @@ class ReadMethods:
             timeout: Seconds, from the first iteration, until every task must be
                 done (``None``: no limit).
             detect_lost_workers: As in :meth:`wait_for_tasks`.
+            progress: As in :meth:`wait_for_tasks`.
 
         Raises:
             TaskTimeoutError: ``timeout`` passed first; the message says how many are open.
@@ -292,17 +300,18 @@ class ReadMethods:
 
         """
         deadline = None if timeout is None else time.monotonic() + timeout
-        rows = self._reads.as_completed(keys, timeout, self._watch(detect_lost_workers))
-        async with aclosing(rows):
-            while True:
-                # The deadline bounds each step, never the caller's code between rows.
-                left = None if deadline is None else max(0.0, deadline - time.monotonic())
-                with call_deadline(left):
-                    try:
-                        row = await anext(rows)
-                    except StopAsyncIteration:
-                        return
-                yield row
+        with task_progress(progress, "as_completed") as on_states:
+            rows = self._reads.as_completed(keys, timeout, self._watch(detect_lost_workers), on_states)
+            async with aclosing(rows):
+                while True:
+                    # The deadline bounds each step, never the caller's code between rows.
+                    left = None if deadline is None else max(0.0, deadline - time.monotonic())
+                    with call_deadline(left):
+                        try:
+                            row = await anext(rows)
+                        except StopAsyncIteration:
+                            return
+                    yield row
 
     def reset_cache(self) -> None:
         """Forget cached finished tasks; the next fetch reads them again."""

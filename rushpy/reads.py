@@ -39,6 +39,7 @@ default; one check per interval serves every waiter of the controller.
 _FINAL = (TaskState.FINISHED.value, TaskState.FAILED.value)
 # Running tasks whose workers a timeout message looks up (a bounded read).
 _HINT_TASKS = 100
+_OnStates = Callable[[Sequence[str | None]], None] | None
 
 
 def _step(remaining: float | None, lost: LostWatch | None) -> float | None:
@@ -285,7 +286,7 @@ class Reads:
         return Table([flatten_task(k, f[0], f[1]) for k, f in zip(keys, found, strict=True) if f])
 
     async def wait_for_tasks(
-        self, keys: Sequence[str], timeout: float | None, lost: LostWatch | None
+        self, keys: Sequence[str], timeout: float | None, lost: LostWatch | None, on_states: _OnStates = None
     ) -> Table:
         """Wait until every task in ``keys`` is finished or failed; return their rows.
 
@@ -297,19 +298,19 @@ class Reads:
         wanted = list(dict.fromkeys(check_keys(keys)))
         check_timeout(timeout, allow_none=True)
         closed: dict[str, str] = {}
-        async with aclosing(self._closing(wanted, timeout, lost)) as batches:
+        async with aclosing(self._closing(wanted, timeout, lost, on_states)) as batches:
             async for batch in batches:
                 closed.update(batch)
         tasks = await self._store.reads.read_tasks(wanted)
         return Table([flatten_task(k, closed[k], t) for k, t in zip(wanted, tasks, strict=True) if t])
 
     async def as_completed(
-        self, keys: Sequence[str], timeout: float | None, lost: LostWatch | None
+        self, keys: Sequence[str], timeout: float | None, lost: LostWatch | None, on_states: _OnStates = None
     ) -> AsyncGenerator[dict[str, Any], None]:
         """Yield each task's row as it finishes or fails for good (see :meth:`wait_for_tasks`)."""
         wanted = list(dict.fromkeys(check_keys(keys)))
         check_timeout(timeout, allow_none=True)
-        async with aclosing(self._closing(wanted, timeout, lost)) as batches:
+        async with aclosing(self._closing(wanted, timeout, lost, on_states)) as batches:
             async for batch in batches:
                 done = list(batch)
                 for key, found in zip(done, await self._store.reads.lookup_rows(done), strict=True):
@@ -318,7 +319,7 @@ class Reads:
                         yield flatten_task(key, batch[key], found[1])
 
     async def _closing(
-        self, wanted: list[str], timeout: float | None, lost: LostWatch | None
+        self, wanted: list[str], timeout: float | None, lost: LostWatch | None, on_states: _OnStates = None
     ) -> AsyncGenerator[dict[str, str], None]:
         """Yield ``{key: state}`` batches of ``wanted`` as they finish or fail, until none is open."""
         events = self._session.events
@@ -331,6 +332,8 @@ class Reads:
             if lost is not None:
                 found_lost += await self._check_lost(lost)
             states = await self._store.reads.lookup(open_keys)
+            if on_states is not None:  # a progress bar (rushpy.progress): open keys' states
+                on_states(states)
             unknown = [k for k, s in zip(open_keys, states, strict=True) if s is None]
             if unknown:
                 raise UnknownTaskError(await self._explain_unknown(unknown))
