@@ -9,7 +9,9 @@ from rushpy.errors import (
     ConfigError,
     ConnectionFailedError,
     EmbeddedServerError,
+    ExecutorShutdownError,
     NoStartArgumentsError,
+    RemoteError,
     RushError,
     ServerError,
     ServerFullError,
@@ -23,6 +25,7 @@ from rushpy.errors import (
     WorkerNotRunningError,
     WorkerTimeoutError,
 )
+from rushpy.executor import Executor
 from rushpy.models import Condition, PoppedTask, TaskState, WorkerInfo, WorkerState
 from rushpy.server import EmbeddedServer
 from rushpy.store import NetworkStatus
@@ -43,11 +46,14 @@ __all__ = [
     "Controller",
     "EmbeddedServer",
     "EmbeddedServerError",
+    "Executor",
+    "ExecutorShutdownError",
     "LocalWorker",
     "NetworkStatus",
     "NoStartArgumentsError",
     "PoppedTask",
     "RedisConfig",
+    "RemoteError",
     "RushError",
     "ServerError",
     "ServerFullError",

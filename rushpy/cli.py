@@ -58,6 +58,7 @@ from rushpy.functions import resolve_function
 from rushpy.keys import Keys
 from rushpy.lifetime import die_with_parent
 from rushpy.logs import configure_cli_logging, get_logger, status_logger
+from rushpy.pickling import ENV_ALLOW_PICKLE
 from rushpy.pool import ENV_PARENT_PID
 from rushpy.server import EmbeddedServer
 from rushpy.signing import ENV_ALLOW_MODULES, StartArgsPolicy, parse_allow_modules
@@ -274,6 +275,9 @@ def _tie_to_parent() -> int | None:
 
 def _worker(options: argparse.Namespace) -> int:
     spec = WorkerSpec.from_namespace(options)
+    if spec.allow_pickle:
+        # The trampoline (and the child processes of timed tasks) read the opt-in from here.
+        os.environ[ENV_ALLOW_PICKLE] = "1"
     allow_modules = parse_allow_modules(options.allow_module)
     config = _config(options)
     configure_cli_logging(spec.log_level)

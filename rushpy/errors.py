@@ -29,7 +29,11 @@ and friends keep working)::
     │   ├── WorkerFunctionError [ValueError]
     │   │                                  the function cannot be imported or called
     │   ├── WorkerNotRunningError          the worker was declared lost or stopped
-    │   └── NoStartArgumentsError          no function given and none stored
+    │   ├── NoStartArgumentsError          no function given and none stored
+    │   └── RemoteError                    an Executor task raised an exception of
+    │                                      a type not re-creatable by the caller
+    ├── ExecutorShutdownError [RuntimeError]
+    │                                      work submitted after Executor.shutdown()
     ├── WorkerTimeoutError [TimeoutError]  workers did not register in time
     └── TaskTimeoutError [TimeoutError]    tasks did not finish in time
 
@@ -44,6 +48,8 @@ __all__ = [
     "ConnectionFailedError",
     "EmbeddedServerError",
     "NoStartArgumentsError",
+    "RemoteError",
+    "ExecutorShutdownError",
     "RushError",
     "ServerError",
     "ServerFullError",
@@ -134,6 +140,17 @@ class WorkerNotRunningError(WorkerError):
 
 class NoStartArgumentsError(WorkerError):
     """A worker was started without ``--fun`` and the network stores no start arguments."""
+
+
+class RemoteError(WorkerError):
+    """A task of :class:`rushpy.Executor` failed on its worker with an exception not re-creatable here.
+
+    Its ``__cause__`` holds the worker's traceback; ``condition`` the stored failure.
+    """
+
+
+class ExecutorShutdownError(RushError, RuntimeError):
+    """Work was submitted to a :class:`rushpy.Executor` after ``shutdown()``."""
 
 
 class WorkerTimeoutError(RushError, TimeoutError):

@@ -39,6 +39,7 @@ import anyio.to_thread
 from rushpy.config import ENV_URL
 from rushpy.errors import ConfigError, WorkerError
 from rushpy.logs import get_logger
+from rushpy.signing import ENV_SIGNING_KEY, configured_key, signing_key
 from rushpy.spec import WorkerSpec
 from rushpy.store import new_worker_id
 
@@ -191,6 +192,10 @@ class LocalWorkerPool:
         env = dict(os.environ)
         env[ENV_URL] = self._url
         env[ENV_PARENT_PID] = str(os.getpid())
+        if configured_key() is None:
+            # Our own workers verify what this process signs with its private key
+            # (the Executor's payloads): in their environment, never on argv.
+            env[ENV_SIGNING_KEY] = signing_key().secret.decode()
         # Make the caller's import path (and the script's folder) visible to workers.
         env["PYTHONPATH"] = os.pathsep.join(
             p for p in [os.getcwd(), *sys.path, env.get("PYTHONPATH", "")] if p

@@ -100,7 +100,9 @@ class SigningKey:
         return hmac.new(self.secret, b"rushpy key id", hashlib.sha256).hexdigest()[:16]
 
 
-_PROCESS_KEY = SigningKey(secrets.token_bytes(32), shared=False)
+# Text (hex), so the pool can hand it to this process's own local workers in their
+# environment (RUSHPY_SIGNING_KEY), as the Executor's signed payloads need.
+_PROCESS_KEY = SigningKey(secrets.token_hex(32).encode(), shared=False)
 
 
 def configured_key() -> SigningKey | None:

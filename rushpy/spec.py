@@ -79,6 +79,8 @@ class WorkerSpec(BaseModel):
         wait_for_start_args: Seconds a worker without ``fun`` waits for the
             controller to store start arguments (``0``: fail at once, ``inf``:
             wait without limit). Lets operators start workers before the controller.
+        allow_pickle: Accept signed pickled callables of ``rushpy.Executor(pickle=True)``
+            (``--allow-pickle``); an operator's choice, never stored in the network.
 
     Fields given explicitly (``model_fields_set``) take precedence over the stored
     start arguments in :meth:`resolve`, and only they appear in :meth:`to_argv`.
@@ -103,6 +105,7 @@ class WorkerSpec(BaseModel):
     log_level: str = "warning"
     worker_id: str | None = None
     wait_for_start_args: float = 0.0
+    allow_pickle: bool = False
 
     # Flag name of each field (the rest is derived: ``--`` + field name with dashes).
     _FLAGS: ClassVar[dict[str, str]] = {"network_id": "--network"}
@@ -258,6 +261,13 @@ class WorkerSpec(BaseModel):
             help="without --fun, wait this long for the controller to store start arguments "
             "(default: 0, fail at once; inf: no limit)",
         )
+        parser.add_argument(
+            "--allow-pickle",
+            action="store_true",
+            default=None,
+            help="accept signed pickled callables of rushpy.Executor(pickle=True) "
+            "(also RUSHPY_ALLOW_PICKLE=1; needs the signing key, see docs/executor.md)",
+        )
 
     @classmethod
     def from_namespace(cls, options: argparse.Namespace) -> WorkerSpec:
@@ -285,6 +295,9 @@ class WorkerSpec(BaseModel):
         for name in type(self).model_fields:
             value = getattr(self, name)
             if name == "network_id" or name not in self.model_fields_set or value is None:
+                continue
+            if isinstance(value, bool):  # a switch: the flag alone (``--allow-pickle``)
+                argv += [self._FLAGS.get(name, "--" + name.replace("_", "-"))] if value else []
                 continue
             if name == "loop_args":
                 for arg, arg_value in value.items():

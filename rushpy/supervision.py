@@ -83,6 +83,7 @@ class WorkerMethods:
         idle_timeout: float | None = None,
         log_level: str = "warning",
         constants: Mapping[str, Any] | None = None,
+        allow_pickle: bool = False,
         **loop_args: Any,
     ) -> list[str]:
         """Start ``n_workers`` worker processes on this host; returns their ids.
@@ -118,6 +119,8 @@ class WorkerMethods:
                 arguments next to the task's inputs; every worker of the network
                 gets them, also those started elsewhere (see ``docs/guide.md``,
                 "Constants and large objects").
+            allow_pickle: The workers accept signed pickled callables
+                (``--allow-pickle``), as ``rushpy.Executor(pickle=True)`` needs.
 
         Raises:
             TaskError: a constant's name is not an identifier, or its value cannot
@@ -141,6 +144,7 @@ class WorkerMethods:
             "heartbeat_expire": heartbeat_expire,
             "idle_timeout": idle_timeout,
             "log_level": log_level,
+            "allow_pickle": allow_pickle,
         }
         code: dict[str, Any] = {}
         if fun is not None:

@@ -1,0 +1,109 @@
+"""rushpy.Executor: the same script on ProcessPoolExecutor and on rushpy workers."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures as cf
+from itertools import repeat
+from typing import Any
+
+import pytest
+
+import rushpy
+from rushpy import ExecutorShutdownError, RedisConfig, RemoteError
+from rushpy.executor import Executor, RemoteTraceback
+from tests.funcs import sleepy
+
+
+class Odd(Exception):
+    pass
+
+
+def raise_odd(x: int) -> int:
+    raise Odd(f"odd {x}")
+
+
+def script(executor: cf.Executor) -> dict[str, Any]:
+    """Written for concurrent.futures: only the executor line differs between runs."""
+    out: dict[str, Any] = {"map": list(executor.map(pow, range(20), repeat(2)))}
+    futures = [executor.submit(pow, 3, i) for i in range(5)]
+    out["submit"] = sorted(f.result() for f in cf.as_completed(futures, timeout=60))
+    try:
+        executor.submit(divmod, 1, 0).result(timeout=60)
+    except ZeroDivisionError as exc:
+        out["error"] = (type(exc).__name__, str(exc))
+    return out
+
+
+def test_same_script_on_process_pool_and_rushpy(config: RedisConfig) -> None:
+    with cf.ProcessPoolExecutor(2) as pool:
+        expected = script(pool)
+    with rushpy.Executor(n_workers=2, config=config) as ex:
+        got = script(ex)
+    assert got == expected
+    assert got["map"] == [i * i for i in range(20)]
+
+
+def test_map_chunks_shuffle_and_order(config: RedisConfig) -> None:
+    with Executor(n_workers=1, config=config) as ex:
+        assert list(ex.map(pow, range(10), repeat(3), chunksize=4, shuffle=True)) == [i**3 for i in range(10)]
+        assert ex.controller.n_tasks() == 3  # ten calls in chunks of four: three tasks
+        with pytest.raises(rushpy.ConfigError, match="chunksize"):
+            ex.map(pow, [1], [1], chunksize=0)
+
+
+def test_exception_carries_the_worker_traceback(config: RedisConfig) -> None:
+    with Executor(n_workers=1, config=config) as ex:
+        with pytest.raises(ZeroDivisionError) as info:
+            ex.submit(divmod, 1, 0).result(timeout=60)
+        assert isinstance(info.value.__cause__, RemoteTraceback)
+        assert "Traceback" in str(info.value.__cause__)
+        # A type the caller cannot re-create: RemoteError naming it, traceback attached.
+        with pytest.raises(RemoteError, match="Odd: odd 3") as remote:
+            ex.submit(raise_odd, 3).result(timeout=60)
+        assert "raise Odd" in remote.value.__cause__.tb  # type: ignore[union-attr]
+        with pytest.raises(Odd.__mro__[1]):  # map re-raises too
+            list(ex.map(raise_odd, [1]))
+
+
+def test_cancel_queued_work_and_map_timeout(config: RedisConfig) -> None:
+    with Executor(n_workers=1, config=config) as ex:
+        busy = ex.submit(sleepy, 1, 1.0)
+        queued = ex.submit(pow, 2, 2)
+        assert queued.cancel()
+        assert queued.cancelled()
+        assert ex.controller.fetch_task(queued.key)["state"] == "failed"  # type: ignore[attr-defined]
+        assert busy.result(timeout=60) == {"y": 1}
+        assert not busy.cancel()  # done: nothing to cancel
+        with pytest.raises(TimeoutError):
+            list(ex.map(sleepy, [1], [5.0], timeout=0.1))
+
+
+def test_shutdown_without_wait_fails_open_futures(config: RedisConfig) -> None:
+    ex = Executor(config=config)  # no workers: nothing runs
+    future = ex.submit(pow, 2, 3)
+    ex.shutdown(wait=False)
+    with pytest.raises(ExecutorShutdownError, match="shut down before"):
+        future.result(timeout=10)
+    with pytest.raises(ExecutorShutdownError, match="after shutdown"):
+        ex.submit(pow, 1, 1)
+    ex.shutdown()  # idempotent
+
+
+def test_joins_existing_workers(config: RedisConfig, network_id: str) -> None:
+    with rushpy.blocking.Controller(network_id, config=config) as rush:
+        rush.start_local_workers(1, fun="rushpy.trampoline:run")
+        with Executor(network_id, config=config) as ex:
+            assert ex.network_id == network_id
+            assert ex.submit(pow, 2, 5).result(timeout=60) == 32
+        assert rush.n_finished_tasks() == 1  # a given network is kept
+        rush.reset()
+
+
+async def test_async_flavour(config: RedisConfig) -> None:
+    ex = await asyncio.to_thread(Executor, n_workers=1, config=config)
+    try:
+        assert await ex.submit_async(pow, 2, 10) == 1024
+        assert await ex.map_async(pow, range(4), repeat(2), chunksize=2) == [0, 1, 4, 9]
+    finally:
+        await asyncio.to_thread(ex.shutdown)
