@@ -20,6 +20,12 @@ field                              expected
 ``worker_id``                      a string
 =================================  ==============================================
 
+Output relay (``push_tasks(..., capture_output=True)``, see
+:mod:`rushpy.worker.capture`) adds no field of its own: the request is the
+entry :data:`CAPTURE_OUTPUT` of ``xs_extra``; the captured ``stdout`` (a
+string) and ``warnings`` (a list of mappings) are entries of ``ys_extra`` for
+a result and of ``condition`` for a failure, so the checks above cover them.
+
 Unknown fields are kept when they decode. Reads (:func:`decode_task`) return
 the good fields of a bad hash as a :class:`DamagedTask` whose ``error`` names
 every bad field and why; claims (:func:`popped_task`, :func:`popped_from_hash`)
@@ -42,6 +48,7 @@ from rushpy.codec import decode
 from rushpy.models import Condition, PoppedTask
 
 __all__ = [
+    "CAPTURE_OUTPUT",
     "CORRUPT",
     "CorruptTask",
     "DamagedTask",
@@ -53,6 +60,9 @@ __all__ = [
 
 CORRUPT = "CorruptTask"
 """Condition type of a task failed because its stored data is unusable (never retried)."""
+
+CAPTURE_OUTPUT = "capture_output"
+"""Entry of a task's ``xs_extra`` asking the worker to capture its stdout and warnings (output relay)."""
 
 _MAX_SEED = 2**64
 _REASON_CHARS = 160

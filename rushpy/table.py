@@ -10,6 +10,10 @@ timestamps ``created_at``, ``started_at``, ``finished_at`` (UTC datetimes). An
 entry whose name is already taken by an earlier column is prefixed with its
 group, e.g. ``ys.key``.
 
+Tasks pushed with ``capture_output=True`` have ``stdout`` and ``warnings``
+columns (output relay): from ``ys_extra`` when finished, from the entries of
+``condition`` when failed.
+
 A task whose stored data is damaged (a field that is not valid msgpack or has
 the wrong type, or a task key that is not a hash: see :mod:`rushpy.fields`)
 still gets its row, with the fields that could be read and an ``error``
@@ -36,6 +40,7 @@ RESERVED_COLUMNS = ("key", "state", "worker_id")
 """Columns every row starts with."""
 
 _GROUPS = ("xs", "ys", "xs_extra", "ys_extra")
+_OUTPUT = ("stdout", "warnings")
 _ALWAYS = frozenset({"condition", "created_at", "started_at", "finished_at"})
 _TRAILING = (
     "condition",
@@ -72,6 +77,13 @@ def flatten_task(key: str, state: str, task: Mapping[str, Any]) -> dict[str, Any
     for name in _TRAILING:
         if name in task:
             row[name] = task[name]
+    condition = task.get("condition")
+    if type(condition) is dict and "stdout" in condition:
+        # Output relay: a failed task's captured output is in its condition; show it
+        # in the same columns as a finished task's (from ys_extra).
+        for name in _OUTPUT:
+            if name in condition and name not in row:
+                row[name] = condition[name]
     if damaged:
         row["error"] = task.error  # type: ignore[attr-defined]  # narrowed by isinstance above
     return row

@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from rushpy.errors import TaskError
+from rushpy.fields import CAPTURE_OUTPUT
 from rushpy.keys import Keys
 from rushpy.logs import get_logger
 from rushpy.models import Condition, TaskState
@@ -85,6 +86,7 @@ class TaskMethods:
         max_retries: int | Sequence[int | None] | None = None,
         terminate_workers: bool = False,
         constants: Mapping[str, Any] | None = None,
+        capture_output: bool = False,
     ) -> list[str]:
         """Queue tasks on the shared FIFO queue; returns their keys in order.
 
@@ -117,6 +119,11 @@ class TaskMethods:
                 same names) and passed to every call as keyword arguments next to
                 the task's inputs; written before the tasks, so even if the push
                 fails they stay set.
+            capture_output: Have the worker capture what each task prints to stdout
+                and the warnings it raises, bounded in size, and store them with
+                its outcome: rows get ``stdout`` and ``warnings`` columns (output
+                relay, see ``docs/guide.md``). Stored as the ``capture_output``
+                entry of each task's ``xs_extra``.
 
         Inputs whose encoding exceeds the controller's ``large_object_bytes`` are
         stored once as large objects and the task holds a reference (see
@@ -131,7 +138,7 @@ class TaskMethods:
                 ``socket_timeout + reconnect_budget``.
 
         """
-        tasks = self._task_fields(xss, xss_extra, seeds, timeouts, max_retries)
+        tasks = self._task_fields(xss, xss_extra, seeds, timeouts, max_retries, capture_output=capture_output)
         tasks = await self._task_data.prepare(tasks, constants)
         keys = await self._store.tasks.create_tasks("queued", tasks)
         if terminate_workers:
@@ -145,9 +152,14 @@ class TaskMethods:
         seeds: Sequence[int | None] | None,
         timeouts: float | Sequence[float | None] | None,
         max_retries: int | Sequence[int | None] | None,
+        *,
+        capture_output: bool = False,
     ) -> list[dict[str, Any]]:
         xss = check_mappings(xss, "xss")
         extras = check_extras(xss, xss_extra, "xss_extra")
+        if capture_output:
+            # A per-task entry the claim already returns: no new field, no script change.
+            extras = [{**(extra or {}), CAPTURE_OUTPUT: True} for extra in extras]
         seed_list = _check_seeds(seeds, len(xss))
         timeout_list = check_task_timeouts(timeouts, len(xss))
         retry_list = check_max_retries(max_retries, len(xss))
@@ -167,6 +179,7 @@ class TaskMethods:
         seeds: Sequence[int | None] | None = None,
         timeouts: float | Sequence[float | None] | None = None,
         max_retries: int | Sequence[int | None] | None = None,
+        capture_output: bool = False,
     ) -> list[str]:
         """Queue tasks on given workers' own queues; returns keys in input order.
 
@@ -180,9 +193,10 @@ class TaskMethods:
             seeds: As for :meth:`push_tasks` (with derived seeds and large objects too).
             timeouts: As for :meth:`push_tasks`.
             max_retries: As for :meth:`push_tasks`; a retry goes to the shared queue.
+            capture_output: As for :meth:`push_tasks`.
 
         """
-        tasks = self._task_fields(xss, xss_extra, seeds, timeouts, max_retries)
+        tasks = self._task_fields(xss, xss_extra, seeds, timeouts, max_retries, capture_output=capture_output)
         priority_list = check_same_length(tasks, priority, "priority")
         for wid in priority_list:
             if wid is not None and not isinstance(wid, str):

@@ -15,7 +15,9 @@ a task's deadline covers the function's run, not the child's start (imports
 can take longer than a short timeout). The request is ``[kwargs, seed]``: the
 call's keyword arguments and the task's seed, from which the child builds the
 ``rng`` argument when the function declares one (a generator does not travel
-through msgpack); the reply is ``["ok", ys]`` or ``["error", condition]``. The child moves the
+through msgpack), and whether to capture the call's output; the reply is
+``["ok", ys]`` or ``["error", condition]``, with the captured output
+(:mod:`rushpy.worker.capture`) as a third element when asked for. The child moves the
 function's own prints from stdout to stderr so they cannot corrupt the frames.
 """
 
@@ -61,6 +63,8 @@ class ChildProcess:
         self.fun_path = fun_path
         self._process: asyncio.subprocess.Process | None = None
         self._interrupted = False
+        self.output: dict[str, Any] | None = None
+        """The output the last :meth:`run` captured (``stdout``, ``warnings``), if it asked for it."""
 
     async def _ensure(self) -> asyncio.subprocess.Process:
         """The running child; a new one is started and awaited until it is ready."""
@@ -82,16 +86,20 @@ class ChildProcess:
                 raise ConnectionError(f"unexpected first frame from the child: {hello!r:.80}")
         return self._process
 
-    async def run(self, xs: dict[str, Any], timeout: float | None, *, seed: int | None = None) -> ChildResult:
+    async def run(
+        self, xs: dict[str, Any], timeout: float | None, *, seed: int | None = None, capture: bool = False
+    ) -> ChildResult:
         """Run the function on ``xs`` with a deadline of ``timeout`` seconds.
 
-        ``seed`` seeds the ``rng`` argument, if the function declares one.
+        ``seed`` seeds the ``rng`` argument, if the function declares one. With
+        ``capture``, the call's stdout and warnings are in :attr:`output` afterwards.
 
         A timed-out or interrupted run kills the child; the next run starts a
         new one. A child that dies on its own (crash, ``os._exit``) fails the
         task with a condition giving its exit code.
         """
         self._interrupted = False
+        self.output = None
         try:
             process = await self._ensure()
         except TimeoutError:
@@ -123,7 +131,7 @@ class ChildProcess:
             # Cancelled while the child started: do not run the task.
             return ("cancelled", None)
         assert process.stdin is not None and process.stdout is not None
-        body = encode([xs, seed])
+        body = encode([xs, seed, capture])
         try:
             async with asyncio.timeout(timeout):
                 process.stdin.write(HEADER.pack(len(body)) + body)
@@ -149,6 +157,8 @@ class ChildProcess:
             # Cancelled from outside (worker killed): do not leave the child running.
             await asyncio.shield(self.kill())
             raise
+        if len(reply) > 2:
+            self.output = reply[2]
         if reply[0] == "ok":
             return ("ok", reply[1])
         return ("error", Condition.coerce(reply[1]))

@@ -11,13 +11,14 @@ from __future__ import annotations
 import os
 import signal
 import sys
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from rushpy.codec import decode, encode
 from rushpy.functions import injected_parameters, resolve_function
 from rushpy.lifetime import die_with_parent
 from rushpy.models import Condition
 from rushpy.seeds import make_rng
+from rushpy.worker.capture import capturing
 from rushpy.worker.child import HEADER, READY
 
 __all__ = ["main"]
@@ -53,15 +54,21 @@ def main(argv: list[str] | None = None) -> int:
         body = _read_frame(requests)
         if body is None:
             return 0
+        kwargs, seed, capture = decode(body)
+        with capturing(capture) as captured:
+            try:
+                if wants_rng and "rng" not in kwargs:
+                    kwargs["rng"] = make_rng(seed)
+                ys = fun(**kwargs)
+                reply: list[Any] = ["ok", ys]
+            except Exception as exc:  # the function's failure fails its task; the child goes on
+                reply = ["error", Condition.from_exception(exc).to_dict()]
+        output = [] if captured is None else [captured.fields()]
         try:
-            kwargs, seed = decode(body)
-            if wants_rng and "rng" not in kwargs:
-                kwargs["rng"] = make_rng(seed)
-            ys = fun(**kwargs)
-            reply = encode(["ok", ys])
-        except Exception as exc:  # the function's failure fails its task; the child goes on
-            reply = encode(["error", Condition.from_exception(exc).to_dict()])
-        replies.write(HEADER.pack(len(reply)) + reply)
+            frame = encode(reply + output)
+        except Exception as exc:  # a result msgpack cannot carry fails its task, not the child
+            frame = encode(["error", Condition.from_exception(exc).to_dict(), *output])
+        replies.write(HEADER.pack(len(frame)) + frame)
         replies.flush()
 
 

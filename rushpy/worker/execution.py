@@ -18,6 +18,9 @@ task's seed, ``None`` without one) and ``rng`` (``numpy.random.default_rng(seed)
 fresh entropy without a seed) when the function declares those parameters by
 name; an input or constant of the same name wins. The generator is built where
 the function runs (thread, event loop or child process).
+
+A task pushed with ``capture_output=True`` gets its stdout and warnings
+captured where it runs and stored with its outcome (:mod:`rushpy.worker.capture`).
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from rushpy.codec import encode
 from rushpy.functions import injected_parameters, is_async_function
 from rushpy.models import Condition, PoppedTask
 from rushpy.seeds import make_rng
+from rushpy.worker.capture import attach_output, capturing, wants_capture
 from rushpy.worker.child import ChildProcess
 from rushpy.worker.inputs import TaskInputs
 from rushpy.worker.interrupt import TaskInterrupted, ThreadInterrupter
@@ -96,21 +100,22 @@ def _run_sync_batch(
         if tracker.is_cancelled(task.key):
             continue
         try:
-            try:
-                interrupter.begin(task.key)
-                if tracker.is_cancelled(task.key):
-                    # Cancelled between the check above and begin(): its interrupt
-                    # found no thread running the task, so stop here instead.
-                    raise TaskInterrupted
-                ys = fun(**_with_rng(task, kwargs, wants_rng))
-            finally:
-                interrupter.end()
+            with capturing(wants_capture(task.xs_extra)) as captured:
+                try:
+                    interrupter.begin(task.key)
+                    if tracker.is_cancelled(task.key):
+                        # Cancelled between the check above and begin(): its interrupt
+                        # found no thread running the task, so stop here instead.
+                        raise TaskInterrupted
+                    ys = fun(**_with_rng(task, kwargs, wants_rng))
+                finally:
+                    interrupter.end()
         except TaskInterrupted:
             continue  # cancelled: the controller recorded the failure
         except Exception as exc:  # the function's failure fails its task; the worker goes on
-            out.append(failed(task, exc))
+            out.append(attach_output(failed(task, exc), captured))
         else:
-            out.append(_check_result(ys, task))
+            out.append(attach_output(_check_result(ys, task), captured))
     return out
 
 
@@ -193,15 +198,16 @@ class Executor:
         # than two); which of them stopped the task is told apart afterwards.
         deadline = math.inf if task.timeout is None else anyio.current_time() + task.timeout
         scope = anyio.CancelScope(deadline=deadline)
-        with self._tracker.interruptible(task.key, scope.cancel), scope:
+        capture = capturing(wants_capture(task.xs_extra))
+        with self._tracker.interruptible(task.key, scope.cancel), scope, capture as captured:
             try:
                 ys = await self.fun(**_with_rng(task, kwargs, self._wants_rng))
             except Exception as exc:  # the function's failure fails its task; the worker goes on
-                return failed(task, exc)
-            return _check_result(ys, task)
+                return attach_output(failed(task, exc), captured)
+            return attach_output(_check_result(ys, task), captured)
         if self._tracker.is_cancelled(task.key):
             return None  # cancelled: the controller recorded the failure
-        return _timed_out(task)
+        return attach_output(_timed_out(task), captured)  # what it printed before its deadline
 
     async def _run_in_thread(self, calls: Calls) -> list[Outcome]:
         with contextlib.ExitStack() as stack:
@@ -225,11 +231,13 @@ class Executor:
     ) -> Outcome | None:
         with self._tracker.interruptible(task.key, child.interrupt):
             # The child builds the generator itself (it does not travel through msgpack).
-            kind, value = await child.run(kwargs, task.timeout, seed=task.seed)
+            kind, value = await child.run(
+                kwargs, task.timeout, seed=task.seed, capture=wants_capture(task.xs_extra)
+            )
         if kind == "ok":
-            return _check_result(value, task)
+            return attach_output(_check_result(value, task), child.output)
         if kind == "timeout":
-            return _timed_out(task)
+            return _timed_out(task)  # the killed child's output is lost with it
         if kind == "cancelled":
             return None
-        return failed(task, value)
+        return attach_output(failed(task, value), child.output)
