@@ -14,7 +14,9 @@ and resolves the futures as rows arrive. A failed task re-raises its exception
 in the caller: a builtin exception type is re-created, any other becomes a
 :class:`~rushpy.errors.RemoteError`; either way its ``__cause__`` is a
 :class:`RemoteTraceback` holding the worker's traceback (as
-``ProcessPoolExecutor`` does).
+``ProcessPoolExecutor`` does). If that stream fails for good (the server
+unreachable past ``reconnect_budget``), every open future fails with an
+:class:`~rushpy.errors.ExecutorShutdownError` instead of waiting forever.
 
 Callables are sent by import path (signed, see :mod:`rushpy.pickling`);
 lambdas, closures and functions of a notebook need ``pickle=True`` (and workers
@@ -74,9 +76,14 @@ class _Future(cf.Future[Any]):
         """Cancel the task unless it already finished or failed; ``True`` when cancelled."""
         if self.done():
             return self.cancelled()
-        if self.key is not None and not self._executor._cancel_task(self.key):
+        if self.key is None or not self._executor._cancel_task(self.key):
             return False
-        return super().cancel()
+        # The task is cancelled and this future left the executor's table: nothing
+        # else resolves it. Notify now, as a pool does when it dequeues a cancelled
+        # call, or cf.wait() and as_completed() would wait for it forever.
+        super().cancel()
+        self.set_running_or_notify_cancel()
+        return True
 
 
 def _remote_exception(key: str, condition: Mapping[str, Any]) -> BaseException:
@@ -132,6 +139,7 @@ class Executor(cf.Executor):
         self._futures: dict[str, _Future] = {}
         self._shutdown = False
         self._shutdown_lock = threading.Lock()
+        self._broken: Exception | None = None  # why the result stream stopped, if it did
         self._rush = BlockingController(
             network_id or f"executor-{uuid.uuid4().hex[:12]}", config, **(controller_options or {})
         )
@@ -158,6 +166,35 @@ class Executor(cf.Executor):
 
     # -- the result stream (runs on the portal's loop) -------------------------------------------
     async def _consume(self) -> None:
+        try:
+            await self._read_results()
+        except Exception as exc:  # not cancellation: shutdown() cancels this task
+            await self._break(exc)
+
+    async def _break(self, exc: Exception) -> None:
+        """Fail every open future (and later submits) after the result stream failed for good.
+
+        The client below already retried with backoff for the config's
+        ``reconnect_budget``; without this, open futures would wait forever.
+        """
+        async with self._lock:  # no push registers a future while we fail them
+            self._broken = exc
+            futures = list(self._futures.values())
+            self._futures.clear()
+            for future in futures:  # never cancelled: cancel() removes a future under this lock
+                future.set_running_or_notify_cancel()
+                future.set_exception(self._broken_error())
+
+    def _broken_error(self) -> ExecutorShutdownError:
+        cause = self._broken
+        error = ExecutorShutdownError(
+            f"the Executor lost its result stream ({type(cause).__name__}: {cause}); the outcome of its "
+            "open calls is unknown and it takes no more: make a new Executor once the server is reachable"
+        )
+        error.__cause__ = cause
+        return error
+
+    async def _read_results(self) -> None:
         rush = self._rush._target
         while True:
             await rush.wait_for_new_tasks(None, states=_STATES)
@@ -188,16 +225,24 @@ class Executor(cf.Executor):
 
     async def _push(self, xss: list[dict[str, Any]], futures: list[_Future]) -> None:
         async with self._lock:
+            if self._broken is not None:
+                raise self._broken_error()
             keys = await self._rush._target.push_tasks(xss, max_retries=self.max_retries)
             for key, future in zip(keys, futures, strict=True):
                 future.key = key
                 self._futures[key] = future
 
     def _cancel_task(self, key: str) -> bool:
-        if key not in self._rush.cancel_tasks([key]):
-            return False  # finished or failed already: its row resolves the future
-        self._futures.pop(key, None)
-        return True
+        return bool(self._rush._portal.call(self._cancel, key))
+
+    async def _cancel(self, key: str) -> bool:
+        # Under the lock: the consumer cannot resolve the future between the
+        # cancellation and its removal (it would fail with "Cancelled" instead).
+        async with self._lock:
+            if key not in await self._rush._target.cancel_tasks([key]):
+                return False  # finished or failed already: its row resolves the future
+            del self._futures[key]
+            return True
 
     # -- building tasks --------------------------------------------------------------------------
     def _payloads(self, fn: Callable[..., Any], chunks: list[list[Any]]) -> list[dict[str, Any]]:
@@ -237,7 +282,9 @@ class Executor(cf.Executor):
         Raises:
             WorkerFunctionError: ``fn`` cannot be imported by name and ``pickle`` is off.
             TaskError: an argument cannot be stored (not msgpack; use ``pickle=True``).
-            ExecutorShutdownError: the executor was shut down.
+            ConfigError: ``pickle`` is on and cloudpickle is not installed.
+            ExecutorShutdownError: the executor was shut down, or lost its result
+                stream (the server was unreachable past ``reconnect_budget``).
 
         """
         return self._submit_chunks(fn, [[[list(args), kwargs]]], True, [0])[0]
@@ -292,7 +339,9 @@ class Executor(cf.Executor):
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         """Stop taking work, optionally cancel queued calls, wait, and close the controller.
 
-        Local workers started here are stopped; a network made here is reset.
+        Local workers started here are stopped; a network made here is reset
+        (unless the result stream was lost: the server is then likely gone).
+        Calls still open at the end fail with :class:`ExecutorShutdownError`.
 
         Args:
             wait: Wait for the pending futures first.
@@ -311,7 +360,8 @@ class Executor(cf.Executor):
             cf.wait(pending)
         self._consumer.cancel()
         try:
-            if self._own_network:
+            # After a lost stream the server is likely gone: every caller has its error already.
+            if self._own_network and self._broken is None:
                 self._rush.reset(workers=True)
         finally:
             self._rush.close()

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures as cf
+import threading
 from itertools import repeat
 from typing import Any
 
 import pytest
 
 import rushpy
-from rushpy import ExecutorShutdownError, RedisConfig, RemoteError
+from rushpy import EmbeddedServer, ExecutorShutdownError, RedisConfig, RemoteError, RushError
 from rushpy.executor import Executor, RemoteTraceback
 from tests.funcs import sleepy
 
@@ -107,3 +108,45 @@ async def test_async_flavour(config: RedisConfig) -> None:
         assert await ex.map_async(pow, range(4), repeat(2), chunksize=2) == [0, 1, 4, 9]
     finally:
         await asyncio.to_thread(ex.shutdown)
+
+
+def _returns(fn: Any, seconds: float = 30) -> None:
+    """Run ``fn`` in a thread; fail (instead of hanging the suite) if it does not return."""
+    thread = threading.Thread(target=fn, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert not thread.is_alive(), f"{fn} hung"
+
+
+def test_shutdown_cancel_futures_with_queued_work_returns(config: RedisConfig) -> None:
+    ex = Executor(config=config)  # no workers: the call stays queued
+    future = ex.submit(pow, 2, 3)
+    _returns(lambda: ex.shutdown(wait=True, cancel_futures=True))
+    assert future.cancelled()
+    # A cancelled future counts as done for concurrent.futures' waiters.
+    assert cf.wait([future], timeout=0).not_done == set()
+
+
+def test_cancelled_future_is_done_for_waiters(config: RedisConfig) -> None:
+    with Executor(config=config) as ex:
+        future = ex.submit(pow, 2, 3)
+        assert future.cancel()
+        done, _ = cf.wait([future], timeout=10)
+        assert done == {future}
+        assert list(cf.as_completed([future], timeout=10)) == [future]
+
+
+def test_lost_connection_fails_open_futures() -> None:
+    # A private server, stopped under a waiting future: the future gets an error, it never hangs.
+    with EmbeddedServer() as srv:
+        cfg = srv.config.model_copy(update={"reconnect_budget": 0.5})
+        ex = Executor(config=cfg)
+        try:
+            future = ex.submit(pow, 2, 3)
+            srv.stop()
+            with pytest.raises(RushError, match="result stream"):
+                future.result(timeout=60)
+            with pytest.raises(RushError):  # later calls fail at once, with the same cause
+                ex.submit(pow, 1, 1).result(timeout=60)
+        finally:
+            ex.shutdown(wait=False)
