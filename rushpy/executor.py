@@ -26,8 +26,8 @@ that opted in: local workers started here do). See ``docs/executor.md``.
 from __future__ import annotations
 
 import asyncio
-import builtins
 import concurrent.futures as cf
+import contextlib
 import random
 import threading
 import time
@@ -41,26 +41,17 @@ import anyio.to_thread
 
 from rushpy.blocking import Controller as BlockingController
 from rushpy.config import RedisConfig
-from rushpy.errors import ExecutorShutdownError, RemoteError, WorkerFunctionError
+from rushpy.errors import ExecutorShutdownError, WorkerFunctionError
 from rushpy.functions import function_path
 from rushpy.pickling import dumps, loads, mac
+from rushpy.progress import TaskProgress, progress_enabled
+from rushpy.remote import RemoteTraceback, remote_exception
 from rushpy.signing import signing_key
 from rushpy.trampoline import TRAMPOLINE
 
 __all__ = ["Executor", "RemoteTraceback"]
 
 _STATES = ("finished", "failed")
-
-
-class RemoteTraceback(Exception):  # as concurrent.futures.process._RemoteTraceback
-    """The worker's traceback, attached as ``__cause__`` of an exception re-raised by the Executor."""
-
-    def __init__(self, tb: str) -> None:
-        super().__init__(tb)
-        self.tb = tb
-
-    def __str__(self) -> str:
-        return f'\n"""\n{self.tb}"""'
 
 
 class _Future(cf.Future[Any]):
@@ -86,22 +77,8 @@ class _Future(cf.Future[Any]):
         return True
 
 
-def _remote_exception(key: str, condition: Mapping[str, Any]) -> BaseException:
-    """The exception to raise for a failed task: its builtin type re-created, else a RemoteError."""
-    kind, message = str(condition.get("type", "Error")), str(condition.get("message", ""))
-    cls = getattr(builtins, kind, None)
-    exc: BaseException | None = None
-    if isinstance(cls, type) and issubclass(cls, Exception):
-        try:
-            exc = cls(message)
-        except Exception:  # a builtin with another constructor: fall back below
-            exc = None
-    if exc is None:
-        error = RemoteError(f"task {key} failed on its worker with {kind}: {message}")
-        error.condition = dict(condition)  # type: ignore[attr-defined]
-        exc = error
-    exc.__cause__ = RemoteTraceback(str(condition.get("traceback") or f"{kind}: {message}\n"))
-    return exc
+PROGRESS_EVERY = 0.5
+"""Seconds between redraws of :meth:`Executor.map`'s progress bar."""
 
 
 class Executor(cf.Executor):
@@ -213,7 +190,7 @@ class Executor(cf.Executor):
             return
         try:
             if row["state"] == "failed":
-                raise _remote_exception(row["key"], row.get("condition") or {})
+                raise remote_exception(row["key"], row.get("condition") or {})
             if "result_pickle" in row:
                 results = loads(row["result_pickle"], row.get("result_mac"), signing_key(), "result")
             else:
@@ -296,6 +273,7 @@ class Executor(cf.Executor):
         timeout: float | None = None,
         chunksize: int = 1,
         shuffle: bool = False,
+        progress: bool | None = None,
     ) -> Iterator[Any]:
         """``fn`` over the zipped ``iterables``, results in input order (like :func:`map`).
 
@@ -309,9 +287,12 @@ class Executor(cf.Executor):
             chunksize: Calls per task (fewer, larger tasks for cheap calls).
             shuffle: Push the chunks in random order (load balance when call cost
                 grows with the input); results keep input order.
+            progress: Draw a progress bar of the tasks (chunks) per state while
+                the results are read: ``None`` (default) only when standard error
+                is a terminal and rich is installed, ``True`` always, ``False`` never.
 
         Raises:
-            ConfigError: ``chunksize`` is below 1.
+            ConfigError: ``chunksize`` is below 1, or ``progress=True`` without rich.
 
         """
         if chunksize < 1:
@@ -324,17 +305,52 @@ class Executor(cf.Executor):
         order = list(range(len(chunks)))
         if shuffle:
             random.shuffle(order)
+        bar = TaskProgress(description="map", total=len(chunks)) if progress_enabled(progress) else None
         futures = self._submit_chunks(fn, chunks, False, order)
-        return self._results(futures, deadline)
+        return self._results(futures, deadline, bar)
 
-    def _results(self, futures: list[_Future], deadline: float | None) -> Iterator[Any]:
+    def _results(
+        self, futures: list[_Future], deadline: float | None, bar: TaskProgress | None
+    ) -> Iterator[Any]:
         try:
             for future in futures:
+                if bar is not None:
+                    self._wait_drawing(future, futures, deadline, bar)
                 left = None if deadline is None else max(0.0, deadline - time.monotonic())
                 yield from future.result(left)
         finally:
             for future in futures:  # stopped early (an error, a timeout, a break): drop the rest
                 future.cancel()
+            if bar is not None:
+                bar.close()
+
+    def _wait_drawing(
+        self, future: _Future, futures: list[_Future], deadline: float | None, bar: TaskProgress
+    ) -> None:
+        """Wait for ``future``, redrawing ``bar`` every :data:`PROGRESS_EVERY` seconds.
+
+        Done futures are counted here; the open ones' states (queued or running)
+        are looked up by key, one read of those keys per redraw.
+        """
+        while True:
+            done = [f for f in futures if f.done()]
+            failed = sum(1 for f in done if f.cancelled() or f.exception() is not None)
+            open_keys = [f.key for f in futures if not f.done() and f.key is not None]
+            running = 0
+            if open_keys:
+                with contextlib.suppress(Exception):  # a bar never breaks the map
+                    rows = self._rush.fetch_tasks(keys=open_keys)
+                    running = sum(1 for row in rows if row.get("state") == "running")
+            bar.update(
+                finished=len(done) - failed,
+                failed=failed,
+                running=running,
+                queued=len(futures) - len(done) - running,
+            )
+            left = None if deadline is None else deadline - time.monotonic()
+            if future.done() or (left is not None and left <= 0):
+                return
+            cf.wait([future], timeout=PROGRESS_EVERY if left is None else min(left, PROGRESS_EVERY))
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         """Stop taking work, optionally cancel queued calls, wait, and close the controller.

@@ -70,3 +70,20 @@ async def test_inflight(config: RedisConfig, network_id: str) -> None:
     assert failed > 0  # P(no failure in 20 at rate 0.5) = 1e-6
     assert in_flight == 4
     assert "a failure: RuntimeError: simulated failure" in out
+
+
+async def test_optuna_study(config: RedisConfig, network_id: str) -> None:
+    out = await run_example(config, "optuna_study", "--trials", "12", "--in-flight", "3", "--network", network_id)
+    match = re.search(r"12 trials, 3 in flight: \{(.*)\}", out)
+    assert match, out
+    counts = dict(re.findall(r"'(\w+)': (\d+)", match.group(1)))
+    assert set(counts) <= {"COMPLETE", "FAIL"}  # never left RUNNING
+    assert sum(int(n) for n in counts.values()) == 12
+    assert re.search(r"best value = [0-9.]+ at \{'x1'", out), out
+
+
+async def test_gridsearch(config: RedisConfig, network_id: str) -> None:
+    out = await run_example(config, "gridsearch", "--workers", "2", "--network", network_id)
+    assert re.search(r"160 fits on 2 rushpy workers", out), out
+    accuracy = re.search(r"best cross-validated accuracy: ([0-9.]+)", out)
+    assert accuracy and float(accuracy.group(1)) > 0.9, out

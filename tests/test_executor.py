@@ -150,3 +150,19 @@ def test_lost_connection_fails_open_futures() -> None:
                 ex.submit(pow, 1, 1).result(timeout=60)
         finally:
             ex.shutdown(wait=False)
+
+
+def test_map_draws_a_progress_bar_per_state_only_when_asked(
+    config: RedisConfig, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with Executor(n_workers=1, config=config) as ex:
+        assert list(ex.map(pow, range(6), repeat(2), progress=True)) == [i * i for i in range(6)]
+        drawn = capsys.readouterr().err
+        assert "map" in drawn and "6 finished, 0 failed, 0 running, 0 queued" in drawn
+        assert list(ex.map(pow, range(3), repeat(2), progress=False)) == [0, 1, 4]
+        # Captured standard error is no terminal: the default draws nothing either.
+        assert list(ex.map(pow, range(3), repeat(2))) == [0, 1, 4]
+        assert capsys.readouterr().err == ""
+        with pytest.raises(ZeroDivisionError):
+            list(ex.map(divmod, [1, 2], [1, 0], progress=True))
+        assert "1 finished, 1 failed" in capsys.readouterr().err
