@@ -56,7 +56,9 @@ def run(config: rushpy.RedisConfig, network: str, n_trials: int, n_in_flight: in
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=40, help="trials to run (default 40)")
-    parser.add_argument("--in-flight", type=int, default=4, help="trials in flight, one worker each (default 4)")
+    parser.add_argument(
+        "--in-flight", type=int, default=4, help="trials in flight, one worker each (default 4)"
+    )
     parser.add_argument("--network", default="optuna-study", help="network id (default optuna-study)")
     options = parser.parse_args(argv)
     url = configured_url()

@@ -73,7 +73,9 @@ async def test_inflight(config: RedisConfig, network_id: str) -> None:
 
 
 async def test_optuna_study(config: RedisConfig, network_id: str) -> None:
-    out = await run_example(config, "optuna_study", "--trials", "12", "--in-flight", "3", "--network", network_id)
+    out = await run_example(
+        config, "optuna_study", "--trials", "12", "--in-flight", "3", "--network", network_id
+    )
     match = re.search(r"12 trials, 3 in flight: \{(.*)\}", out)
     assert match, out
     counts = dict(re.findall(r"'(\w+)': (\d+)", match.group(1)))
