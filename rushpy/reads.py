@@ -251,6 +251,10 @@ class Reads:
                 if remaining is not None and remaining <= 0:
                     return False
                 woken = await events.wait([channel], [seen], _step(remaining, lost))
+                if not woken and deadline is not None and time.monotonic() >= deadline:
+                    # Timed out with no event (a reconnection counts as one): nothing
+                    # new since the read above, so another LRANGE would be wasted.
+                    return False
         finally:
             self.cache.listening -= 1
 

@@ -17,7 +17,7 @@ from rushpy.scripts import calls as sc
 from rushpy.store.base import Plumbing, chunks, new_task_key, new_token, text
 from rushpy.store.encoding import check_task_size, encode_field
 
-__all__ = ["BLOCK_SHARE", "CREATE_FIELDS", "TaskStore"]
+__all__ = ["BLOCK_SHARE", "CREATE_FIELDS", "Encoded", "TaskStore"]
 
 BLOCK_SHARE = 2 / 3
 """Share of the client's socket timeout that one blocking move may block."""
@@ -38,6 +38,17 @@ CREATE_FIELDS = (
 """Fields a created task may carry, in the order they are sent."""
 
 _CREATE_NAMES = frozenset(CREATE_FIELDS)
+
+
+class Encoded(bytes):
+    """A field value already encoded by :func:`~rushpy.store.encoding.encode_field`.
+
+    The worker encodes each result once to find out whether it can be stored
+    at all (a value that cannot fails its task alone); the store then sends
+    those bytes as they are instead of encoding the value a second time.
+    """
+
+
 _RUNNING_NAMES = frozenset({"xs", "xs_extra"})
 
 
@@ -60,7 +71,7 @@ class TaskStore(Plumbing):
             size = 0
             for name, value in task.items():
                 if value is not None and name in names:
-                    fields[name] = raw = encode_field(value)
+                    fields[name] = raw = value if type(value) is Encoded else encode_field(value)
                     size += len(raw)
             if size > limit:
                 check_task_size(len(encoded), fields, limit)

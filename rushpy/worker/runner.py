@@ -160,6 +160,10 @@ class _Loop:
                 started = time.perf_counter()
                 try:
                     self.writer.add(await self.executor.run_batch(tasks, child))
+                    # Let the writer send the outcomes before this slot's next pop:
+                    # otherwise the server runs the pop first and every result
+                    # waits one script longer (W2's critical path).
+                    await self.writer.let_write()
                 finally:
                     self.busy -= 1
                     self.last_active = time.monotonic()

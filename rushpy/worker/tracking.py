@@ -73,6 +73,20 @@ class TaskTracker:
         """Whether a task this worker claimed was cancelled (skip it or stop running it)."""
         return key in self._cancelled
 
+    def register(self, key: str, interrupt: Callable[[], object]) -> None:
+        """Interrupt task ``key`` with ``interrupt`` if it is cancelled from now on.
+
+        The bare form of :meth:`interruptible`, for a caller that checked
+        :meth:`is_cancelled` just before and attributes its records to the worker
+        itself (one ``log_worker`` block for a whole batch costs less than one per
+        task). Undo it with :meth:`unregister`.
+        """
+        self._interrupts[key] = interrupt
+
+    def unregister(self, key: str) -> None:
+        """Task ``key`` no longer runs: a cancellation from now on only marks it."""
+        self._interrupts.pop(key, None)
+
     @contextlib.contextmanager
     def interruptible(self, key: str, interrupt: Callable[[], object]) -> Iterator[None]:
         """Register how to interrupt task ``key`` while the block runs.
