@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import math
 import time
 import warnings
@@ -31,7 +30,6 @@ from sklearn.gaussian_process import GaussianProcessRegressor
 from sklearn.gaussian_process.kernels import ConstantKernel, Matern
 
 import rushpy
-from rushpy.config import configured_url
 
 LOW = np.array([-5.0, 0.0])
 HIGH = np.array([10.0, 15.0])
@@ -112,12 +110,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--evals", type=int, default=60, help="evaluations in all (default 60)")
     parser.add_argument("--network", default="adbo", help="network id (default adbo)")
     options = parser.parse_args(argv)
-    url = configured_url()
-    with contextlib.ExitStack() as stack:
-        if url:
-            config = rushpy.RedisConfig.from_url(url)
-        else:
-            config = stack.enter_context(rushpy.EmbeddedServer()).config
+    # Imported here, not at the top: worker processes import this file by path and
+    # need only its functions.
+    from _server import server_config  # noqa: PLC0415
+
+    with server_config() as config:
         asyncio.run(run(config, options.network, options.workers, options.evals))
 
 

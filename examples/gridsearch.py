@@ -13,7 +13,6 @@ Run: python examples/gridsearch.py [--workers 2]
 from __future__ import annotations
 
 import argparse
-import contextlib
 import time
 
 import joblib
@@ -23,7 +22,6 @@ from sklearn.svm import SVC
 
 import rushpy
 import rushpy.joblib  # registers the "rushpy" backend
-from rushpy.config import configured_url
 
 GRID = {"C": [0.1, 1.0, 10.0, 100.0], "gamma": ["scale", 0.01, 0.1, 1.0], "kernel": ["rbf", "linear"]}
 
@@ -47,12 +45,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--workers", type=int, default=2, help="local workers (default 2)")
     parser.add_argument("--network", default="gridsearch", help="network id (default gridsearch)")
     options = parser.parse_args(argv)
-    url = configured_url()
-    with contextlib.ExitStack() as stack:
-        if url:
-            config = rushpy.RedisConfig.from_url(url)
-        else:
-            config = stack.enter_context(rushpy.EmbeddedServer()).config
+    # Imported here, not at the top: worker processes import this file by path and
+    # need only its functions.
+    from _server import server_config  # noqa: PLC0415
+
+    with server_config() as config:
         run(config, options.network, options.workers)
 
 

@@ -16,14 +16,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import math
 import random
 import time
 from typing import Any
 
 import rushpy
-from rushpy.config import configured_url
 from rushpy.progress import TaskProgress, progress_enabled
 
 BOUNDS = {"x1": (-5.0, 10.0), "x2": (0.0, 15.0)}
@@ -106,12 +104,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--failure-rate", type=float, default=0.2, help="share that raises (default 0.2)")
     parser.add_argument("--network", default="inflight", help="network id (default inflight)")
     options = parser.parse_args(argv)
-    url = configured_url()
-    with contextlib.ExitStack() as stack:
-        if url:
-            config = rushpy.RedisConfig.from_url(url)
-        else:
-            config = stack.enter_context(rushpy.EmbeddedServer()).config
+    # Imported here, not at the top: worker processes import this file by path and
+    # need only its functions.
+    from _server import server_config  # noqa: PLC0415
+
+    with server_config() as config:
         asyncio.run(run(config, options))
 
 

@@ -14,7 +14,6 @@ Run: python examples/optuna_study.py [--trials 40] [--in-flight 4]
 from __future__ import annotations
 
 import argparse
-import contextlib
 import math
 
 import optuna
@@ -22,7 +21,6 @@ from optuna.distributions import FloatDistribution
 
 import rushpy
 import rushpy.optuna
-from rushpy.config import configured_url
 
 SPACE = {"x1": FloatDistribution(-5.0, 10.0), "x2": FloatDistribution(0.0, 15.0)}
 """The search space of Branin."""
@@ -61,12 +59,11 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--network", default="optuna-study", help="network id (default optuna-study)")
     options = parser.parse_args(argv)
-    url = configured_url()
-    with contextlib.ExitStack() as stack:
-        if url:
-            config = rushpy.RedisConfig.from_url(url)
-        else:
-            config = stack.enter_context(rushpy.EmbeddedServer()).config
+    # Imported here, not at the top: worker processes import this file by path and
+    # need only its functions.
+    from _server import server_config  # noqa: PLC0415
+
+    with server_config() as config:
         run(config, options.network, options.trials, options.in_flight)
 
 

@@ -13,13 +13,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import math
 import random
 import time
 
 import rushpy
-from rushpy.config import configured_url
 
 BOUNDS = {"x1": (-5.0, 10.0), "x2": (0.0, 15.0)}
 """The search space of Branin."""
@@ -72,12 +70,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--evals", type=int, default=200, help="evaluations in all (default 200)")
     parser.add_argument("--network", default="random-search", help="network id (default random-search)")
     options = parser.parse_args(argv)
-    url = configured_url()
-    with contextlib.ExitStack() as stack:
-        if url:
-            config = rushpy.RedisConfig.from_url(url)
-        else:
-            config = stack.enter_context(rushpy.EmbeddedServer()).config
+    # Imported here, not at the top: worker processes import this file by path and
+    # need only its functions.
+    from _server import server_config  # noqa: PLC0415
+
+    with server_config() as config:
         asyncio.run(run(config, options.network, options.workers, options.evals))
 
 
