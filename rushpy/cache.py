@@ -33,6 +33,7 @@ from typing import Any
 
 import anyio
 
+from rushpy.fields import decode_task
 from rushpy.models import TaskState
 from rushpy.store import Store
 from rushpy.table import flatten_task
@@ -63,6 +64,8 @@ class ResultCache:
         # every announcement for ever.
         self._announced: dict[int, str] = {}
         self._failed_announced: dict[int, str] = {}
+        # Rows that came with announced finished keys (small batches), by index.
+        self._announced_rows: dict[int, list[bytes]] = {}
         self.listening = 0
         """Coroutines waiting for new results; announcements are kept only while > 0."""
         self.rows_read = 0
@@ -86,13 +89,22 @@ class ResultCache:
             TaskState.FAILED in states and bool(self._failed_new)
         )
 
-    def announce(self, first: int, keys: Sequence[bytes], *, failed: bool = False) -> None:
+    def announce(
+        self,
+        first: int,
+        keys: Sequence[bytes],
+        *,
+        failed: bool = False,
+        rows: Sequence[list[bytes]] | None = None,
+    ) -> None:
         """Remember keys announced at indexes ``first, first + 1, ...`` (while someone listens).
 
         Args:
             first: Index of the first key in the finished list (or the failed log).
             keys: The keys, in list order.
             failed: The keys are entries of the failed log, not the finished list.
+            rows: The finished keys' hashes (flat ``HGETALL`` replies) when the
+                announcement carried them: an update then reads nothing.
 
         """
         offset = self._failed_offset if failed else self._offset
@@ -102,6 +114,8 @@ class ResultCache:
         for i, key in enumerate(keys):
             if first + i >= offset:
                 announced[first + i] = key.decode()
+                if rows is not None and not failed:
+                    self._announced_rows[first + i] = rows[i]
 
     @staticmethod
     def _continuing(announced: dict[int, str], start: int) -> list[str]:
@@ -121,11 +135,13 @@ class ResultCache:
         async with self._lock:
             start = self._offset
             keys = self._continuing(self._announced, start) if announced_only else []
-            if not keys:
+            if keys:
+                hashes = await self._announced_hashes(start, keys)
+            else:
                 keys = await self._store.reads.finished_keys(start)
-            if not keys:
-                return 0
-            hashes = await self._store.reads.read_tasks(keys)
+                if not keys:
+                    return 0
+                hashes = await self._store.reads.read_tasks(keys)
             self._rows.extend(
                 flatten_task(k, TaskState.FINISHED.value, t)
                 for k, t in zip(keys, hashes, strict=True)
@@ -134,7 +150,15 @@ class ResultCache:
             self._offset = start + len(keys)
             self.rows_read += len(keys)
             self._announced = {i: k for i, k in self._announced.items() if i >= self._offset}
+            self._announced_rows = {i: r for i, r in self._announced_rows.items() if i >= self._offset}
             return len(keys)
+
+    async def _announced_hashes(self, start: int, keys: list[str]) -> list[dict[str, Any] | None]:
+        """The hashes of announced keys: from their announcements where carried, else read."""
+        carried = [self._announced_rows.get(start + i) for i in range(len(keys))]
+        missing = [k for k, row in zip(keys, carried, strict=True) if row is None]
+        read = iter(await self._store.reads.read_tasks(missing) if missing else ())
+        return [next(read) if row is None else decode_task(row) for row in carried]
 
     async def update_failed(self, *, announced_only: bool = False) -> int:
         """Read the failed log past its offset; returns how many log entries were read.
@@ -198,6 +222,7 @@ class ResultCache:
         self._offset = 0
         self._consumed = 0
         self._announced = {}
+        self._announced_rows = {}
         self._failed_offset = 0
         self._failed_new = []
         self._failed_announced = {}

@@ -17,8 +17,11 @@ from typing import Any, Literal
 
 import anyio
 
+from rushpy.announcements import Outcomes
+from rushpy.announcements import parse as parse_announcement
 from rushpy.cache import ResultCache
 from rushpy.errors import TaskError, TaskTimeoutError, UnknownTaskError, WorkerError
+from rushpy.fields import decode_task
 from rushpy.lost import stale_workers
 from rushpy.models import TASK_STATES, TaskState
 from rushpy.session import Session
@@ -117,6 +120,7 @@ class Reads:
         self._session = session
         self._store = session.store
         self.cache = ResultCache(session.store)
+        self.outcomes = Outcomes()
         # When this network was opened: a server younger than that restarted since.
         self._opened = time.monotonic()
         # One lost-worker check at a time, at most one per interval, for all waiters.
@@ -124,15 +128,16 @@ class Reads:
         self._lost_checked = -LOST_CHECK_INTERVAL
 
     def on_event(self, channel: str, data: bytes) -> None:
-        """Feed a pub/sub message: finished (F) and failed (X) announcements go to the cache."""
-        if channel != self._session.keys.events or not data.startswith((b"F ", b"X ")):
+        """Feed a pub/sub message: announcements (F, X) go to the cache and to the waiters."""
+        if channel != self._session.keys.events:
             return
-        parts = data.split(b" ")
-        try:
-            first = int(parts[1])
-        except ValueError:
+        announcement = parse_announcement(data)
+        if announcement is None:
             return
-        self.cache.announce(first, parts[2:], failed=data[:1] == b"X")
+        self.outcomes.record(announcement)
+        self.cache.announce(
+            announcement.first, announcement.keys, failed=announcement.failed, rows=announcement.rows
+        )
 
     # -- counts ---------------------------------------------------------------------
     async def status(self) -> NetworkStatus:
@@ -302,10 +307,14 @@ class Reads:
         wanted = list(dict.fromkeys(check_keys(keys)))
         check_timeout(timeout, allow_none=True)
         closed: dict[str, str] = {}
-        async with aclosing(self._closing(wanted, timeout, lost, on_states)) as batches:
+        carried: dict[str, list[bytes]] = {}
+        async with aclosing(self._closing(wanted, timeout, lost, on_states, carried)) as batches:
             async for batch in batches:
                 closed.update(batch)
-        tasks = await self._store.reads.read_tasks(wanted)
+        # Rows that came with their announcements need no read.
+        unread = [k for k in wanted if k not in carried]
+        read = dict(zip(unread, await self._store.reads.read_tasks(unread), strict=True))
+        tasks = [decode_task(carried[k]) if k in carried else read[k] for k in wanted]
         return Table([flatten_task(k, closed[k], t) for k, t in zip(wanted, tasks, strict=True) if t])
 
     async def as_completed(
@@ -314,60 +323,117 @@ class Reads:
         """Yield each task's row as it finishes or fails for good (see :meth:`wait_for_tasks`)."""
         wanted = list(dict.fromkeys(check_keys(keys)))
         check_timeout(timeout, allow_none=True)
-        async with aclosing(self._closing(wanted, timeout, lost, on_states)) as batches:
+        carried: dict[str, list[bytes]] = {}
+        async with aclosing(self._closing(wanted, timeout, lost, on_states, carried)) as batches:
             async for batch in batches:
-                done = list(batch)
-                for key, found in zip(done, await self._store.reads.lookup_rows(done), strict=True):
+                # The state found at close, not now: a failure retried since stays one here.
+                unread = [k for k in batch if k not in carried]
+                rows = [flatten_task(k, batch[k], decode_task(carried.pop(k))) for k in batch if k in carried]
+                for key, found in zip(unread, await self._store.reads.lookup_rows(unread), strict=True):
                     if found is not None:
-                        # The state found at close, not now: a failure retried since stays one here.
-                        yield flatten_task(key, batch[key], found[1])
+                        rows.append(flatten_task(key, batch[key], found[1]))
+                for row in rows:
+                    yield row
 
     async def _closing(
-        self, wanted: list[str], timeout: float | None, lost: LostWatch | None, on_states: _OnStates = None
+        self,
+        wanted: list[str],
+        timeout: float | None,
+        lost: LostWatch | None,
+        on_states: _OnStates = None,
+        carried: dict[str, list[bytes]] | None = None,
     ) -> AsyncGenerator[dict[str, str], None]:
-        """Yield ``{key: state}`` batches of ``wanted`` as they finish or fail, until none is open."""
+        """Yield ``{key: state}`` batches of ``wanted`` as they finish or fail, until none is open.
+
+        The first pass looks every key up (``lookup.lua``). After that, a wake-up
+        caused only by announcements (``F``/``X`` messages, nothing else: no
+        reconnection, no other message) closes exactly the announced keys,
+        without a round trip; any other wake-up looks the open keys up again.
+        Rows that came with their announcements go to ``carried``.
+        """
         events = self._session.events
         channel = self._session.keys.events
+        outcomes = self.outcomes
         deadline = None if timeout is None else time.monotonic() + timeout
         open_keys = wanted
         found_lost: list[str] = []
-        while True:
-            seen = events.counter(channel)
-            if lost is not None:
-                found_lost += await self._check_lost(lost)
+        left_checked = -LOST_CHECK_INTERVAL
+        outcomes.watch(wanted)
+        try:
+            seen, heard = events.counter(channel), outcomes.announcements
             states = await self._store.reads.lookup(open_keys)
-            if on_states is not None:  # a progress bar (rushpy.progress): open keys' states
-                on_states(states)
-            unknown = [k for k, s in zip(open_keys, states, strict=True) if s is None]
-            if unknown:
-                raise UnknownTaskError(await self._explain_unknown(unknown))
-            batch = {k: s for k, s in zip(open_keys, states, strict=True) if s in _FINAL}
-            running = [k for k, s in zip(open_keys, states, strict=True) if s == TaskState.RUNNING.value]
-            open_keys = [k for k, s in zip(open_keys, states, strict=True) if s not in _FINAL]
-            if batch:
-                yield batch
-            if not open_keys:
-                return
-            # Workers found lost by this wait, or earlier (a background check, another
-            # detector): once none runs or starts, nobody runs the open tasks.
-            if lost is not None and not await lost.workers_left():
-                network = self._session.keys.network_id
-                found = (
-                    f"lost while waiting: {sorted(set(found_lost))}" if found_lost else "workers were lost"
-                )
-                raise WorkerError(
-                    f"no worker of network {network!r} is running ({found}) and {len(open_keys)} of "
-                    f"{len(wanted)} tasks are still open; start workers, or let the controller restart "
-                    "lost local workers"
-                )
-            remaining = None if deadline is None else deadline - time.monotonic()
-            if remaining is not None and remaining <= 0:
-                raise TaskTimeoutError(
-                    f"{len(open_keys)} of {len(wanted)} tasks still open after {timeout} s "
-                    f"({len(running)} running, the rest queued); raise the timeout or check the workers "
-                    f"with worker_info(){await self._stale_hint(running, lost is not None)}"
-                )
-            await events.wait([channel], [seen], _step(remaining, lost))
+            fresh = True  # states were looked up (not only inferred from announcements)
+            while True:
+                if on_states is not None:  # a progress bar (rushpy.progress): open keys' states
+                    on_states(states)
+                known = dict(zip(open_keys, states, strict=True))
+                unknown = [k for k, s in known.items() if s is None]
+                if unknown:
+                    raise UnknownTaskError(await self._explain_unknown(unknown))
+                batch = {k: s for k, s in zip(open_keys, states, strict=True) if s in _FINAL}
+                running = [k for k, s in zip(open_keys, states, strict=True) if s == TaskState.RUNNING.value]
+                open_keys = [k for k, s in zip(open_keys, states, strict=True) if s not in _FINAL]
+                if batch:
+                    yield batch
+                if not open_keys:
+                    return
+                if lost is not None:
+                    found = await self._check_lost(lost)
+                    if found:
+                        # Detection re-queued or failed the lost workers' tasks: look again,
+                        # then ask whether workers are left.
+                        found_lost += found
+                        left_checked = -LOST_CHECK_INTERVAL
+                        seen, heard = events.counter(channel), outcomes.announcements
+                        states, fresh = await self._store.reads.lookup(open_keys), True
+                        continue
+                    # Whether workers are left: once per interval (one SMEMBERS, not one
+                    # per wake-up), and right after a check found workers lost.
+                    if time.monotonic() - left_checked >= LOST_CHECK_INTERVAL:
+                        left_checked = time.monotonic()
+                        if not await lost.workers_left():
+                            raise self._no_workers(found_lost, len(open_keys), len(wanted))
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0 and not fresh:
+                    # Say how many run from a lookup, not from what announcements told.
+                    states, fresh = await self._store.reads.lookup(open_keys), True
+                    continue
+                if remaining is not None and remaining <= 0:
+                    raise TaskTimeoutError(
+                        f"{len(open_keys)} of {len(wanted)} tasks still open after {timeout} s "
+                        f"({len(running)} running, the rest queued); raise the timeout or check the workers "
+                        f"with worker_info(){await self._stale_hint(running, lost is not None)}"
+                    )
+                await events.wait([channel], [seen], _step(remaining, lost))
+                moved = events.counter(channel) - seen
+                since = heard
+                seen, heard = events.counter(channel), outcomes.announcements
+                if moved and moved == heard - since and on_states is None:
+                    # Only announcements: the announced keys closed, nothing else did
+                    # (a progress bar needs every state, so it always looks up).
+                    states, fresh = [], False
+                    for key in open_keys:
+                        closed = outcomes.closed(key, since)
+                        if closed is None:
+                            states.append(known[key])
+                            continue
+                        states.append(closed[0])
+                        if closed[1] is not None and carried is not None:
+                            carried[key] = closed[1]
+                else:
+                    states, fresh = await self._store.reads.lookup(open_keys), True
+        finally:
+            outcomes.unwatch(wanted)
+
+    def _no_workers(self, found_lost: list[str], n_open: int, n_wanted: int) -> WorkerError:
+        """Workers found lost by this wait, or earlier (a background check, another detector)."""
+        network = self._session.keys.network_id
+        found = f"lost while waiting: {sorted(set(found_lost))}" if found_lost else "workers were lost"
+        return WorkerError(
+            f"no worker of network {network!r} is running ({found}) and {n_open} of "
+            f"{n_wanted} tasks are still open; start workers, or let the controller restart "
+            "lost local workers"
+        )
 
     async def _stale_hint(self, running: Sequence[str], detecting: bool) -> str:
         """A hint naming the workers without a fresh heartbeat that run some of ``running``."""

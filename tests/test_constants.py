@@ -16,7 +16,9 @@ from rushpy.keys import Keys
 from rushpy.models import PoppedTask
 from rushpy.store import Store
 from rushpy.store.objects import digest_of
+from rushpy.scripts import script
 from rushpy.worker.inputs import TaskInputs
+from rushpy.worker.tracking import TaskTracker
 
 # -- functions run by workers (importable as tests.test_constants:...) ------------------------------
 
@@ -296,4 +298,52 @@ async def test_unreadable_constants_fail_the_batch(store: Store, raw: redis.asyn
     assert ready == []
     assert failed[0][1].type == "CorruptTask"
     assert "cannot be read" in failed[0][1].message
+    await raw.delete(store.keys.constants_version)
+
+
+async def test_a_claim_tells_the_constants_version_so_a_batch_reads_nothing_more(
+    controller: Controller, config: RedisConfig, network_id: str
+) -> None:
+    """W2's critical path: between claim and result the worker sends no command about constants."""
+    monitor_client = redis.asyncio.Redis.from_url(config.to_url(include_password=True))
+    seen: list[str] = []
+
+    async def body() -> Any:
+        await controller.wait_for_tasks(await controller.push_tasks([{"x": 1}], constants={"offset": 5}), timeout=30)
+        async with monitor_client.monitor() as monitor:
+            keys = await controller.push_tasks([{"x": 2}])
+            async for command in monitor.listen():
+                if command.get("client_type") != "lua":  # commands of clients, not of scripts
+                    seen.append(command["command"])
+                if command["command"].startswith("EVALSHA " + script("complete").sha):
+                    break
+        return await controller.wait_for_tasks(keys, timeout=30)
+
+    table = await with_worker(config, network_id, shifted_async, body)
+    await monitor_client.aclose()
+    assert table["y"] == [7]
+    assert any(c.startswith("EVALSHA " + script("claim").sha) for c in seen)
+    assert not [c for c in seen if c.startswith("GET ") and "constants_version" in c], [c[:60] for c in seen]
+
+
+async def test_tasks_without_a_claimed_version_read_it_and_see_damage(
+    store: Store, raw: redis.asyncio.Redis
+) -> None:
+    """A task the claim told the version of skips the read; an adopted one (version unknown) reads it."""
+    await store.objects.set_constants({"offset": 1})
+    tracker = TaskTracker("w-1")
+    inputs = TaskInputs(store, "w-1", tracker=tracker)
+    version = await store.objects.constants_version()
+    tracker.claimed("a", 1, version)
+    ready, failed = await inputs.prepare([PoppedTask("a", {"x": 1})])
+    assert [kwargs for _, kwargs in ready] == [{"x": 1, "offset": 1}] and failed == []
+    # The version key is damaged now: only a task whose claim did not say reads it.
+    await raw.delete(store.keys.constants_version)
+    await raw.hset(store.keys.constants_version, "x", "1")
+    tracker.claimed("b", 1, version)
+    ready, failed = await inputs.prepare([PoppedTask("b", {"x": 2})])
+    assert [kwargs for _, kwargs in ready] == [{"x": 2, "offset": 1}] and failed == []
+    tracker.claimed("c", 1)  # adopted after a lost reply
+    ready, failed = await inputs.prepare([PoppedTask("c", {"x": 3})])
+    assert ready == [] and "cannot be read" in failed[0][1].message
     await raw.delete(store.keys.constants_version)

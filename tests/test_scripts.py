@@ -13,6 +13,7 @@ from typing import Any
 import anyio
 import pytest
 
+from rushpy.announcements import parse as parse_announcement
 from rushpy.codec import decode, encode
 from rushpy.errors import ServerError, WorkerNotRunningError
 from rushpy.models import Condition, PoppedTask, WorkerState
@@ -77,11 +78,15 @@ class Events:
         await self.pubsub.aclose()  # type: ignore[no-untyped-call]
 
     async def next(self) -> str:
+        """The next message without the rows an announcement may carry (after a newline)."""
+        return (await self.next_raw()).partition(b"\n")[0].decode()
+
+    async def next_raw(self) -> bytes:
         with anyio.fail_after(5):
             while True:
                 msg = await self.pubsub.get_message(ignore_subscribe_messages=True, timeout=1)
                 if msg is not None:
-                    return str(msg["data"].decode())
+                    return bytes(msg["data"])
 
     async def none(self) -> bool:
         return await self.pubsub.get_message(ignore_subscribe_messages=True, timeout=0.2) is None
@@ -254,7 +259,12 @@ async def test_complete_finishes_and_announces_the_index(store: Store) -> None:
             [(keys[0], 1, {"ys": {"y": 1}}), (keys[1], None, {"ys": {"y": 2}, "ys_extra": {"e": 1}})],
         )
         assert flags == [1, 1]
-        assert await events.next() == f"F 1 {keys[0]} {keys[1]}"
+        message = parse_announcement(await events.next_raw())
+    assert message is not None and (message.failed, message.first) == (False, 1)
+    assert message.keys == [k.encode() for k in keys]
+    # The rows travel with the announcement: each hash as HGETALL has it now.
+    stored = [await store.client.hgetall(store.keys.task(k)) for k in keys]
+    assert message.rows == [[part for pair in h.items() for part in pair] for h in stored]
     assert (await lst(store, store.keys.finished))[1:] == keys
     assert await members(store, store.keys.running) == set()
     assert await members(store, store.keys.worker_running(W)) == set()

@@ -11,7 +11,7 @@ ids and seeds are encoded here.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -23,6 +23,7 @@ from rushpy.scripts import Call, script
 
 __all__ = [
     "Buffer",
+    "ClaimReply",
     "Requeued",
     "cancel",
     "claim",
@@ -152,25 +153,45 @@ def pop(keys: Keys, worker_id: str, n: int) -> Call[list[str]]:
     return Call(script("pop"), lists, [n], text)
 
 
+class ClaimReply(list[PoppedTask | CorruptTask | None]):
+    """What a claim returned, per key, and the constants' version it read.
+
+    Attributes:
+        constants_version: The network's constants version at the claim
+            (``None``: the network has no constants), compared, never parsed.
+
+    """
+
+    __slots__ = ("constants_version",)
+
+    def __init__(
+        self, items: Iterable[PoppedTask | CorruptTask | None], constants_version: bytes | None
+    ) -> None:
+        """Wrap the per-key items and the version read with them."""
+        super().__init__(items)
+        self.constants_version = constants_version
+
+
 def _claimed(task_keys: Sequence[str]) -> Any:
-    def parse(raw: Any) -> list[PoppedTask | CorruptTask | None] | None:
+    def parse(raw: Any) -> ClaimReply | None:
         if raw == -1:
             return None
+        *items, version = raw
         out: list[PoppedTask | CorruptTask | None] = []
-        for key, item in zip(task_keys, raw, strict=True):
+        for key, item in zip(task_keys, items, strict=True):
             if not item:
                 out.append(None)
                 continue
             # Never raises for bad data: an unusable input makes a CorruptTask.
             out.append(popped_task(key, int(item[4]), item[:4]))
-        return out
+        return ClaimReply(out, version)
 
     return parse
 
 
 def claim(
     keys: Keys, worker_id: str, task_keys: Sequence[str], *, token: str
-) -> Call[list[PoppedTask | CorruptTask | None] | None]:
+) -> Call[ClaimReply | None]:
     """``claim.lua``: pending -> running, attempts + 1.
 
     A key that already runs, failed or finished is never claimed again (its
@@ -181,6 +202,7 @@ def claim(
     :class:`~rushpy.fields.CorruptTask` (claimed, but its inputs cannot be
     used: the caller must fail it), or ``None`` (not claimed).
     A repeat with the same ``token`` returns the tasks the first run claimed.
+    The reply also carries the constants' version read in the same step.
     """
     sets = [
         keys.pending(worker_id),
@@ -190,6 +212,7 @@ def claim(
         keys.failed,
         keys.finished,
         keys.failed_log,
+        keys.constants_version,
     ]
     args = [worker_id, encode(worker_id), now(), encode(token), keys.events, *task_keys]
     return Call(script("claim"), [*sets, *keys.tasks(task_keys)], args, _claimed(list(task_keys)))

@@ -6,7 +6,8 @@
 -- KEYS[5] the failed set (tasks whose stored data is corrupt fail there)
 -- KEYS[6] the finished list (read only for a key that looks finished)
 -- KEYS[7] the failed log (corrupt tasks are appended)
--- KEYS[8..] task hashes, one per key in ARGV order
+-- KEYS[8] the constants' version (read only)
+-- KEYS[9..] task hashes, one per key in ARGV order
 -- ARGV[1] worker id (plain), ARGV[2] worker id (msgpack), ARGV[3] start time
 -- (msgpack), ARGV[4] claim token (unique per call), ARGV[5] pub/sub channel,
 -- ARGV[6..] task keys
@@ -32,7 +33,11 @@
 -- batch is claimed.
 -- A worker that is no longer running (declared lost, stopped) claims nothing:
 -- the script returns -1 and the worker must stop.
--- Returns, per key, false or {xs, xs_extra, timeout, seed, attempts}.
+-- Returns, per key, false or {xs, xs_extra, timeout, seed, attempts}, then
+-- one more item: the constants' version (false: none). A worker that has the
+-- constants of that version needs no round trip of its own to check them:
+-- the version moves before the tasks of a push exist, so the version read
+-- with a claim is at least the one the claimed tasks were pushed with.
 if redis.call("SISMEMBER", KEYS[4], ARGV[1]) == 0 then return -1 end
 expect_types({KEYS[1], "list", KEYS[2], "set", KEYS[3], "set", KEYS[5], "set", KEYS[6], "list", KEYS[7], "list"})
 local out = {}
@@ -66,8 +71,8 @@ local function bookkeeping(hash, key)
   end
   return attempts, (got[2] or got[3]) and true or false, nil
 end
-for i = 8, #KEYS do
-  local key = ARGV[i - 2]
+for i = 9, #KEYS do
+  local key = ARGV[i - 3]
   local hash = KEYS[i]
   local row = false
   if seen[key] or redis.call("SISMEMBER", KEYS[2], key) == 1 then
@@ -105,4 +110,9 @@ for i = 8, #KEYS do
   out[#out + 1] = row
 end
 log_failed(KEYS[7], ARGV[5], failed)
+-- A version key of the wrong type answers "!", which matches no version: the
+-- worker then reads it itself and reports the damage as it always did.
+local version = redis.pcall("GET", KEYS[8])
+if type(version) == "table" then version = "!" end
+out[#out + 1] = version
 return out

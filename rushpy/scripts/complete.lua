@@ -29,7 +29,8 @@
 -- matched to an attempt. So does a task that runs on this worker whose
 -- "attempts" is missing, not a count, or below the attempt reported on (the
 -- count only grows): left alone it would stay running for ever.
--- Publishes on ARGV[2]: "F <first index> <keys...>" for finished tasks, and
+-- Publishes on ARGV[2]: "F <first index> <keys...>" for finished tasks (with
+-- their rows when they are small: announce_finished), and
 -- "X <first index> <keys...>" for tasks that failed for good (log_failed).
 -- Returns, per task, 1 if recorded (or re-queued by an earlier run of the
 -- same call), 2 if re-queued for a retry, 0 if discarded.
@@ -57,6 +58,7 @@ end
 local out = {}
 local failed = {}
 local announce = {}
+local announced_hashes = {}
 local pos = start
 for t = 7, #KEYS do
   local key = ARGV[pos]
@@ -107,12 +109,13 @@ for t = 7, #KEYS do
     redis.call("HSET", hash, unpack(field_args({"done", token}, common, names, pos)))
     redis.call("RPUSH", KEYS[2], key)
     announce[#announce + 1] = key
+    announced_hashes[#announced_hashes + 1] = hash
     out[#out + 1] = 1
   end
   pos = pos + nfields
 end
 if #announce > 0 then
-  announce_finished(KEYS[2], ARGV[2], announce)
+  announce_finished(KEYS[2], ARGV[2], announce, announced_hashes)
 end
 log_failed(KEYS[6], ARGV[2], failed)
 return out

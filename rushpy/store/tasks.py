@@ -10,8 +10,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 from rushpy.errors import WorkerNotRunningError
-from rushpy.fields import CorruptTask
-from rushpy.models import Condition, PoppedTask
+from rushpy.models import Condition
 from rushpy.scripts import Call
 from rushpy.scripts import calls as sc
 from rushpy.store.base import Plumbing, chunks, new_task_key, new_token, text
@@ -222,7 +221,7 @@ class TaskStore(Plumbing):
 
     async def claim(
         self, worker_id: str, keys: Sequence[str], *, token: str | None = None
-    ) -> list[PoppedTask | CorruptTask]:
+    ) -> sc.ClaimReply:
         """Move keys from the worker's pending list to running; return their inputs.
 
         Each claim starts a new attempt of the task. Repeating a claim whose reply
@@ -242,14 +241,14 @@ class TaskStore(Plumbing):
 
         """
         if not keys:
-            return []
+            return sc.ClaimReply([], None)
         claimed = await self.run(sc.claim(self.keys, worker_id, keys, token=token or new_token()))
         if claimed is None:
             raise WorkerNotRunningError(
                 f"worker {worker_id} no longer counts as running in network "
                 f"{self.keys.network_id!r} (declared lost or stopped); its tasks may run elsewhere"
             )
-        return [task for task in claimed if task is not None]
+        return sc.ClaimReply([task for task in claimed if task is not None], claimed.constants_version)
 
     async def complete(
         self,

@@ -272,7 +272,7 @@ class Claims:
             claimed = await self._store.tasks.claim(self._worker_id, keys)
             # Before any attempt is recorded: if this write fails, the next pop
             # adopts the whole claim (good and corrupt tasks) and checks it again.
-            await self._fail_corrupt(claimed)
+            await self._fail_corrupt([task for task in claimed if task is not None])
         except WorkerNotRunningError:
             raise
         except Exception:
@@ -285,7 +285,7 @@ class Claims:
                 self._no_claim_in_flight.set()
         tasks = [task for task in claimed if isinstance(task, PoppedTask)]
         for task in tasks:
-            self._tracker.claimed(task.key, task.attempt)
+            self._tracker.claimed(task.key, task.attempt, claimed.constants_version)
         return tasks
 
     async def _fail_corrupt(self, claimed: Sequence[PoppedTask | CorruptTask]) -> None:

@@ -153,7 +153,7 @@ class Worker(ReadMethods, LogMethods, TaskMethods):
         )
         self._results = Results(self._store, self.worker_id, self._tracker)
         self._log_sink = LogSink(self._store, self.worker_id, self._results.counts)
-        self._inputs = TaskInputs(self._store, self.worker_id)
+        self._inputs = TaskInputs(self._store, self.worker_id, tracker=self._tracker)
         self._components = Components(self._stop, self._tracker, self._results, self._store, self._inputs)
         self._heartbeat = None if self.heartbeat is None else self._new_heartbeat(*self.heartbeat)
 

@@ -3,10 +3,12 @@
 :class:`TaskInputs` is a component of the :class:`~rushpy.worker.Worker`. Before
 a batch runs, :meth:`TaskInputs.prepare` builds each task's keyword arguments:
 
-- the network's **constants** (:mod:`rushpy.store.objects`), cached: the worker
-  reads their version once per batch and the constants themselves only when
-  it moved (``push_tasks(..., constants=...)`` moves it before its tasks
-  exist, so no task runs with older constants than its push set);
+- the network's **constants** (:mod:`rushpy.store.objects`), cached: each
+  claim reads their version in the same step (``claim.lua``), and the worker
+  reads the constants themselves only when it moved
+  (``push_tasks(..., constants=...)`` moves it before its tasks exist, so no
+  task runs with older constants than its push set). Tasks whose claim did
+  not say (adopted after a lost reply) cost one round trip to read the version;
 - the task's inputs, with each :class:`~rushpy.codec.ObjectRef` replaced by
   the large object's value, fetched once per worker (all missing ones of a
   batch in one round trip), checked against its SHA-256 and kept in a cache
@@ -36,6 +38,7 @@ from rushpy.seeds import make_rng, worker_seed
 from rushpy.store import Store
 from rushpy.store.objects import load_object
 from rushpy.worker.backoff import retrying
+from rushpy.worker.tracking import UNKNOWN_VERSION, TaskTracker
 
 __all__ = ["OBJECT_CACHE_BYTES", "Prepared", "TaskInputs"]
 
@@ -53,11 +56,20 @@ class TaskInputs:
         store: The worker's store.
         worker_id: The worker's id (for its own seed).
         cache_bytes: Bound of the large-object cache (encoded bytes).
+        tracker: The worker's task tracker, which knows the constants version
+            each task was claimed with (without it, every batch reads the version).
 
     """
 
-    def __init__(self, store: Store, worker_id: str, cache_bytes: int = OBJECT_CACHE_BYTES) -> None:
+    def __init__(
+        self,
+        store: Store,
+        worker_id: str,
+        cache_bytes: int = OBJECT_CACHE_BYTES,
+        tracker: TaskTracker | None = None,
+    ) -> None:
         self._store = store
+        self._tracker = tracker
         self._worker_id = worker_id
         self._cache_bytes = cache_bytes
         self._version: bytes | None = None
@@ -89,7 +101,8 @@ class TaskInputs:
     async def prepare(self, tasks: list[PoppedTask]) -> Prepared:
         """The keyword arguments of each task, or why it cannot run (one or two round trips)."""
         try:
-            await retrying("reading the network's constants", self._refresh_constants)
+            if not self._constants_current(tasks):
+                await retrying("reading the network's constants", self._refresh_constants)
             fetched, problems = await retrying("reading large objects", lambda: self._fetch(tasks))
         except ServerError as exc:  # keys of the wrong type: data written by something else
             condition = Condition(CORRUPT, f"the network's constants or large objects cannot be read: {exc}")
@@ -103,6 +116,14 @@ class TaskInputs:
             else:
                 ready.append((task, kwargs))
         return ready, failed
+
+    def _constants_current(self, tasks: list[PoppedTask]) -> bool:
+        """Whether every task was claimed with the version of the cached constants."""
+        if not self._loaded or self._tracker is None:
+            return False
+        version = self._version
+        versions = self._tracker.constants_version
+        return all(versions(task.key) == version for task in tasks) and version != UNKNOWN_VERSION
 
     async def _refresh_constants(self) -> None:
         version = await self._store.objects.constants_version()

@@ -16,7 +16,10 @@ from collections.abc import Callable, Iterator
 
 from rushpy.logs import get_logger, log_worker
 
-__all__ = ["TaskTracker"]
+__all__ = ["UNKNOWN_VERSION", "TaskTracker"]
+
+UNKNOWN_VERSION = b"?"
+"""The constants version of a task whose claim did not say (adopted after a lost reply)."""
 
 log = get_logger("rushpy.worker")
 
@@ -33,15 +36,23 @@ class TaskTracker:
     def __init__(self, worker_id: str) -> None:
         self.worker_id = worker_id
         self._attempts: dict[str, int] = {}
+        # The constants version each claim read (claim.lua): a batch whose claims all
+        # read the version the worker has cached needs no round trip to check it.
+        self._versions: dict[str, bytes | None] = {}
         # How to interrupt each task that runs right now, and cancelled keys that
         # this worker claimed but has not started (skipped when their turn comes).
         self._interrupts: dict[str, Callable[[], object]] = {}
         self._cancelled: set[str] = set()
 
     # -- attempts -------------------------------------------------------------------------
-    def claimed(self, key: str, attempt: int) -> None:
-        """Record that this worker runs ``attempt`` of task ``key``."""
+    def claimed(self, key: str, attempt: int, constants_version: bytes | None = UNKNOWN_VERSION) -> None:
+        """Record that this worker runs ``attempt`` of task ``key``, claimed with ``constants_version``."""
         self._attempts[key] = attempt
+        self._versions[key] = constants_version
+
+    def constants_version(self, key: str) -> bytes | None:
+        """The constants version read when ``key`` was claimed (:data:`UNKNOWN_VERSION`: not known)."""
+        return self._versions.get(key, UNKNOWN_VERSION)
 
     def attempt(self, key: str) -> int | None:
         """The attempt this worker runs, or ``None`` if it does not know the task."""
@@ -53,6 +64,7 @@ class TaskTracker:
     def forget(self, key: str) -> None:
         """Drop what is tracked about a task the worker reported on or will not report on."""
         self._attempts.pop(key, None)
+        self._versions.pop(key, None)
         self._cancelled.discard(key)
 
     # -- cancellation ---------------------------------------------------------------------
