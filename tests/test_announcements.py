@@ -1,0 +1,169 @@
+"""Announcements that carry rows, and waits that trust them (issue: W2's critical path).
+
+A finished task's row travels in its ``F`` announcement when it is small, the
+cache and the waits use it instead of reading the hash, and a wake-up caused
+only by announcements closes exactly the announced keys without a lookup.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import anyio
+import msgpack
+import pytest
+import redis.asyncio
+
+from rushpy import Controller, RedisConfig, Worker
+from rushpy.announcements import Announcement, Outcomes, parse
+from rushpy.codec import encode
+from rushpy.errors import TaskTimeoutError
+from rushpy.store import Store
+
+# -- parsing ---------------------------------------------------------------------------------
+
+
+def test_parse_keys_and_rows() -> None:
+    rows = [[b"ys", encode({"y": 1})], [b"ys", encode({"y": 2})]]
+    found = parse(b"F 7 a b\n" + msgpack.packb(rows))
+    assert found == Announcement(False, 7, [b"a", b"b"], rows)
+    assert found.state == "finished"
+    assert parse(b"X 0 c") == Announcement(True, 0, [b"c"], None)
+    assert parse(b"X 0 c").state == "failed"  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("data", [b"C a b", b"W", b"F x a", b"", b"terminate"])
+def test_parse_ignores_other_messages(data: bytes) -> None:
+    assert parse(data) is None
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"\xc1",  # not msgpack
+        msgpack.packb({"a": 1}),  # not a list
+        msgpack.packb([[b"ys"]]),  # odd number of items
+        msgpack.packb([[b"ys", 1]]),  # not bytes
+        msgpack.packb([[b"ys", b"1"], [b"ys", b"2"]]),  # more rows than keys
+        msgpack.packb(["row"]),  # a row that is not a list
+    ],
+)
+def test_damaged_rows_cost_the_rows_not_the_announcement(body: bytes) -> None:
+    assert parse(b"F 3 a\n" + body) == Announcement(False, 3, [b"a"], None)
+
+
+# -- outcomes --------------------------------------------------------------------------------
+
+
+def test_outcomes_remember_only_watched_keys_and_only_news() -> None:
+    outcomes = Outcomes()
+    outcomes.record(Announcement(False, 0, [b"a"], None))  # nobody watches: counted, not kept
+    assert outcomes.announcements == 1
+    outcomes.watch(["a", "b"])
+    outcomes.watch(["a"])
+    assert outcomes.closed("a", 0) is None
+    before = outcomes.announcements
+    outcomes.record(Announcement(True, 4, [b"a", b"z"], None))
+    assert outcomes.closed("a", before) == ("failed", None)
+    assert outcomes.closed("z", before) is None  # not watched
+    # An announcement the caller saw before its last look at Redis is stale.
+    assert outcomes.closed("a", outcomes.announcements) is None
+    outcomes.unwatch(["a"])
+    assert outcomes.closed("a", before) == ("failed", None)  # another waiter still watches it
+    outcomes.unwatch(["a", "b"])
+    assert outcomes.closed("a", before) is None
+    outcomes.watch(["a"])
+    assert outcomes.closed("a", before) is None  # forgotten with its last waiter
+
+
+# -- the scripts --------------------------------------------------------------------------------
+
+
+async def announcement_of(store: Store, action: Any) -> Announcement:
+    pubsub = store.client.pubsub()
+    await pubsub.subscribe(store.keys.events)
+    await pubsub.get_message(timeout=5)
+    try:
+        await action()
+        with anyio.fail_after(5):
+            while True:
+                msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1)
+                if msg is not None and (found := parse(bytes(msg["data"]))) is not None:
+                    return found
+    finally:
+        await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+
+async def test_a_batch_of_large_rows_announces_keys_only(
+    controller: Controller, config: RedisConfig, network_id: str, store: Store
+) -> None:
+    keys = await controller.push_tasks([{"x": 1}, {"x": 2}])
+    async with Worker(network_id, config=config) as worker:
+        await worker.pop_tasks(2, timeout=5)
+        small = await announcement_of(store, lambda: worker.finish_tasks([keys[0]], [{"y": 1}]))
+        large = await announcement_of(store, lambda: worker.finish_tasks([keys[1]], [{"y": "x" * 5000}]))
+    assert small.rows is not None and len(small.rows) == 1
+    assert large.keys == [keys[1].encode()] and large.rows is None
+
+
+# -- the cache and the waits ------------------------------------------------------------------
+
+
+async def test_the_cache_takes_carried_rows_instead_of_reading(
+    controller: Controller, raw: redis.asyncio.Redis
+) -> None:
+    """A row that came with its announcement is not read again (here it differs from Redis to tell)."""
+    [key] = await controller.push_finished_tasks([{"x": 1}], [{"y": 1}])
+    [other] = await controller.push_finished_tasks([{"x": 2}], [{"y": 2}])
+    cache = controller._reads.cache
+    cache.listening += 1
+    try:
+        carried = [b"xs", encode({"x": 1}), b"ys", encode({"y": 99})]
+        cache.announce(0, [key.encode(), other.encode()], rows=None)
+        cache.announce(0, [key.encode()], rows=[carried])
+        assert await cache.update(announced_only=True) == 2
+    finally:
+        cache.listening -= 1
+    rows = cache.take_new()
+    assert [(r["key"], r["y"]) for r in rows] == [(key, 99), (other, 2)]
+
+
+async def test_a_wake_by_announcements_only_closes_the_announced_keys_without_a_lookup(
+    controller: Controller, raw: redis.asyncio.Redis
+) -> None:
+    """The waiter trusts an announcement: a key announced finished (but still queued) closes."""
+    keys = await controller.push_tasks([{"x": 1}, {"x": 2}])
+    row = [b"xs", encode({"x": 1}), b"ys", encode({"y": 5})]
+    got: list[dict[str, Any]] = []
+
+    async def announce() -> None:
+        await anyio.sleep(0.2)
+        await raw.publish(controller._keys.events, b"F 0 " + keys[0].encode() + b"\n" + msgpack.packb([row]))
+
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(announce)
+            with pytest.raises(TaskTimeoutError, match="1 of 2 tasks still open"):
+                async for found in controller.as_completed(keys, timeout=1, detect_lost_workers=False):
+                    got.append(found)
+    assert [(r["key"], r["state"], r["y"]) for r in got] == [(keys[0], "finished", 5)]
+
+
+async def test_large_results_are_read_when_their_announcement_has_no_rows(
+    controller: Controller, config: RedisConfig, network_id: str
+) -> None:
+    keys = await controller.push_tasks([{"x": 1}, {"x": 2}])
+
+    async def work() -> None:
+        async with Worker(network_id, config=config) as worker:
+            await worker.pop_tasks(2, timeout=5)
+            await anyio.sleep(0.2)
+            await worker.finish_tasks(keys, [{"y": "a" * 5000}, {"y": "b"}])
+
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(work)
+            rows = [row async for row in controller.as_completed(keys, timeout=5)]
+            table = await controller.wait_for_tasks(keys, timeout=5)
+    assert sorted(len(r["y"]) for r in rows) == [1, 5000]
+    assert [len(y) for y in table["y"]] == [5000, 1]
