@@ -7,15 +7,74 @@ scripts, ``MULTI`` and ``BLMOVE`` stay legal on a cluster.
 
 from __future__ import annotations
 
+import base64
+import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 from rushpy.config import validate_identifier
 
-__all__ = ["DEFAULT_PREFIX", "Keys"]
+__all__ = [
+    "DEFAULT_PREFIX",
+    "TASK_KEY_BYTES",
+    "TASK_KEY_CHARS",
+    "Keys",
+    "key_from_bytes",
+    "key_to_bytes",
+    "new_task_keys",
+]
 
 DEFAULT_PREFIX = "rush"
 """Prefix of every key unless a network is created with another."""
+
+TASK_KEY_BYTES = 12
+"""Random bytes of a task key: 96 bits, unguessable, and a collision (which would
+make ``create.lua`` skip the second task) is unlikely below 10**12 tasks (p < 10**-4)."""
+
+TASK_KEY_CHARS = TASK_KEY_BYTES * 4 // 3
+"""Characters of a task key: base64url of :data:`TASK_KEY_BYTES` (16, no padding)."""
+
+
+# base64url with "." for "-": a key never starts with "-", so a shell command that
+# takes keys (``rushpy cancel NETWORK KEY``) never mistakes one for an option.
+_TO_KEY = bytes.maketrans(b"-", b".")
+_FROM_KEY = bytes.maketrans(b".", b"-")
+
+
+def key_from_bytes(raw: bytes) -> str:
+    """The task key(s) of random bytes (12 per key; several keys come out joined)."""
+    return base64.urlsafe_b64encode(raw).translate(_TO_KEY).decode("ascii")
+
+
+def key_to_bytes(key: str) -> bytes:
+    """The bytes a task key (or several joined) encodes; the inverse of :func:`key_from_bytes`.
+
+    Raises:
+        ValueError: ``key`` is not made of whole 16-character task keys.
+
+    """
+    return base64.urlsafe_b64decode(key.encode("ascii").translate(_FROM_KEY))
+
+
+def new_task_keys(n: int) -> list[str]:
+    """``n`` fresh task keys: 12 random bytes each, as 16 URL- and shell-safe characters.
+
+    A task key is stored three times (in the task hash's name, the all-tasks list
+    and the finished list), so it is kept short: base64url (``A-Z a-z 0-9 _``,
+    and ``.`` for ``-``) carries 6 bits per character where hex carries 4 (16
+    characters instead of 32).
+
+    Args:
+        n: How many keys.
+
+    Returns:
+        Distinct keys (with overwhelming probability), in no particular order.
+
+    """
+    # One draw and one encoding for all keys: 12 bytes are exactly 16 characters,
+    # so each key is a fixed slice and no padding appears.
+    text = key_from_bytes(secrets.token_bytes(TASK_KEY_BYTES * n))
+    return [text[i : i + TASK_KEY_CHARS] for i in range(0, TASK_KEY_CHARS * n, TASK_KEY_CHARS)]
 
 
 @dataclass(frozen=True, slots=True)

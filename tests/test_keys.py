@@ -240,3 +240,30 @@ async def test_networks_do_not_share_keys(config: RedisConfig, redis_client: Red
         finally:
             for rush in (a, b, c):
                 await rush.reset(workers=True)
+
+
+# -- task keys (issue 11: memory per task) ----------------------------------------------------
+
+
+def test_task_keys_are_16_url_safe_characters_of_12_random_bytes() -> None:
+    from rushpy.keys import TASK_KEY_BYTES, TASK_KEY_CHARS, key_from_bytes, key_to_bytes, new_task_keys
+
+    keys = new_task_keys(4000)
+    assert TASK_KEY_CHARS == 16
+    assert len(set(keys)) == 4000
+    for key in keys:
+        # URL- and shell-safe, no padding, and exactly the 96 random bits.
+        assert re.fullmatch(r"[A-Za-z0-9_.]{16}", key), key
+        assert len(key_to_bytes(key)) == TASK_KEY_BYTES
+        assert key_from_bytes(key_to_bytes(key)) == key
+    # 4,000 keys have ~250 that base64url would start with "-": none starts so here.
+    assert key_from_bytes(bytes([0xF8]) + bytes(11)).startswith(".")
+    assert new_task_keys(0) == []
+
+
+async def test_pushed_tasks_get_short_keys(config: RedisConfig) -> None:
+    async with Controller(f"test-{uuid.uuid4().hex[:12]}", config=config) as rush:
+        keys = await rush.push_tasks([{"x": i} for i in range(3)])
+        assert all(re.fullmatch(r"[A-Za-z0-9_.]{16}", key) for key in keys), keys
+        assert (await rush.fetch_tasks(keys))["key"] == keys
+        await rush.reset()

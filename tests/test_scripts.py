@@ -545,3 +545,28 @@ async def test_read_returns_decoded_hashes_in_order_and_none_for_missing(store: 
     assert rows[1] is None
     assert rows[0] is not None and rows[0]["xs"] == {"i": CHUNK + 1}
     assert [r["xs"]["i"] for r in rows[2:] if r] == list(range(CHUNK + 1))
+
+
+async def test_a_finished_task_keeps_one_token_field(store: Store) -> None:
+    """Memory per finished task: the result's token replaces the claim's, and no 'done' field is written."""
+    [key] = await running(store)
+    call = sc.complete(
+        store.keys, W, "finished", [(key, 1, [encode({"y": 1})])], names=["ys"], token="t-done"
+    )
+    assert await call.run(store.client) == [1]
+    stored = await store.client.hgetall(store.keys.task(key))
+    assert decode(stored[b"claim"]) == "t-done"
+    assert b"done" not in stored
+    assert await call.run(store.client) == [1]  # a repeat (lost reply) still finds it
+
+
+async def test_complete_repeated_after_a_retry_and_a_new_claim_reports_recorded(store: Store) -> None:
+    """A failure's token outlives the claim of the retry, which overwrites the 'claim' field."""
+    [key] = await running(store, max_retries=1)
+    call = sc.complete(
+        store.keys, W, "failed", [(key, 1, [encode(BOOM.to_dict())])], names=["condition"], token="t-fail"
+    )
+    assert await call.run(store.client) == [2]
+    assert await store.tasks.pop_keys(W, 1) == [key]
+    assert [t.attempt for t in await store.tasks.claim(W, [key], token="t-claim-2")] == [2]
+    assert await call.run(store.client) == [1]  # the reply of the failure was lost: recorded

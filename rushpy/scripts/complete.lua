@@ -17,8 +17,13 @@
 -- (finished, failed, cancelled or re-queued by someone else), or whose
 -- current attempt is not the one reported on, is left untouched and the
 -- outcome discarded. A client that repeats the call after a lost reply (same
--- token, stored as the task's "done" field) is told what the first run did
--- with each task instead.
+-- token) is told what the first run did with each task instead. The token is
+-- stored in the task's "claim" field for a result: the claim token is read
+-- only while the task runs, and a finished task never runs again, so one
+-- field serves both (a hash entry less per finished task, see
+-- docs/performance.md). A failure stores it in "done": a task re-queued for a
+-- retry can be claimed again before the repeat arrives, and that claim
+-- overwrites "claim".
 -- A failure is appended to the task's "conditions" history; with attempts
 -- left (attempts_left) the task goes back to the queue's tail, otherwise it
 -- fails with that condition. A "CorruptTask" condition (a worker found the
@@ -88,7 +93,8 @@ for t = 7, #KEYS do
     ok = redis.call("SREM", KEYS[1], key) == 1
   end
   if not ok then
-    out[#out + 1] = is_hash(hash) and redis.call("HGET", hash, "done") == token and 1 or 0
+    local first = is_hash(hash) and redis.call("HMGET", hash, "claim", "done")
+    out[#out + 1] = first and (first[1] == token or first[2] == token) and 1 or 0
   elseif corrupt then
     -- The outcome cannot be matched to an attempt: it is discarded.
     fail_corrupt(hash, key, KEYS[5], corrupt, time)
@@ -106,7 +112,7 @@ for t = 7, #KEYS do
       failed[#failed + 1] = key
     end
   else
-    redis.call("HSET", hash, unpack(field_args({"done", token}, common, names, pos)))
+    redis.call("HSET", hash, unpack(field_args({"claim", token}, common, names, pos)))
     redis.call("RPUSH", KEYS[2], key)
     announce[#announce + 1] = key
     announced_hashes[#announced_hashes + 1] = hash

@@ -17,7 +17,7 @@ from redis.exceptions import NoScriptError
 
 from rushpy.codec import decode
 from rushpy.errors import ServerError, ServerFullError, TaskError
-from rushpy.keys import Keys
+from rushpy.keys import Keys, new_task_keys
 from rushpy.models import WorkerState
 from rushpy.scripts import Call, load_all
 from rushpy.scripts.calls import text
@@ -58,8 +58,8 @@ def new_worker_id() -> str:
 
 
 def new_task_key() -> str:
-    """A fresh, globally unique task key (128 random bits as hex, like a UUID4)."""
-    return secrets.token_hex(16)
+    """A fresh, globally unique task key (see :func:`rushpy.keys.new_task_keys`)."""
+    return new_task_keys(1)[0]
 
 
 def new_token() -> str:

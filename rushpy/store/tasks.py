@@ -10,10 +10,11 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 from rushpy.errors import WorkerNotRunningError
+from rushpy.keys import new_task_keys
 from rushpy.models import Condition
 from rushpy.scripts import Call
 from rushpy.scripts import calls as sc
-from rushpy.store.base import Plumbing, chunks, new_task_key, new_token, text
+from rushpy.store.base import Plumbing, chunks, new_token, text
 from rushpy.store.encoding import check_task_size, encode_field
 
 __all__ = ["BLOCK_SHARE", "CREATE_FIELDS", "Encoded", "TaskStore"]
@@ -139,7 +140,7 @@ class TaskStore(Plumbing):
     ) -> tuple[list[Call[int]], list[str]]:
         shared = [("created_at", sc.now())] + [(name, encode_field(v)) for name, v in (common or {}).items()]
         encoded, sizes = self._encode(tasks, _CREATE_NAMES)
-        keys = [new_task_key() for _ in tasks]
+        keys = new_task_keys(len(tasks))
         calls = []
         for start, stop in chunks(sizes):
             # Send only the fields some task of the chunk has: fewer arguments to pack.
@@ -169,7 +170,7 @@ class TaskStore(Plumbing):
         if not tasks:
             return []
         encoded, sizes = self._encode(tasks, _RUNNING_NAMES)
-        keys = [new_task_key() for _ in tasks]
+        keys = new_task_keys(len(tasks))
         at = sc.now()
         calls = [
             sc.running(
