@@ -156,7 +156,7 @@ class Reads:
 
     async def fetch_finished_tasks(self) -> Table:
         """Every finished task in finish order (the cache plus new results)."""
-        return Table(await self.cache.rows())
+        return await self.cache.table()
 
     async def fetch_tasks_with_state(self, states: str | Iterable[str] | None) -> Table:
         """Tasks in the given states (default all), from one snapshot, in creation order."""
@@ -197,7 +197,10 @@ class Reads:
 
     async def _update(self, states: list[TaskState], *, announced_only: bool) -> None:
         if TaskState.FINISHED in states:
-            await self.cache.update(announced_only=announced_only)
+            if announced_only:
+                await self.cache.update(announced_only=True)
+            else:
+                await self.cache.update_all()
         if TaskState.FAILED in states:
             await self.cache.update_failed(announced_only=announced_only)
 

@@ -34,6 +34,8 @@ if TYPE_CHECKING:
     import pandas
     import polars
 
+    from rushpy.columns import RowColumns
+
 __all__ = ["RESERVED_COLUMNS", "Table", "flatten_task"]
 
 RESERVED_COLUMNS = ("key", "state", "worker_id")
@@ -92,6 +94,11 @@ def flatten_task(key: str, state: str, task: Mapping[str, Any]) -> dict[str, Any
 class Table(Sequence[dict[str, Any]]):
     """Rows of tasks; index by position for a row or by name for a column.
 
+    A table is either a list of row dicts or a lazy view of a range of a
+    :class:`~rushpy.columns.RowColumns` (:meth:`over`): then a column decodes
+    only what it needs and a row dict is built only when it is asked for.
+    Both behave the same.
+
     Example:
         >>> table = await rush.fetch_finished_tasks()
         >>> table["y"]            # one column as a list
@@ -99,33 +106,67 @@ class Table(Sequence[dict[str, Any]]):
 
     """
 
-    __slots__ = ("_columns", "_rows")
+    __slots__ = ("_columns", "_rows", "_source")
 
     def __init__(self, rows: Sequence[dict[str, Any]] = ()) -> None:
         """Wrap rows (dicts); columns are the union of their keys, in first-seen order."""
-        self._rows: list[dict[str, Any]] = list(rows)
+        self._rows: list[dict[str, Any]] | None = list(rows)
+        self._source: tuple[RowColumns, int, int] | None = None
         seen: dict[str, None] = {}
         for row in self._rows:
             for name in row:
                 seen.setdefault(name, None)
-        self._columns = list(seen)
+        self._columns: list[str] | None = list(seen)
+
+    @classmethod
+    def over(cls, source: RowColumns, start: int = 0, stop: int | None = None) -> Table:
+        """A lazy table of rows ``start`` to ``stop`` of ``source`` (rows appended later are not in it).
+
+        Args:
+            source: The columnar rows.
+            start: First row.
+            stop: Row after the last (``None``: the rows ``source`` has now).
+
+        """
+        table = cls.__new__(cls)
+        span = range(*slice(start, stop).indices(len(source)))
+        table._rows = None
+        table._columns = None
+        table._source = (source, span.start, max(span.start, span.stop))
+        return table
+
+    def _all(self) -> list[dict[str, Any]]:
+        # Materialised once, on the first call that needs every row as a dict.
+        if self._rows is None:
+            source, start, stop = self._source  # type: ignore[misc]  # set whenever _rows is None
+            self._rows = source.rows(start, stop)
+        return self._rows
 
     @property
     def columns(self) -> list[str]:
         """Column names in order."""
+        if self._columns is None:
+            source, start, stop = self._source  # type: ignore[misc]  # set whenever _columns is None
+            self._columns = source.columns(start, stop)
         return list(self._columns)
 
     @property
     def rows(self) -> list[dict[str, Any]]:
         """The rows (a copy of the list; the dicts are shared)."""
-        return list(self._rows)
+        return list(self._all())
 
     @property
     def keys(self) -> list[str]:
         """Task keys in row order."""
+        if self._rows is None:
+            source, start, stop = self._source  # type: ignore[misc]  # set whenever _rows is None
+            return source.keys(start, stop)
         return [row["key"] for row in self._rows]
 
     def __len__(self) -> int:
+        if self._rows is None:
+            _, start, stop = self._source  # type: ignore[misc]  # set whenever _rows is None
+            return stop - start
         return len(self._rows)
 
     @overload
@@ -138,29 +179,42 @@ class Table(Sequence[dict[str, Any]]):
     def __getitem__(self, index: int | slice | str) -> Any:
         """Row by position, sub-table by slice, or column (missing cells are ``None``)."""
         if isinstance(index, str):
-            if index not in self._columns:
-                raise KeyError(f"no column {index!r}; columns are {self._columns}")
+            columns = self.columns
+            if index not in columns:
+                raise KeyError(f"no column {index!r}; columns are {columns}")
+            if self._rows is None:
+                source, start, stop = self._source  # type: ignore[misc]  # set whenever _rows is None
+                return source.column(index, start, stop)
             return [row.get(index) for row in self._rows]
+        if self._rows is None:
+            source, start, stop = self._source  # type: ignore[misc]  # set whenever _rows is None
+            if isinstance(index, slice):
+                if index.step not in (None, 1):
+                    return Table(self._all()[index])
+                span = range(stop - start)[index]
+                return Table.over(source, start + span.start, start + max(span.start, span.stop))
+            return source.row(start + range(stop - start)[index])
         if isinstance(index, slice):
             return Table(self._rows[index])
         return self._rows[index]
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
-        return iter(self._rows)
+        return iter(self._all())
 
     def __eq__(self, other: object) -> bool:
         if isinstance(other, Table):
-            return self._rows == other._rows
+            return self._all() == other._all()
         return NotImplemented
 
     __hash__ = None  # type: ignore[assignment]
 
     def __repr__(self) -> str:
-        return f"Table({len(self._rows)} rows, columns={self._columns})"
+        return f"Table({len(self)} rows, columns={self.columns})"
 
     def to_records(self) -> list[dict[str, Any]]:
         """Rows with every column present (missing cells ``None``)."""
-        return [{c: row.get(c) for c in self._columns} for row in self._rows]
+        columns = self.columns
+        return [{c: row.get(c) for c in columns} for row in self._all()]
 
     def to_pandas(self) -> pandas.DataFrame:
         """Convert to a pandas DataFrame (``pip install pandas``)."""
@@ -168,7 +222,7 @@ class Table(Sequence[dict[str, Any]]):
             import pandas as pd  # noqa: PLC0415 - optional dependency
         except ImportError as exc:  # pragma: no cover - depends on the environment
             raise ImportError("Table.to_pandas() needs pandas: pip install pandas") from exc
-        return pd.DataFrame.from_records(self.to_records(), columns=self._columns)
+        return pd.DataFrame.from_records(self.to_records(), columns=self.columns)
 
     def to_polars(self) -> polars.DataFrame:
         """Convert to a polars DataFrame (``pip install polars``)."""
@@ -176,20 +230,21 @@ class Table(Sequence[dict[str, Any]]):
             import polars as pl  # noqa: PLC0415 - optional dependency
         except ImportError as exc:  # pragma: no cover - depends on the environment
             raise ImportError("Table.to_polars() needs polars: pip install polars") from exc
-        if not self._rows:
+        if not len(self):
             return pl.DataFrame()
         return pl.from_dicts(self.to_records(), infer_schema_length=None)
 
     def format(self, max_rows: int = 20, columns: Sequence[str] | None = None) -> str:
         """Render as a plain-text table (for printing in terminals and demos)."""
-        cols = list(columns) if columns is not None else self._columns
-        shown = self._rows[:max_rows]
+        cols = list(columns) if columns is not None else self.columns
+        # A lazy table builds only the rows it shows.
+        shown = self._rows[:max_rows] if self._rows is not None else list(self[:max_rows])
         cells = [[_cell(row.get(c)) for c in cols] for row in shown]
         widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(cols)]
         lines = ["  ".join(c.ljust(w) for c, w in zip(cols, widths, strict=True))]
         lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)) for r in cells]
-        if len(self._rows) > max_rows:
-            lines.append(f"... {len(self._rows) - max_rows} more rows")
+        if len(self) > max_rows:
+            lines.append(f"... {len(self) - max_rows} more rows")
         return "\n".join(lines)
 
 

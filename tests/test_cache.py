@@ -175,3 +175,27 @@ async def test_announced_failures_are_read_without_the_log(controller: Controlle
     (third,) = await controller.push_failed_tasks([{"x": 3}], ["c"])
     assert not cache._failed_announced
     assert [r["key"] for r in await controller.fetch_new_tasks(states=("failed",))] == [third]
+
+
+async def test_catching_up_on_many_results_is_not_cut_by_the_deadline_grace(
+    controller: Controller, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A fetch with timeout=0 reads a large backlog in windows, each answered within the grace.
+
+    Regression: the whole backlog went out as one pipeline under the call's
+    deadline, so a healthy server that took longer than the grace (5 s) to send
+    10^5 rows made fetch_new_tasks() raise ConnectionFailedError.
+    """
+    import rushpy.cache
+    import rushpy.deadline
+
+    n = 20_000
+    await controller.push_finished_tasks([{"x": i} for i in range(n)], [{"y": i} for i in range(n)])
+    monkeypatch.setattr(rushpy.cache, "READ_WINDOW", 100)
+    # A grace far shorter than reading 20,000 rows at once takes, and far longer
+    # than reading 100.
+    monkeypatch.setattr(rushpy.deadline, "DEADLINE_GRACE", 0.03)
+    with anyio.fail_after(60):
+        rows = await controller.fetch_new_tasks()  # the whole backlog, window by window
+    assert [r["y"] for r in rows] == list(range(n))
+    assert len(await controller.fetch_finished_tasks()) == n

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from rushpy.models import TaskState
+from rushpy.scripts import Call, script
 from rushpy.scripts import calls as sc
 from rushpy.store.base import CHUNK, Plumbing, text
 
@@ -94,6 +95,24 @@ class ReadStore(Plumbing):
         calls = [sc.read(self.keys, keys[start : start + CHUNK]) for start in range(0, len(keys), CHUNK)]
         replies = await self.run_batched(calls)
         return [row for reply in replies for row in reply]
+
+    async def read_raw(self, keys: Sequence[str]) -> list[Any]:
+        """Undecoded replies of ``read.lua`` for ``keys``, in order, for :class:`~rushpy.columns.RowColumns`.
+
+        Per key: the flat ``HGETALL`` reply (field names and msgpack values as
+        bytes), an empty list for a task that is gone, or the Redis type name
+        (bytes) of a key that is not a hash. Chunks of :data:`CHUNK` keys travel
+        in one pipeline; nothing is decoded here, so the caller decodes only
+        what it keeps.
+        """
+        if not keys:
+            return []
+        calls = [
+            Call(script("read"), self.keys.tasks(keys[start : start + CHUNK]), [], _as_is)
+            for start in range(0, len(keys), CHUNK)
+        ]
+        replies = await self.run_batched(calls)
+        return [flat for reply in replies for flat in reply]
 
     async def finished_keys(self, start: int = 0, stop: int = -1) -> list[str]:
         """Keys of the finished list from index ``start`` to ``stop`` (inclusive), in finish order."""
@@ -190,3 +209,8 @@ class ReadStore(Plumbing):
     async def n_finished(self) -> int:
         """Length of the finished list."""
         return int(await self.client.llen(self.keys.finished))
+
+
+def _as_is(reply: Any) -> list[Any]:
+    """A ``read.lua`` reply, undecoded (see :meth:`ReadStore.read_raw`)."""
+    return list(reply)

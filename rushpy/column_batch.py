@@ -1,0 +1,345 @@
+"""Layouts, shapes and bulk checks of task hashes, for :class:`rushpy.columns.RowColumns`.
+
+Consecutive hashes read from Redis usually have the same field names in the
+same order (a *layout*): every finished task of a network was written by the
+same scripts. This module checks a run of such hashes field by field, one
+column at a time, so that most of the work happens in C (``b"".join``, strided
+slices, ``map``) instead of in Python code per row. The checks are those of
+:func:`rushpy.fields.decode_task`; a run that fails any of them is handed back
+(``None``) and its rows are appended one by one, which sorts out the bad ones.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import msgpack  # type: ignore[import-untyped]
+
+from rushpy.codec import _ext_hook
+from rushpy.fields import check_field
+from rushpy.keys import key_from_bytes, key_to_bytes
+from rushpy.table import flatten_task
+
+__all__ = [
+    "GROUPS",
+    "STORED",
+    "TIMES",
+    "BASE64_KEYS",
+    "HEX_KEYS",
+    "KeyFormat",
+    "Layout",
+    "Run",
+    "Shape",
+    "array_header",
+    "check_run",
+    "key_format",
+    "pack_keys",
+    "pick",
+    "times_ok",
+    "tokens_ok",
+    "unpack",
+]
+
+TIMES = ("created_at", "started_at", "finished_at")
+STORED = (
+    "xs",
+    "ys",
+    "xs_extra",
+    "ys_extra",
+    "condition",
+    "conditions",
+    "attempts",
+    "max_retries",
+    "timeout",
+    "seed",
+)
+"""Fields kept as msgpack bytes, in the order they are stored per row."""
+
+GROUPS = frozenset({"xs", "ys", "xs_extra", "ys_extra"})
+_NAMED = GROUPS | {"condition"}  # mappings whose names make columns (condition: output relay)
+TS64 = b"\xd7\xff"
+TS_LEN = 10
+NO_TIME = TS64 + bytes(8)
+MAX_NS = (10**9 << 2).to_bytes(4, "big")
+"""First 4 payload bytes of a 64-bit timestamp at 10**9 nanoseconds (msgpack refuses that and more)."""
+_HIGH = re.compile(rb"[\xee-\xff]")  # first bytes of MAX_NS and above
+_SCALARS = frozenset({int, float, str, bool, bytes, type(None)})
+_TOKEN_LEN = 17
+_MAX_FIX = 15
+_TOKEN_TAG = b"\xb0"  # a 16-byte string
+
+unpack = functools.partial(msgpack.unpackb, ext_hook=_ext_hook, timestamp=3, raw=False, strict_map_key=False)
+"""``rushpy.codec.decode`` without its fallback for list keys (which raises ``TypeError`` here)."""
+
+
+class Layout:
+    """Where each field is in a hash with a given sequence of field names (one per sequence)."""
+
+    __slots__ = ("checked", "stored", "stored_pos", "times", "wid")
+
+    def __init__(self, names: Sequence[str]) -> None:
+        """Index the fields of a hash whose field names are ``names``, in order."""
+        pos = {name: i for i, name in enumerate(names)}
+        self.stored = tuple(name for name in STORED if name in pos)
+        self.stored_pos = tuple(pos[name] for name in self.stored)
+        self.times = tuple(pos.get(name, -1) for name in TIMES)
+        self.wid = pos.get("worker_id", -1)
+        known = {*STORED, *TIMES, "worker_id"}
+        # Unknown fields are not shown, but a damaged one makes the row damaged.
+        self.checked = tuple(i for i, name in enumerate(names) if name not in known)
+
+
+class Shape:
+    """Column names of rows with one layout and one set of names per group, and where each comes from.
+
+    Built by flattening a symbolic task whose values say where the real value
+    is, so clashes and output-relay columns follow :func:`flatten_task` exactly.
+    """
+
+    __slots__ = ("columns", "layout", "sources")
+
+    def __init__(self, layout: Layout, names: Sequence[tuple[Any, ...]]) -> None:
+        """Work out the columns of rows of ``layout`` whose mappings have ``names`` (per stored field)."""
+        self.layout = layout
+        task: dict[str, Any] = {}
+        whole: dict[int, int] = {}  # id of a symbolic value -> stored index
+        for j, (field, keys) in enumerate(zip(layout.stored, names, strict=True)):
+            if field in GROUPS or field == "condition":
+                value: Any = {k: ("b", j, k) for k in keys}
+            else:
+                value = ("b", j, None)
+            whole[id(value)] = j
+            task[field] = value
+        for k, name in enumerate(TIMES):
+            if layout.times[k] >= 0:
+                task[name] = ("t", k, None)
+        if layout.wid >= 0:
+            task["worker_id"] = ("w", 0, None)
+        row = flatten_task("", "", task)
+        sources: dict[str, tuple[str, int, Any]] = {"key": ("k", 0, None), "state": ("s", 0, None)}
+        for column, value in list(row.items())[2:]:
+            if value is None:  # worker_id of a task without one
+                sources[column] = ("n", 0, None)
+            elif id(value) in whole:  # a whole stored field (condition, attempts, ...)
+                sources[column] = ("b", whole[id(value)], None)
+            else:
+                sources[column] = value
+        self.sources = sources
+        self.columns = tuple(sources)
+
+
+@dataclass(slots=True)
+class Run:
+    """A checked run of hashes of one layout, column by column.
+
+    Attributes:
+        times: Per timestamp field, the 10 stored bytes of every row, joined.
+        stored: Per stored field, every row's raw value.
+        names: Per stored field, every row's names (``()`` for non-mappings).
+        wids: Every row's raw ``worker_id`` (empty when the layout has none).
+
+    """
+
+    times: list[bytes]
+    stored: list[list[bytes]]
+    names: list[list[tuple[Any, ...]]]
+    wids: list[bytes]
+
+
+def times_ok(joined: bytes | bytearray, n: int) -> bool:
+    """Whether ``joined`` holds ``n`` 64-bit msgpack timestamps with nanoseconds in range."""
+    if len(joined) != TS_LEN * n or joined[0::TS_LEN] != TS64[:1] * n or joined[1::TS_LEN] != TS64[1:] * n:
+        return False
+    # Nanoseconds are the top 30 bits of the payload: only a first byte of 0xEE or
+    # more can be 10**9 or more, so only those few are compared in full.
+    tops = joined[2::TS_LEN]
+    for found in _HIGH.finditer(tops):
+        k = found.start() * TS_LEN + 2
+        if joined[k : k + 4] >= MAX_NS:
+            return False
+    return True
+
+
+def tokens_ok(tokens: list[bytes]) -> bool:
+    """Whether every value decodes, checked in C for the usual form: 16-character ASCII strings."""
+    joined = bytearray(b"".join(tokens))
+    if len(joined) != _TOKEN_LEN * len(tokens) or joined[0::_TOKEN_LEN] != _TOKEN_TAG * len(tokens):
+        return False
+    joined[0::_TOKEN_LEN] = b" " * len(tokens)  # the tags are not ASCII; the strings must be
+    return joined.isascii()
+
+
+def _mappings(raws: list[bytes]) -> list[Any]:
+    """Decode every value as :func:`unpack` does, fast when they are mappings of plain scalars.
+
+    ``msgpack.unpackb`` with its default options is about twice as fast as with
+    rushpy's (which make it build an ``Unpacker`` per call). The two agree on
+    mappings with string keys whose values are plain scalars: those need no
+    extension hook, map-key leniency or timestamp conversion. Anything else
+    is decoded again with rushpy's options.
+    """
+    try:
+        values = list(map(msgpack.unpackb, raws))
+    except Exception:  # non-string keys, extension types, bad data: decide with rushpy's options
+        return list(map(unpack, raws))
+    if set(map(type, values)) == {dict}:
+        inner = set(map(type, itertools.chain.from_iterable(map(dict.values, values))))
+        if inner <= _SCALARS:
+            return values
+    return list(map(unpack, raws))
+
+
+def _named(name: str, raws: list[bytes]) -> list[tuple[Any, ...]] | None:
+    """The names of every row's mapping, or ``None`` if one fails its check."""
+    values = _mappings(raws)
+    if name == "condition":
+        if any(check_field(name, v) is not None for v in values):
+            return None
+    elif set(map(type, values)) != {dict}:
+        return None
+    names = list(map(tuple, values))
+    if name != "ys":  # ys may have other keys (a worker loop's return value)
+        for keys in set(names):
+            if any(type(k) is not str for k in keys):
+                return None
+    return names
+
+
+def check_run(
+    flats: Sequence[Sequence[bytes]], layout: Layout, memo: dict[tuple[str, bytes], bool]
+) -> Run | None:
+    """Check a run of hashes of ``layout``; ``None`` when any row must be appended on its own.
+
+    Args:
+        flats: The flat ``HGETALL`` replies, all with the field names of ``layout``.
+        layout: Their layout.
+        memo: Checks of small values already done (``(field, raw)``: usable),
+            kept by the caller across runs.
+
+    """
+    n = len(flats)
+    times: list[bytes] = []
+    for p in layout.times:
+        joined = NO_TIME * n if p < 0 else b"".join([f[2 * p + 1] for f in flats])
+        if not times_ok(joined, n):
+            return None  # 32-bit or other encodings, or bad values: row by row
+        times.append(joined)
+    for p in layout.checked:
+        if not tokens_ok([f[2 * p + 1] for f in flats]):
+            return None
+    stored: list[list[bytes]] = []
+    names: list[list[tuple[Any, ...]]] = []
+    try:
+        for name, p in zip(layout.stored, layout.stored_pos, strict=True):
+            raws = [f[2 * p + 1] for f in flats]
+            if name in _NAMED:
+                keys = _named(name, raws)
+                if keys is None:
+                    return None
+                names.append(keys)
+            else:
+                for raw in set(raws):
+                    ok = memo.get((name, raw))
+                    if ok is None:
+                        ok = check_field(name, unpack(raw)) is None
+                        if len(raw) <= 2:  # small counts repeat; seeds and the like do not
+                            memo[(name, raw)] = ok
+                    if not ok:
+                        return None
+                names.append([()] * n)
+            stored.append(raws)
+    except Exception:  # any decoder failure (or list keys): row by row names the field
+        return None
+    wids = [f[2 * layout.wid + 1] for f in flats] if layout.wid >= 0 else []
+    return Run(times, stored, names, wids)
+
+
+def array_header(n: int) -> bytes:
+    """The msgpack header of an array of ``n`` items."""
+    if n <= _MAX_FIX:
+        return bytes((0x90 + n,))
+    return b"\xdd" + n.to_bytes(4, "big")
+
+
+@dataclass(frozen=True, slots=True)
+class KeyFormat:
+    """How task keys of one form are packed into fixed-width bytes, losslessly.
+
+    Attributes:
+        chars: Characters of a key.
+        width: Bytes of a packed key.
+        pack: Characters to bytes (raises ``ValueError`` for other characters).
+        unpack: Bytes back to characters.
+
+    """
+
+    chars: int
+    width: int
+    pack: Callable[[str], bytes]
+    unpack: Callable[[bytes], str]
+
+
+HEX_KEYS = KeyFormat(32, 16, bytes.fromhex, bytes.hex)
+"""32 lowercase hex characters (128 bits): task keys of earlier versions."""
+
+BASE64_KEYS = KeyFormat(16, 12, key_to_bytes, key_from_bytes)
+"""16 characters (96 bits, :func:`rushpy.keys.new_task_keys`): 12 bytes are exactly 16 characters."""
+
+
+def key_format(keys: Sequence[str]) -> KeyFormat:
+    """The format of a network's keys, judged by the first one (others are kept aside if they differ)."""
+    return BASE64_KEYS if keys and len(keys[0]) == BASE64_KEYS.chars else HEX_KEYS
+
+
+def _pack(fmt: KeyFormat, text: str, n: int) -> bytes | None:
+    """``text`` (``n`` keys joined) packed, or ``None`` if it does not come back exactly."""
+    try:
+        packed = fmt.pack(text)
+    except ValueError:  # binascii.Error too; non-ASCII text
+        return None
+    return packed if len(packed) == fmt.width * n and fmt.unpack(packed) == text else None
+
+
+def pack_keys(keys: list[str], fmt: KeyFormat) -> tuple[bytes, dict[int, str]]:
+    """``fmt.width`` bytes per key (zeros for a key not in ``fmt``), and the keys not in ``fmt`` by index."""
+    if all(len(k) == fmt.chars for k in keys):
+        packed = _pack(fmt, "".join(keys), len(keys))
+        if packed is not None:
+            return packed, {}  # the usual case, checked in C for the whole batch
+    parts: list[bytes] = []
+    others: dict[int, str] = {}
+    for i, key in enumerate(keys):
+        one = _pack(fmt, key, 1) if len(key) == fmt.chars else None
+        if one is None:
+            others[i] = key
+            one = bytes(fmt.width)
+        parts.append(one)
+    return b"".join(parts), others
+
+
+def pick(body: bytes, fields: Sequence[int | None]) -> list[Any]:
+    """Per row (one msgpack array each in ``body``), its item number ``fields[row]``; the others are skipped.
+
+    Raises:
+        TypeError: a picked mapping has list keys (``rushpy.codec.decode`` handles those).
+
+    """
+    unpacker = msgpack.Unpacker(
+        None, ext_hook=_ext_hook, timestamp=3, raw=False, strict_map_key=False, max_buffer_size=len(body) + 1
+    )
+    unpacker.feed(body)
+    out: list[Any] = []
+    for j in fields:
+        value = None
+        for f in range(unpacker.read_array_header()):
+            if f == j:
+                value = unpacker.unpack()
+            else:
+                unpacker.skip()
+        out.append(value)
+    return out
