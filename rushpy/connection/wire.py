@@ -6,11 +6,14 @@ Used by :func:`rushpy.connection.create_client` when hiredis is installed
 
 from __future__ import annotations
 
+import asyncio
 import sys
 from collections.abc import Iterator
 from typing import Any
 
 from redis.asyncio.connection import Connection, SSLConnection, UnixDomainSocketConnection
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 __all__ = ["HIREDIS_PACKING", "TCPConnection", "TLSConnection", "UnixConnection"]
 
@@ -61,7 +64,31 @@ class _FastPacking:
                 await super().send_packed_command(part, check_health)  # type: ignore[misc]
                 check_health = False
             return
-        await super().send_packed_command(command, check_health)  # type: ignore[misc]
+        timeout = self.socket_timeout  # type: ignore[attr-defined]
+        if not timeout or not self.is_connected or isinstance(command, str):  # type: ignore[attr-defined]
+            await super().send_packed_command(command, check_health)  # type: ignore[misc]
+            return
+        # redis-py bounds this write with asyncio.wait_for, which (Python 3.11) runs it
+        # in a new task: the bytes leave one turn of the event loop later, on every
+        # command (W2's critical path has four). asyncio.timeout bounds the same
+        # write in this task. Errors are handled as redis-py handles them.
+        if check_health:
+            await self.check_health()  # type: ignore[attr-defined]
+        try:
+            async with asyncio.timeout(timeout):
+                writer = self._writer  # type: ignore[attr-defined]
+                writer.writelines([command] if isinstance(command, bytes) else command)
+                await writer.drain()
+        except TimeoutError:
+            await self.disconnect(nowait=True)  # type: ignore[attr-defined]
+            raise RedisTimeoutError("Timeout writing to socket") from None
+        except OSError as exc:
+            await self.disconnect(nowait=True)  # type: ignore[attr-defined]
+            raise RedisConnectionError(f"Error while writing to socket: {exc}") from exc
+        except BaseException:
+            # A write cut half-way (a cancellation) leaves the connection unusable.
+            await self.disconnect(nowait=True)  # type: ignore[attr-defined]
+            raise
 
 
 def _slices(pieces: list[bytes]) -> Iterator[list[memoryview]]:
