@@ -179,7 +179,8 @@ def render(header: list[str], table: list[list[str]], title: str) -> str:
         return "\n".join(lines)
     out = Table(title=title)
     for name in header:
-        out.add_column(name, justify="left" if name == "peer" else "right")
+        # The first column names the row (a peer, a shape, a figure); the others are numbers.
+        out.add_column(name, justify="left" if name == header[0] else "right")
     for row in table:
         out.add_row(*row)
     console = Console(width=200, record=True)
@@ -216,7 +217,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
             parser.error(f"unknown peer(s) {missing}; choose from {', '.join(registry.ADAPTERS)}")
         absent = [p for p in args.peers if not registry.available(p)]
         if absent:
-            parser.error(f"peer(s) {absent} not installed; install them with: pip install -e '.[bench]'")
+            hints = sorted({registry.INSTALL_HINT.get(p, registry.DEFAULT_HINT) for p in absent})
+            parser.error(f"peer(s) {absent} not installed; install them with: {' and '.join(hints)}")
     if args.repeats is None:
         args.repeats = 1 if args.quick else 3
     return args

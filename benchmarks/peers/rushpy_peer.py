@@ -5,20 +5,27 @@ from __future__ import annotations
 import contextlib
 import uuid
 from collections.abc import Sequence
+from typing import Any
 
 import rushpy
 from benchmarks.peers.base import Adapter
-from benchmarks.peers.tasks import rush_evaluate
+from benchmarks.peers.tasks import rush_aevaluate, rush_evaluate
 
 #: Generous bound on any wait: a stuck peer fails the run instead of hanging it.
 TIMEOUT = 120.0
 
 
 class RushpyAdapter(Adapter):
-    """rushpy: ``push_tasks`` + ``fetch_new_tasks`` (W1), ``as_completed`` on one key (W2, W3)."""
+    """rushpy: ``push_tasks`` + ``fetch_new_tasks`` (W1), ``as_completed`` on one key (W2, W3).
+
+    Workers run an ``async def`` function, as the hand-written loop and the
+    async-native peers do; ``rushpy-sync`` runs the plain function (in a
+    worker thread), as the sync peers (huey, dramatiq, rq, celery) do.
+    """
 
     name = "rushpy"
     requires = ("rushpy",)
+    fun: Any = staticmethod(rush_aevaluate)
 
     def __init__(self) -> None:
         super().__init__()
@@ -36,7 +43,7 @@ class RushpyAdapter(Adapter):
         self._rush = await self._stack.enter_async_context(controller)
 
     async def start_workers(self, n: int) -> None:
-        await self.rush.start_local_workers(n, fun=rush_evaluate)
+        await self.rush.start_local_workers(n, fun=self.fun)
         await self.rush.wait_for_workers(n, timeout=TIMEOUT)
 
     async def run_batch(self, xs: Sequence[int]) -> list[int]:
@@ -61,3 +68,10 @@ class RushpyAdapter(Adapter):
             await self._stack.aclose()
             self._rush = None
             await super().teardown()
+
+
+class RushpySyncAdapter(RushpyAdapter):
+    """rushpy with a plain (blocking) function, run in a worker thread."""
+
+    name = "rushpy-sync"
+    fun: Any = staticmethod(rush_evaluate)

@@ -27,3 +27,8 @@ async def aevaluate(x: int, sleep: float = 0.0) -> int:
 def rush_evaluate(x: int, sleep: float = 0.0) -> dict[str, int]:
     """:func:`evaluate` with rushpy's result shape (a mapping of outputs)."""
     return {"y": evaluate(x, sleep)}
+
+
+async def rush_aevaluate(x: int, sleep: float = 0.0) -> dict[str, int]:
+    """:func:`aevaluate` with rushpy's result shape: what rushpy runs, like the hand-written loop."""
+    return {"y": await aevaluate(x, sleep)}
