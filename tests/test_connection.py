@@ -234,3 +234,37 @@ async def test_an_error_reply_to_a_plain_command_is_a_server_error(controller: C
     assert not isinstance(info.value, ResponseError)
     with pytest.raises(ServerError, match="WRONGTYPE"):
         await controller.status()  # a pipeline
+
+
+async def test_commands_are_written_in_the_calling_task(
+    config: RedisConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No asyncio.wait_for per write (it ran each write in a new task, one loop turn later)."""
+    import redis.asyncio.connection
+
+    def refuse(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("a write went through asyncio.wait_for")
+
+    client = create_client(config)
+    try:
+        await client.ping()  # connected before the patch: the fast path needs a connection
+        monkeypatch.setattr(redis.asyncio.connection.asyncio, "wait_for", refuse)
+        assert await client.set("rushpy-test-write", b"x" * 100)
+        async with client.pipeline(transaction=False) as pipe:
+            pipe.get("rushpy-test-write")
+            pipe.delete("rushpy-test-write")
+            assert await pipe.execute() == [b"x" * 100, 1]
+    finally:
+        monkeypatch.undo()
+        await client.aclose()
+
+
+async def test_a_write_to_a_server_that_went_away_is_a_connection_error() -> None:
+    with EmbeddedServer() as server:
+        client = create_client(server.config.model_copy(update={"reconnect_budget": 0.0}))
+        await client.ping()
+        server.stop()
+        with pytest.raises(ConnectionFailedError):
+            for _ in range(3):  # the first write may still land in the kernel's buffer
+                await client.ping()
+        await client.aclose()
