@@ -152,7 +152,8 @@ class KeyWaits:
         Rows that came with their announcements go to ``carried``.
         """
         events = self._session.events
-        channel = self._session.keys.events
+        channel = self._session.keys.results
+        await events.subscribe(channel)  # a worker hears announcements only once it waits
         outcomes = self._outcomes
         deadline = None if timeout is None else time.monotonic() + timeout
         open_keys = wanted

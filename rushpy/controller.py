@@ -17,7 +17,7 @@ import anyio
 
 from rushpy.config import RedisConfig
 from rushpy.inspect import InspectMethods
-from rushpy.keys import DEFAULT_PREFIX
+from rushpy.keys import DEFAULT_PREFIX, Keys
 from rushpy.log_methods import LogMethods
 from rushpy.logs import get_logger
 from rushpy.lost import LostWorkerDetector
@@ -105,6 +105,8 @@ class Controller(ReadMethods, LogMethods, InspectMethods, TaskMethods, WorkerMet
             network_id,
             config,
             prefix=prefix,
+            # A controller waits for results: it hears their announcements from the start.
+            channels=[Keys(network_id, prefix).results],
             on_event=self._on_event,
             owner="Controller",
             max_task_bytes=max_task_bytes,

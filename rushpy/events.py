@@ -98,11 +98,52 @@ class EventListener:
         self._down_since: float | None = None
         self._last_error: BaseException | None = None
         self._task_group: anyio.abc.TaskGroup | None = None
+        # Channels added while running (subscribe()), waiting for the server's confirmation.
+        self._confirming: dict[str, anyio.Event] = {}
 
     # -- state ---------------------------------------------------------------------------
     def counter(self, channel: str) -> int:
         """Messages seen so far on ``channel`` (plus reconnections)."""
         return self._counters[channel]
+
+    def listens_to(self, channel: str) -> bool:
+        """Whether ``channel`` is one of the channels this listener counts."""
+        return channel in self._counters
+
+    async def subscribe(self, channel: str) -> None:
+        """Listen to one more channel from now on; returns once the server confirmed it.
+
+        A waiter reads the channel's counter after this returns, so it misses
+        no message. While the subscription is down, the channel joins the next
+        reconnection (which wakes every waiter anyway).
+
+        Raises:
+            ConnectionFailedError: the server did not confirm within
+                :data:`SUBSCRIBE_TIMEOUT` seconds.
+
+        """
+        if channel in self._counters:
+            confirming = self._confirming.get(channel)
+        else:
+            self._counters[channel] = 0
+            self._channels.append(channel)
+            confirming = None
+            if self._pubsub is not None and self._down_since is None:
+                confirming = self._confirming[channel] = anyio.Event()
+                try:
+                    await self._pubsub.subscribe(channel)
+                except _LOST as exc:
+                    self._confirming.pop(channel, None)
+                    raise connection_failed(self._config, exc, 0.0) from exc
+        if confirming is None:
+            return
+        with anyio.move_on_after(SUBSCRIBE_TIMEOUT):
+            await confirming.wait()
+        if not confirming.is_set():
+            raise ConnectionFailedError(
+                f"the server at {self._config} did not confirm a subscription to {channel!r} within "
+                f"{SUBSCRIBE_TIMEOUT:g} s; check that it runs and answers"
+            )
 
     @property
     def connected(self) -> bool:
@@ -186,10 +227,11 @@ class EventListener:
     # -- subscription ---------------------------------------------------------------------
     async def _subscribe(self) -> None:
         pubsub = self._client.pubsub()
+        channels = list(self._channels)
         try:
-            await pubsub.subscribe(*self._channels)
+            await pubsub.subscribe(*channels)
             confirmed = 0
-            while confirmed < len(self._channels):
+            while confirmed < len(channels):
                 msg = await pubsub.get_message(timeout=SUBSCRIBE_TIMEOUT)
                 if msg is None:
                     raise RedisTimeoutError(f"no confirmation of SUBSCRIBE within {SUBSCRIBE_TIMEOUT:g} s")
@@ -200,6 +242,11 @@ class EventListener:
                 await _close_quietly(pubsub)
             raise
         self._pubsub = pubsub
+        # Channels added while the subscription was being made joined it (or join the next).
+        for name in channels:
+            waiting = self._confirming.pop(name, None)
+            if waiting is not None:
+                waiting.set()
 
     async def _drop_pubsub(self) -> None:
         pubsub, self._pubsub = self._pubsub, None
@@ -216,9 +263,7 @@ class EventListener:
         pinged: float | None = None
         while True:
             due = heard + interval if pinged is None else pinged + patience
-            msg = await pubsub.get_message(
-                ignore_subscribe_messages=True, timeout=max(due - anyio.current_time(), 0.0)
-            )
+            msg = await pubsub.get_message(timeout=max(due - anyio.current_time(), 0.0))
             now = anyio.current_time()
             if msg is None:
                 if pinged is None and now >= heard + interval:
@@ -232,8 +277,14 @@ class EventListener:
             heard, pinged = now, None
             if msg["type"] == "pong":
                 continue
-            channel = msg["channel"]
-            name = channel.decode() if isinstance(channel, bytes) else str(channel)
+            if msg["type"] == "subscribe":  # a channel added by subscribe() is live
+                waiting = self._confirming.pop(_name(msg["channel"]), None)
+                if waiting is not None:
+                    waiting.set()
+                continue
+            if msg["type"] != "message":
+                continue
+            name = _name(msg["channel"])
             if name not in self._counters:
                 continue
             if self._on_message is not None:
@@ -325,6 +376,10 @@ class EventListener:
             changed = self._changed
             with anyio.move_on_after(step):
                 await changed.wait()
+
+
+def _name(channel: object) -> str:
+    return channel.decode() if isinstance(channel, bytes) else str(channel)
 
 
 async def _close_quietly(pubsub: PubSub) -> None:

@@ -248,8 +248,17 @@ class Keys:
 
     @property
     def events(self) -> str:
-        """Pub/sub channel announcing finished and failed tasks."""
+        """Pub/sub channel for everyone: worker registrations, cancellations, stop requests."""
         return f"{self.base}:events"
+
+    @property
+    def results(self) -> str:
+        """Pub/sub channel announcing finished and failed tasks (with small rows).
+
+        Only clients that wait for results subscribe to it, so a worker that
+        just runs tasks is not sent every announcement of the network.
+        """
+        return f"{self.base}:results"
 
 
 def _glob_escape(text: str) -> str:

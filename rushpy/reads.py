@@ -92,7 +92,7 @@ class Reads:
 
     def on_event(self, channel: str, data: bytes) -> None:
         """Feed a pub/sub message: announcements (F, X) go to the cache and to the waiters."""
-        if channel != self._session.keys.events:
+        if channel != self._session.keys.results:
             return
         announcement = parse_announcement(data)
         if announcement is None:
@@ -206,7 +206,8 @@ class Reads:
 
     async def _wait_new(self, timeout: float | None, states: list[TaskState], lost: LostWatch | None) -> bool:
         events = self._session.events
-        channel = self._session.keys.events
+        channel = self._session.keys.results
+        await events.subscribe(channel)  # a worker hears announcements only once it waits
         deadline = None if timeout is None else time.monotonic() + timeout
         woken = False
         self.cache.listening += 1

@@ -81,7 +81,7 @@ def test_outcomes_remember_only_watched_keys_and_only_news() -> None:
 
 async def announcement_of(store: Store, action: Any) -> Announcement:
     pubsub = store.client.pubsub()
-    await pubsub.subscribe(store.keys.events)
+    await pubsub.subscribe(store.keys.results)
     await pubsub.get_message(timeout=5)
     try:
         await action()
@@ -138,7 +138,7 @@ async def test_a_wake_by_announcements_only_closes_the_announced_keys_without_a_
 
     async def announce() -> None:
         await anyio.sleep(0.2)
-        await raw.publish(controller._keys.events, b"F 0 " + keys[0].encode() + b"\n" + msgpack.packb([row]))
+        await raw.publish(controller._keys.results, b"F 0 " + keys[0].encode() + b"\n" + msgpack.packb([row]))
 
     with anyio.fail_after(10):
         async with anyio.create_task_group() as tg:

@@ -7,8 +7,6 @@ and lost results, and a finished task whose hash was gone shifted the offset.
 
 from __future__ import annotations
 
-from typing import Any
-
 import anyio
 import pytest
 
@@ -134,24 +132,27 @@ async def test_concurrent_wait_for_new_tasks_sees_each_result_once(
 async def test_announcements_are_kept_only_while_someone_waits(
     controller: Controller, config: RedisConfig, network_id: str
 ) -> None:
-    """A worker that never waits for results keeps no announcement (no unbounded growth)."""
+    """A worker that never waits for results is not even sent announcements; nobody keeps them unasked."""
     async with Worker(network_id, config=config) as worker:
+        channel = controller._keys.results
+        assert not worker._session.events.listens_to(channel)
         await controller.push_finished_tasks([{"x": i} for i in range(50)], [{"y": i} for i in range(50)])
         with anyio.fail_after(5):
             assert await controller.wait_for_new_tasks(timeout=5)
         assert controller._reads.cache.listening == 0
-        channel = controller._keys.events
-        before = [c._session.events.counter(channel) for c in (controller, worker)]
+        seen = controller._session.events.counter(channel)
         await controller.push_finished_tasks([{"x": 1}], [{"y": 1}])
-        for session, seen in zip((controller._session, worker._session), before, strict=True):
-
-            def arrived(events: Any = session.events, n: int = seen) -> bool:
-                return bool(events.counter(channel) > n)
-
-            await eventually(arrived, "the announcement arrives")
-        assert worker._reads.cache._announced == {}
+        events = controller._session.events
+        await eventually(lambda: events.counter(channel) > seen, "the announcement arrives")
         assert controller._reads.cache._announced == {}
-        assert len(await worker.fetch_finished_tasks()) == 51
+        assert len(await worker.fetch_new_tasks()) == 51
+        # Waiting subscribes the worker; from then on it hears results like a controller.
+        assert not await worker.wait_for_new_tasks(timeout=0.05)
+        assert worker._session.events.listens_to(channel)
+        with anyio.fail_after(10):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(controller.push_finished_tasks, [{"x": 2}], [{"y": 2}])
+                assert [r["y"] for r in await worker.fetch_new_tasks(timeout=5)] == [2]
 
 
 async def test_announced_failures_are_read_without_the_log(controller: Controller) -> None:

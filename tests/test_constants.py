@@ -14,9 +14,9 @@ from rushpy import ConfigError, Controller, RedisConfig, TaskError, Worker, run_
 from rushpy.codec import ObjectRef, encode
 from rushpy.keys import Keys
 from rushpy.models import PoppedTask
+from rushpy.scripts import script
 from rushpy.store import Store
 from rushpy.store.objects import digest_of
-from rushpy.scripts import script
 from rushpy.worker.inputs import TaskInputs
 from rushpy.worker.tracking import TaskTracker
 
@@ -135,11 +135,13 @@ async def test_clash_and_damaged_constant_found_by_the_worker(
 ) -> None:
     keys = Keys(network_id)
 
+    first = await controller.push_tasks([{"x": 1, "offset": 5}])
+    # Written behind the controller's back (it checked the names it knew), before
+    # any worker runs the task.
+    await raw.hset(keys.constants, "offset", encode(1))
+    await raw.incr(keys.constants_version)
+
     async def body() -> Any:
-        first = await controller.push_tasks([{"x": 1, "offset": 5}])
-        # Written behind the controller's back (it checked the names it knew).
-        await raw.hset(keys.constants, "offset", encode(1))
-        await raw.incr(keys.constants_version)
         second = await controller.push_tasks([{"x": 2}])
         table = await controller.wait_for_tasks(first + second, timeout=30)
         await raw.hset(keys.constants, "bad", b"\xc1")  # not msgpack
@@ -309,7 +311,8 @@ async def test_a_claim_tells_the_constants_version_so_a_batch_reads_nothing_more
     seen: list[str] = []
 
     async def body() -> Any:
-        await controller.wait_for_tasks(await controller.push_tasks([{"x": 1}], constants={"offset": 5}), timeout=30)
+        first = await controller.push_tasks([{"x": 1}], constants={"offset": 5})
+        await controller.wait_for_tasks(first, timeout=30)
         async with monitor_client.monitor() as monitor:
             keys = await controller.push_tasks([{"x": 2}])
             async for command in monitor.listen():

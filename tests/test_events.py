@@ -164,3 +164,54 @@ async def test_close_without_start(config: RedisConfig) -> None:
     events = EventListener(config, [CHANNEL])
     await events.close()
     assert not events.connected
+
+
+async def test_a_channel_subscribed_while_running_is_counted_from_its_confirmation(
+    config: RedisConfig, network_id: str
+) -> None:
+    """subscribe() returns once the server confirmed: a message published right after is never missed."""
+    first, later = f"{CHANNEL}-{network_id}", f"{CHANNEL}-{network_id}-later"
+    received: list[tuple[str, bytes]] = []
+    async with EventListener(config, [first], lambda c, d: received.append((c, d))) as events:
+        assert not events.listens_to(later)
+        for _ in range(20):  # each round: a fresh channel, a message right after
+            name = f"{later}-{len(received)}"
+            await events.subscribe(name)
+            await events.subscribe(name)  # again: nothing to do
+            seen = events.counter(name)
+            await _publish(config, name, b"x")
+            with anyio.fail_after(10):
+                assert await events.wait([name], [seen], None)
+        assert events.listens_to(later + "-0")
+        assert [d for _, d in received] == [b"x"] * 20
+
+
+async def test_a_channel_subscribed_during_an_outage_joins_the_reconnection() -> None:
+    async with EmbeddedServer() as server:
+        config = server.config.model_copy(update={"reconnect_budget": 60})
+        async with EventListener(config, [CHANNEL]) as events:
+            server.kill()
+            await eventually(lambda: not events.connected, "the outage is noticed")
+            await events.subscribe("rushpy-test-added")  # returns at once: nothing to confirm now
+            await anyio.to_thread.run_sync(server.start)
+            await eventually(lambda: events.connected, "the subscription is restored")
+            seen = events.counter("rushpy-test-added")
+            await _publish(config, "rushpy-test-added", b"after")
+            with anyio.fail_after(30):
+                assert await events.wait(["rushpy-test-added"], [seen], None)
+
+
+async def test_a_subscription_the_server_does_not_confirm_raises(monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+    import signal
+
+    import rushpy.events
+
+    monkeypatch.setattr(rushpy.events, "SUBSCRIBE_TIMEOUT", 0.3)
+    async with EmbeddedServer() as server, EventListener(server.config, [CHANNEL]) as events:
+        os.kill(server.pid or 0, signal.SIGSTOP)
+        try:
+            with anyio.fail_after(20), pytest.raises(ConnectionFailedError, match="did not confirm"):
+                await events.subscribe("rushpy-test-unconfirmed")
+        finally:
+            os.kill(server.pid or 0, signal.SIGCONT)

@@ -45,6 +45,7 @@ def every_key(keys: Keys, worker_id: str = "w-1", task_key: str = "t-1") -> list
         keys.start_args,
         keys.terminate_all,
         keys.events,
+        keys.results,
     ]
 
 

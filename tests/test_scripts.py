@@ -63,15 +63,16 @@ async def running(store: Store, n: int = 1, worker_id: str = W, **fields: Any) -
 
 
 class Events:
-    """Messages published on the network's events channel."""
+    """Messages published on the network's events and results channels, in publish order."""
 
     def __init__(self, store: Store) -> None:
         self.pubsub = store.client.pubsub()
-        self.channel = store.keys.events
+        self.channels = [store.keys.events, store.keys.results]
 
     async def __aenter__(self) -> Events:
-        await self.pubsub.subscribe(self.channel)
-        await self.pubsub.get_message(timeout=5)  # the subscription confirmation
+        await self.pubsub.subscribe(*self.channels)
+        for _ in self.channels:
+            await self.pubsub.get_message(timeout=5)  # the subscription confirmations
         return self
 
     async def __aexit__(self, *exc: object) -> None:

@@ -105,9 +105,9 @@ def create(
     if state == "queued":
         dest, kind, channel = queue or keys.queued, "list", ""
     elif state == "finished":
-        dest, kind, channel = keys.finished, "list", keys.events
+        dest, kind, channel = keys.finished, "list", keys.results
     else:
-        dest, kind, channel = keys.failed, "set", keys.events
+        dest, kind, channel = keys.failed, "set", keys.results
     args: list[Any] = [kind, channel, *_preamble(common, names)]
     for key, values in tasks:
         args.append(key)
@@ -214,7 +214,7 @@ def claim(
         keys.failed_log,
         keys.constants_version,
     ]
-    args = [worker_id, encode(worker_id), now(), encode(token), keys.events, *task_keys]
+    args = [worker_id, encode(worker_id), now(), encode(token), keys.results, *task_keys]
     return Call(script("claim"), [*sets, *keys.tasks(task_keys)], args, _claimed(list(task_keys)))
 
 
@@ -243,7 +243,7 @@ def complete(
 
     """
     dest, kind = (keys.finished, "list") if state == "finished" else (keys.failed, "set")
-    args: list[Any] = [kind, keys.events, encode(token), *_preamble([("finished_at", now())], names)]
+    args: list[Any] = [kind, keys.results, encode(token), *_preamble([("finished_at", now())], names)]
     for key, attempt, values in items:
         args += (key, b"" if attempt is None else attempt)
         args += values
@@ -271,7 +271,7 @@ def requeue(keys: Keys, worker_id: str, task_keys: Sequence[str], condition: Con
         keys.priority_queue(worker_id),
         keys.failed_log,
     ]
-    args = [encode(condition.to_dict()), now(), keys.events, *task_keys]
+    args = [encode(condition.to_dict()), now(), keys.results, *task_keys]
 
     def parse(raw: Any) -> Requeued:
         requeued, failed, released = raw
@@ -302,7 +302,7 @@ def cancel(
     lists = [keys.queued]
     for wid in worker_ids:
         lists += [keys.priority_queue(wid), keys.pending(wid)]
-    args = [len(lists), encode(condition.to_dict()), now(), keys.events, *task_keys]
+    args = [len(lists), encode(condition.to_dict()), now(), keys.events, keys.results, *task_keys]
     return Call(
         script("cancel"),
         [keys.running, keys.failed, keys.failed_log, *lists, *keys.tasks(task_keys)],
@@ -313,7 +313,7 @@ def cancel(
 
 def dequeue(keys: Keys, queue: str, task_keys: Sequence[str], condition: Condition) -> Call[int]:
     """``dequeue.lua``: keys of ``queue`` -> failed with ``condition``; returns how many moved."""
-    args = [encode(condition.to_dict()), now(), keys.events, *task_keys]
+    args = [encode(condition.to_dict()), now(), keys.results, *task_keys]
     return Call(script("dequeue"), [queue, keys.failed, keys.failed_log, *keys.tasks(task_keys)], args, int)
 
 

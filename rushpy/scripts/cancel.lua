@@ -3,7 +3,7 @@
 -- KEYS[4..3+M] the M lists a queued task can be in (shared queue, priority
 -- queues, pending lists), KEYS[4+M..] task hashes, one per key in ARGV order
 -- ARGV[1] M, ARGV[2] condition (msgpack), ARGV[3] time (msgpack),
--- ARGV[4] channel, ARGV[5..] task keys
+-- ARGV[4] events channel, ARGV[5] results channel, ARGV[6..] task keys
 -- Each list is rebuilt in one pass (remove_where), so cancelling N keys in
 -- lists of total length L costs O(N + L). A cancelled task records the
 -- condition as its final one and in its "conditions" history; it is never
@@ -11,14 +11,15 @@
 -- Collections of the wrong type raise before anything is written.
 -- First writer wins: finished and failed tasks, and
 -- keys found nowhere, are left alone.
--- Publishes "C <keys...>" on the channel for cancelled running tasks, so their
--- workers interrupt them, then "X <first index> <keys...>" for every cancelled
--- task, appended to the failed log (log_failed).
+-- Publishes "C <keys...>" on the events channel for cancelled running tasks,
+-- so their workers interrupt them, then "X <first index> <keys...>" on the
+-- results channel for every cancelled task, appended to the failed log
+-- (log_failed).
 -- Returns {cancelled queued keys, cancelled running keys}.
 local m = tonumber(ARGV[1])
 local condition = cmsgpack.unpack(ARGV[2])
 local hashes = {}
-for i = 5, #ARGV do hashes[ARGV[i]] = KEYS[i - 1 + m] end
+for i = 6, #ARGV do hashes[ARGV[i]] = KEYS[i - 2 + m] end
 local types = {KEYS[1], "set", KEYS[2], "set", KEYS[3], "list"}
 for l = 4, 3 + m do
   types[#types + 1] = KEYS[l]
@@ -35,7 +36,7 @@ local function fail(key)
   hashes[key] = nil
 end
 local running = {}
-for i = 5, #ARGV do
+for i = 6, #ARGV do
   local key = ARGV[i]
   if hashes[key] and redis.call("SREM", KEYS[1], key) == 1 then
     fail(key)
@@ -58,5 +59,5 @@ end
 local all = {}
 for _, key in ipairs(running) do all[#all + 1] = key end
 for _, key in ipairs(queued) do all[#all + 1] = key end
-log_failed(KEYS[3], ARGV[4], all)
+log_failed(KEYS[3], ARGV[5], all)
 return {queued, running}

@@ -9,7 +9,7 @@
 -- KEYS[8] the constants' version (read only)
 -- KEYS[9..] task hashes, one per key in ARGV order
 -- ARGV[1] worker id (plain), ARGV[2] worker id (msgpack), ARGV[3] start time
--- (msgpack), ARGV[4] claim token (unique per call), ARGV[5] pub/sub channel,
+-- (msgpack), ARGV[4] claim token (unique per call), ARGV[5] results channel,
 -- ARGV[6..] task keys
 -- Each claim starts a new attempt: the task's "attempts" count goes up by one.
 -- A key no longer in the pending list (re-queued, cancelled, or claimed by a

@@ -8,7 +8,7 @@
 -- KEYS[6] the failed log (tasks that fail for good are appended)
 -- KEYS[7..] task hashes, one per key in ARGV order
 -- ARGV[1] destination kind: "list" (finished) or "set" (failed)
--- ARGV[2] pub/sub channel to announce to
+-- ARGV[2] results channel to announce to
 -- ARGV[3] token, unique per call
 -- ARGV[4..] the field preamble (parse_fields), then per task its key, the
 -- attempt it reports on ("" = any) and F values ("" = field left unset). For

@@ -4,7 +4,7 @@
 -- KEYS[3]  the failed log (tasks created failed are appended)
 -- KEYS[4..] task hashes, one per task, in ARGV order
 -- ARGV[1]  destination kind: "list" or "set"
--- ARGV[2]  pub/sub channel to announce to, or "" for none
+-- ARGV[2]  results channel to announce to, or "" for none
 -- ARGV[3..] the field preamble (parse_fields), then per task its key followed
 --          by F values ("" = field absent)
 -- First writer wins: a key whose hash already exists is skipped.

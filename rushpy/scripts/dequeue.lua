@@ -3,7 +3,7 @@
 -- KEYS[2] the failed set
 -- KEYS[3] the failed log (moved keys are appended, announced "X <first> <keys...>")
 -- KEYS[4..] task hashes, one per key in ARGV order
--- ARGV[1] condition (msgpack), ARGV[2] time (msgpack), ARGV[3] channel,
+-- ARGV[1] condition (msgpack), ARGV[2] time (msgpack), ARGV[3] results channel,
 -- ARGV[4..] task keys
 -- The condition is also appended to the task's "conditions" history (an
 -- unreadable history is replaced: with_condition).

@@ -5,7 +5,7 @@
 -- running set, KEYS[4] the shared queue, KEYS[5] the worker's pending list,
 -- KEYS[6] the worker's priority queue, KEYS[7] the failed log, KEYS[8..] task
 -- hashes, one per key in ARGV order
--- ARGV[1] condition (msgpack), ARGV[2] time (msgpack), ARGV[3] channel,
+-- ARGV[1] condition (msgpack), ARGV[2] time (msgpack), ARGV[3] results channel,
 -- ARGV[4..] task keys (the worker's running set, read just before)
 -- Tasks failed for good join the failed log, announced "X <first> <keys...>".
 -- Popped-but-unclaimed tasks go back to the head of the queue in their order;
