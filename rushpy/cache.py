@@ -210,19 +210,23 @@ class ResultCache:
         await self.update_all()
         return Table.over(self._rows)
 
-    def take_new(self, states: Collection[TaskState] = (TaskState.FINISHED,)) -> list[dict[str, Any]]:
+    def take_new(self, states: Collection[TaskState] = (TaskState.FINISHED,)) -> Table:
         """Rows in ``states`` not handed out before; each row is returned once, to one caller.
 
-        Finished rows come first (in finish order), then failed ones (in failure order).
+        Finished rows come first (in finish order), then failed ones (in failure
+        order). Finished rows alone come as a lazy table over the cache (rows are
+        built when used, a column decodes only its field).
         """
-        new: list[dict[str, Any]] = []
-        if TaskState.FINISHED in states:
-            new = self._rows.rows(self._consumed, len(self._rows))
-            self._consumed = len(self._rows)
-        if TaskState.FAILED in states:
-            new += self._failed_new
-            self._failed_new = []
-        return new
+        finished = TaskState.FINISHED in states
+        start, stop = self._consumed, len(self._rows)
+        if finished:
+            self._consumed = stop
+        if TaskState.FAILED not in states:  # finished alone (the stream asks for one at least)
+            return Table.over(self._rows, start, stop)
+        new = self._rows.rows(start, stop) if finished else []
+        new += self._failed_new
+        self._failed_new = []
+        return Table(new)
 
     def reset(self) -> None:
         """Forget every cached row; the next read starts at the head of the list and the log.

@@ -183,7 +183,7 @@ class Reads:
             await self._wait_new(timeout, wanted, lost)  # reads first: no separate update
         else:
             await self._update(wanted, announced_only=False)
-        return Table(self.cache.take_new(wanted))
+        return self.cache.take_new(wanted)
 
     async def wait_for_new_tasks(
         self, timeout: float | None, states: Iterable[str | TaskState], lost: LostWatch | None
