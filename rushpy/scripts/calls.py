@@ -35,6 +35,7 @@ __all__ = [
     "now",
     "pop",
     "read",
+    "read_raw",
     "release",
     "requeue",
     "retry",
@@ -352,6 +353,14 @@ def read(keys: Keys, task_keys: Sequence[str]) -> Call[list[dict[str, Any] | Non
     :class:`~rushpy.fields.DamagedTask` (see :func:`rushpy.fields.decode_task`).
     """
     return Call(script("read"), keys.tasks(task_keys), [], _hashes)
+
+
+def read_raw(keys: Keys, task_keys: Sequence[str]) -> Call[list[Any]]:
+    """``read.lua`` undecoded: per key the flat ``HGETALL`` reply, ``[]`` (gone) or a type name.
+
+    For :class:`~rushpy.columns.RowColumns`, which decodes only what it keeps.
+    """
+    return Call(script("read"), keys.tasks(task_keys), [], list)
 
 
 def states(

@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from rushpy.models import TaskState
-from rushpy.scripts import Call, script
 from rushpy.scripts import calls as sc
 from rushpy.store.base import CHUNK, Plumbing, text
 
@@ -108,7 +107,7 @@ class ReadStore(Plumbing):
         if not keys:
             return []
         calls = [
-            Call(script("read"), self.keys.tasks(keys[start : start + CHUNK]), [], _as_is)
+            sc.read_raw(self.keys, keys[start : start + CHUNK])
             for start in range(0, len(keys), CHUNK)
         ]
         replies = await self.run_batched(calls)
@@ -209,8 +208,3 @@ class ReadStore(Plumbing):
     async def n_finished(self) -> int:
         """Length of the finished list."""
         return int(await self.client.llen(self.keys.finished))
-
-
-def _as_is(reply: Any) -> list[Any]:
-    """A ``read.lua`` reply, undecoded (see :meth:`ReadStore.read_raw`)."""
-    return list(reply)
