@@ -2,11 +2,12 @@
 
 A task *closes* when it finishes or fails for good. :class:`KeyWaits` looks
 the keys up once (``lookup.lua``, O(1) per key whatever the network's size),
-then waits for the events channel. A wake-up caused only by announcements
-(:mod:`rushpy.announcements`) closes exactly the announced keys without a
-round trip, and rows that travelled with their announcement need no read
-either; any other wake-up (a reconnection, another kind of message, a
-timeout step) looks the open keys up again. So a waiter costs nothing per
+then waits for the results channel and the events channel. A wake-up caused
+only by announcements (:mod:`rushpy.announcements`, on the results channel)
+closes exactly the announced keys without a round trip, and rows that
+travelled with their announcement need no read either; any other wake-up (a
+reconnection, a message on the events channel such as a reset or a worker
+found lost, a timeout step) looks the open keys up again. So a waiter costs nothing per
 result that does not concern it, and one result's critical path ends when
 its announcement arrives.
 
@@ -146,13 +147,17 @@ class KeyWaits:
         """Yield ``{key: state}`` batches of ``wanted`` as they finish or fail, until none is open.
 
         The first pass looks every key up (``lookup.lua``). After that, a wake-up
-        caused only by announcements (``F``/``X`` messages, nothing else: no
-        reconnection, no other message) closes exactly the announced keys,
-        without a round trip; any other wake-up looks the open keys up again.
+        caused only by announcements (``F``/``X`` messages on the results
+        channel, nothing else: no reconnection, no message on the events
+        channel) closes exactly the announced keys, without a round trip; any
+        other wake-up looks the open keys up again.
         Rows that came with their announcements go to ``carried``.
         """
         events = self._session.events
         channel = self._session.keys.results
+        # Announcements, and everything else that may close keys or make them
+        # unknown (a reset, lost workers, cancellations): the events channel.
+        channels = [channel, self._session.keys.events]
         await events.subscribe(channel)  # a worker hears announcements only once it waits
         outcomes = self._outcomes
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -161,7 +166,7 @@ class KeyWaits:
         left_checked = -LOST_CHECK_INTERVAL
         outcomes.watch(wanted)
         try:
-            seen, heard = events.counter(channel), outcomes.announcements
+            seen, heard = [events.counter(c) for c in channels], outcomes.announcements
             states = await self._store.reads.lookup(open_keys)
             while True:
                 if on_states is not None:  # a progress bar (rushpy.progress): open keys' states
@@ -184,7 +189,7 @@ class KeyWaits:
                         # then ask whether workers are left.
                         found_lost += found
                         left_checked = -LOST_CHECK_INTERVAL
-                        seen, heard = events.counter(channel), outcomes.announcements
+                        seen, heard = [events.counter(c) for c in channels], outcomes.announcements
                         states = await self._store.reads.lookup(open_keys)
                         continue
                     # Whether workers are left: once per interval (one SMEMBERS, not one
@@ -200,11 +205,11 @@ class KeyWaits:
                         f"({len(running)} running, the rest queued); raise the timeout or check the workers "
                         f"with worker_info(){await self._stale_hint(running, lost is not None)}"
                     )
-                await events.wait([channel], [seen], step(remaining, lost))
-                moved = events.counter(channel) - seen
+                await events.wait(channels, seen, step(remaining, lost))
+                announced, other = (events.counter(c) - n for c, n in zip(channels, seen, strict=True))
                 since = heard
-                seen, heard = events.counter(channel), outcomes.announcements
-                if moved and moved == heard - since and on_states is None:
+                seen, heard = [events.counter(c) for c in channels], outcomes.announcements
+                if announced and not other and announced == heard - since and on_states is None:
                     # Only announcements: the announced keys closed, nothing else did
                     # (a progress bar needs every state, so it always looks up).
                     states = []

@@ -194,3 +194,5 @@ class Controller(ReadMethods, LogMethods, InspectMethods, TaskMethods, WorkerMet
         self._task_data.forget()
         await self._task_data.store_root_seed()
         self.reset_cache()
+        # Waiters of any client of the network look their keys up again (gone now).
+        await self._store.workers.publish_event(b"R")

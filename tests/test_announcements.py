@@ -17,7 +17,7 @@ import redis.asyncio
 from rushpy import Controller, RedisConfig, Worker
 from rushpy.announcements import Announcement, Outcomes, parse
 from rushpy.codec import encode
-from rushpy.errors import TaskTimeoutError
+from rushpy.errors import TaskTimeoutError, UnknownTaskError
 from rushpy.store import Store
 
 # -- parsing ---------------------------------------------------------------------------------
@@ -167,3 +167,21 @@ async def test_large_results_are_read_when_their_announcement_has_no_rows(
             table = await controller.wait_for_tasks(keys, timeout=5)
     assert sorted(len(r["y"]) for r in rows) == [1, 5000]
     assert [len(y) for y in table["y"]] == [5000, 1]
+
+
+async def test_a_reset_wakes_a_waiter_without_lost_detection_or_timeout(
+    controller: Controller, config: RedisConfig, network_id: str
+) -> None:
+    """Only a look at Redis tells that keys are gone: a reset says so on the events channel."""
+    keys = await controller.push_tasks([{"x": 1}])
+    async with Worker(network_id, config=config) as worker:
+        with anyio.fail_after(20):
+            async with anyio.create_task_group() as tg:
+
+                async def reset_soon() -> None:
+                    await anyio.sleep(0.3)
+                    await controller.reset(workers=False)
+
+                tg.start_soon(reset_soon)
+                with pytest.raises(UnknownTaskError):
+                    await worker.wait_for_tasks(keys, timeout=None)
