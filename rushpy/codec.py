@@ -28,7 +28,7 @@ import msgpack  # type: ignore[import-untyped]
 
 from rushpy.errors import TaskError
 
-__all__ = ["ObjectRef", "decode", "encode"]
+__all__ = ["ObjectRef", "decode", "encode", "ext_hook"]
 
 _EXT_NAIVE_DATETIME = 1
 _EXT_DATE = 2
@@ -124,7 +124,12 @@ def _refuse_lossy_array(np: Any, obj: Any) -> None:
         )
 
 
-def _ext_hook(code: int, data: bytes) -> Any:
+def ext_hook(code: int, data: bytes) -> Any:
+    """Turn one of rushpy's msgpack extension types back into its value (for ``msgpack.unpackb``).
+
+    Decoders other than :func:`decode` (the columnar cache) pass it so that
+    they decode exactly as :func:`decode` does.
+    """
     if code == _EXT_NAIVE_DATETIME:
         return dt.datetime.fromisoformat(data.decode())
     if code == _EXT_DATE:
@@ -210,11 +215,11 @@ def decode(data: bytes) -> Any:
     tuple keys (a slower path taken only for them).
     """
     try:
-        return msgpack.unpackb(data, ext_hook=_ext_hook, timestamp=3, raw=False, strict_map_key=False)
+        return msgpack.unpackb(data, ext_hook=ext_hook, timestamp=3, raw=False, strict_map_key=False)
     except TypeError:
         value = msgpack.unpackb(
             data,
-            ext_hook=_ext_hook,
+            ext_hook=ext_hook,
             timestamp=3,
             raw=False,
             strict_map_key=False,

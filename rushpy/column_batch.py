@@ -20,7 +20,7 @@ from typing import Any
 
 import msgpack  # type: ignore[import-untyped]
 
-from rushpy.codec import _ext_hook
+from rushpy.codec import ext_hook
 from rushpy.fields import check_field
 from rushpy.keys import key_from_bytes, key_to_bytes
 from rushpy.table import flatten_task
@@ -73,7 +73,7 @@ _TOKEN_LEN = 17
 _MAX_FIX = 15
 _TOKEN_TAG = b"\xb0"  # a 16-byte string
 
-unpack = functools.partial(msgpack.unpackb, ext_hook=_ext_hook, timestamp=3, raw=False, strict_map_key=False)
+unpack = functools.partial(msgpack.unpackb, ext_hook=ext_hook, timestamp=3, raw=False, strict_map_key=False)
 """``rushpy.codec.decode`` without its fallback for list keys (which raises ``TypeError`` here)."""
 
 
@@ -330,7 +330,7 @@ def pick(body: bytes, fields: Sequence[int | None]) -> list[Any]:
 
     """
     unpacker = msgpack.Unpacker(
-        None, ext_hook=_ext_hook, timestamp=3, raw=False, strict_map_key=False, max_buffer_size=len(body) + 1
+        None, ext_hook=ext_hook, timestamp=3, raw=False, strict_map_key=False, max_buffer_size=len(body) + 1
     )
     unpacker.feed(body)
     out: list[Any] = []
