@@ -176,7 +176,7 @@ def test_payload_batches_are_capped_and_wrong_counts_rejected() -> None:
 async def test_ceiling_drives_the_scripts_and_checks_every_result() -> None:
     # CONFIG RESETSTAT and INFO cpu are server-wide: a private server.
     with EmbeddedServer() as private:
-        sizes = ceiling.Sizes(tasks=250, lanes=2, batch=40, w1_tasks=30, bench_requests=500)
+        sizes = ceiling.Sizes(tasks=250, lanes=2, batch=40, w1_tasks=30, bench_requests=5000)
         figures, w1, bench = await ceiling.run(private, sizes)
         alone = await asyncio.to_thread(ceiling.redis_benchmark, private.config, 500)
     assert figures.tasks == 250 and figures.tasks_per_s > 0 and figures.server_cpu_s >= 0
