@@ -175,9 +175,9 @@ class KeyWaits:
                 unknown = [k for k, s in known.items() if s is None]
                 if unknown:
                     raise UnknownTaskError(await self._explain_unknown(unknown))
-                batch = {k: s for k, s in zip(open_keys, states, strict=True) if s in _FINAL}
-                running = [k for k, s in zip(open_keys, states, strict=True) if s == TaskState.RUNNING.value]
-                open_keys = [k for k, s in zip(open_keys, states, strict=True) if s not in _FINAL]
+                batch = {k: s for k, s in known.items() if s in _FINAL}
+                running = [k for k, s in known.items() if s == TaskState.RUNNING.value]
+                open_keys = [k for k, s in known.items() if s not in _FINAL]
                 if batch:
                     yield batch
                 if not open_keys:

@@ -23,7 +23,7 @@ import msgpack  # type: ignore[import-untyped]
 from rushpy.codec import ext_hook
 from rushpy.fields import check_field
 from rushpy.keys import key_from_bytes, key_to_bytes
-from rushpy.table import flatten_task
+from rushpy.table import ROW_FIELDS, flatten_task
 
 __all__ = [
     "GROUPS",
@@ -46,19 +46,9 @@ __all__ = [
 ]
 
 TIMES = ("created_at", "started_at", "finished_at")
-STORED = (
-    "xs",
-    "ys",
-    "xs_extra",
-    "ys_extra",
-    "condition",
-    "conditions",
-    "attempts",
-    "max_retries",
-    "timeout",
-    "seed",
-)
-"""Fields kept as msgpack bytes, in the order they are stored per row."""
+STORED = tuple(name for name in ROW_FIELDS if name not in TIMES)
+"""Fields kept as msgpack bytes, in the order they are stored per row: what a row shows
+(:data:`rushpy.table.ROW_FIELDS`) but the timestamps."""
 
 GROUPS = frozenset({"xs", "ys", "xs_extra", "ys_extra"})
 _NAMED = GROUPS | {"condition"}  # mappings whose names make columns (condition: output relay)

@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 
     from rushpy.columns import RowColumns
 
-__all__ = ["RESERVED_COLUMNS", "Table", "flatten_task"]
+__all__ = ["RESERVED_COLUMNS", "ROW_FIELDS", "Table", "flatten_task"]
 
 RESERVED_COLUMNS = ("key", "state", "worker_id")
 """Columns every row starts with."""
@@ -55,6 +55,8 @@ _TRAILING = (
     "started_at",
     "finished_at",
 )
+ROW_FIELDS = (*_GROUPS, *_TRAILING)
+"""Task fields a row shows besides ``worker_id``: the groups flattened into columns, then the rest."""
 
 
 def flatten_task(key: str, state: str, task: Mapping[str, Any]) -> dict[str, Any]:

@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
+from typing import cast
 
 import anyio
 import anyio.abc
@@ -272,7 +273,8 @@ class Claims:
             claimed = await self._store.tasks.claim(self._worker_id, keys)
             # Before any attempt is recorded: if this write fails, the next pop
             # adopts the whole claim (good and corrupt tasks) and checks it again.
-            await self._fail_corrupt([task for task in claimed if task is not None])
+            # The store leaves out keys it did not claim: no None in the reply.
+            await self._fail_corrupt(cast("list[PoppedTask | CorruptTask]", claimed))
         except WorkerNotRunningError:
             raise
         except Exception:
