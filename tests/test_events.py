@@ -215,3 +215,21 @@ async def test_a_subscription_the_server_does_not_confirm_raises(monkeypatch: py
                 await events.subscribe("rushpy-test-unconfirmed")
         finally:
             os.kill(server.pid or 0, signal.SIGCONT)
+
+
+async def test_a_subscription_whose_command_cannot_be_sent_is_connection_failed(
+    config: RedisConfig, network_id: str
+) -> None:
+    """The connection breaks as SUBSCRIBE goes out: ConnectionFailedError naming the server, no raw error."""
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
+    async with EventListener(config, [f"{CHANNEL}-{network_id}"]) as events:
+        pubsub = events._pubsub
+        assert pubsub is not None
+
+        async def broken(*channels: str) -> None:
+            raise RedisConnectionError("Connection reset by peer")
+
+        pubsub.subscribe = broken  # type: ignore[method-assign]
+        with pytest.raises(ConnectionFailedError, match=f"127.0.0.1:{config.port}"):
+            await events.subscribe(f"{CHANNEL}-{network_id}-broken")
