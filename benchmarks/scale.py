@@ -12,7 +12,7 @@ Prints three tables (see docs/performance.md):
   around a fresh controller's ``fetch_finished_tasks``).
 - ``memory``: Redis bytes per small finished task (``used_memory`` delta / N
   after N tasks ``xs={"x": i}``, ``ys={"y": i}`` ran through real workers), the
-  MEMORY USAGE of one task hash and the per-entry cost of the finished list,
+  per-entry cost of the rows hash and of the finished list,
   and the same delta for each peer in ``--peers``.
 - ``workers``: N no-op tasks run by 64 workers as coroutines in a few processes
   (:mod:`benchmarks.many_workers`), tasks/s.
@@ -88,7 +88,7 @@ class MemoryFigures:
 
     n: int
     bytes_per_task: float
-    task_hash_bytes: int
+    rows_bytes_per_entry: float
     finished_list_bytes_per_entry: float
 
 
@@ -171,7 +171,7 @@ async def server_memory(config: rushpy.RedisConfig, n: int) -> MemoryFigures:
                 await rush.start_local_workers(2, fun=noop)
                 await rush.wait_for_workers(2, timeout=TIMEOUT)
                 before = await _used_memory(client)
-                keys = await rush.push_tasks([{"x": i} for i in range(n)])
+                await rush.push_tasks([{"x": i} for i in range(n)])
                 ys: list[int] = []
                 while len(ys) < n:
                     ys.extend(row["y"] for row in await rush.fetch_new_tasks(timeout=TIMEOUT))
@@ -179,14 +179,14 @@ async def server_memory(config: rushpy.RedisConfig, n: int) -> MemoryFigures:
                     raise ScaleCheckError(f"expected y = 0 .. {n - 1}, got {len(ys)} results")
                 after = await _used_memory(client)
                 names = Keys(network_id)
-                one = await client.memory_usage(names.task(keys[0]), samples=0)
+                rows = await client.memory_usage(names.rows, samples=0)
                 finished = await client.memory_usage(names.finished, samples=0)
                 await rush.stop_workers()
             finally:
                 await rush.reset()
     finally:
         await client.aclose()
-    return MemoryFigures(n, (after - before) / n, int(one or 0), (finished or 0) / n)
+    return MemoryFigures(n, (after - before) / n, (rows or 0) / n, (finished or 0) / n)
 
 
 async def peer_memory(url: str, peer: str, n: int) -> float:
@@ -257,7 +257,7 @@ def memory_table(figures: MemoryFigures, peers: dict[str, float | str]) -> tuple
     header = ["what", "bytes"]
     table = [
         [f"rushpy used_memory delta / task ({figures.n:,} finished tasks)", f"{figures.bytes_per_task:,.0f}"],
-        ["rushpy MEMORY USAGE of one task hash", f"{figures.task_hash_bytes:,}"],
+        ["rushpy rows hash per finished task", f"{figures.rows_bytes_per_entry:,.1f}"],
         ["rushpy finished list, per entry", f"{figures.finished_list_bytes_per_entry:,.1f}"],
     ]
     for peer, value in peers.items():

@@ -11,7 +11,9 @@ all are finished and prints:
 - the ``INFO memory`` ``used_memory`` delta divided by N (the target figure),
   measured with the worker still registered, so its own keys are in both
   readings;
-- ``MEMORY USAGE`` of one finished task hash, and its fields as stored;
+- what each entry of the rows hash costs (``MEMORY USAGE`` of the hash divided
+  by N), one packed row's size, and its fields as stored
+  (:mod:`rushpy.stored_rows`);
 - what each entry of the finished list and of the all-tasks list costs
   (``MEMORY USAGE`` of the list divided by N).
 """
@@ -28,6 +30,7 @@ import redis.asyncio
 
 import rushpy
 from rushpy.keys import Keys
+from rushpy.stored_rows import unpack_row
 
 __all__ = ["main", "measure"]
 
@@ -75,9 +78,9 @@ async def measure(config: rushpy.RedisConfig, n: int) -> dict[str, Any]:
                 await _wait_finished(rush, n + 1)
             await anyio.sleep(0.5)
             after = await _used(raw)
-            one = keys.task(pushed[-1])
-            hash_bytes = await raw.memory_usage(one, samples=0) or 0
-            fields = await raw.hgetall(one)
+            row = await raw.hget(keys.rows, pushed[-1]) or b""
+            flat = unpack_row(row)
+            rows_bytes = await raw.memory_usage(keys.rows, samples=0) or 0
             finished_bytes = await raw.memory_usage(keys.finished, samples=0) or 0
             tasks_bytes = await raw.memory_usage(keys.all_tasks, samples=0) or 0
             worker.set_terminated()
@@ -87,9 +90,9 @@ async def measure(config: rushpy.RedisConfig, n: int) -> dict[str, Any]:
     return {
         "n": n,
         "per_task": (after - before) / n,
-        "hash": hash_bytes,
-        "fields": {_text(k): len(v) for k, v in fields.items()},
-        "key": len(one),
+        "row": len(row),
+        "fields": {_text(k): len(v) for k, v in zip(flat[::2], flat[1::2], strict=True)},
+        "rows_entry": rows_bytes / (n + 1),
         "task_key": len(pushed[-1]),
         "finished_entry": finished_bytes / (n + 1),
         "tasks_entry": tasks_bytes / (n + 1),
@@ -110,7 +113,7 @@ def main() -> None:
         out = asyncio.run(measure(server.config, n))
     print(f"tasks: {out['n']:,}")
     print(f"used_memory delta per finished task: {out['per_task']:.0f} bytes")
-    print(f"MEMORY USAGE of one task hash: {out['hash']} bytes (hash key {out['key']} chars)")
+    print(f"rows hash per entry: {out['rows_entry']:.1f} bytes; one packed row: {out['row']} bytes")
     print(f"  fields (value bytes): {out['fields']}")
     print(f"finished list per entry: {out['finished_entry']:.1f} bytes")
     print(f"all-tasks list per entry: {out['tasks_entry']:.1f} bytes")

@@ -139,8 +139,16 @@ class Keys:
         """List of every task key in creation order."""
         return f"{self.base}:tasks"
 
+    @property
+    def rows(self) -> str:
+        """Hash of finished tasks: per task key, its fields packed into one row.
+
+        A task leaves its own hash when it finishes (see :mod:`rushpy.stored_rows`).
+        """
+        return f"{self.base}:rows"
+
     def task(self, key: str) -> str:
-        """Hash of one task."""
+        """Hash of one task (until it finishes: then its row in :attr:`rows`)."""
         return f"{self.base}:task:{key}"
 
     def tasks(self, keys: Iterable[str]) -> list[str]:

@@ -90,3 +90,32 @@ def spawn_cli(
         )
     processes.append(proc)
     return proc
+
+
+async def stored_fields(client: Any, keys: Any, key: str) -> dict[str, bytes]:
+    """A task's fields as stored: its row once it finished, else its hash (``{}``: neither)."""
+    from rushpy.stored_rows import unpack_row
+
+    row = await client.hget(keys.rows, key)
+    if row is not None:
+        flat = unpack_row(row)
+        return {bytes(n).decode(): bytes(v) for n, v in zip(flat[::2], flat[1::2], strict=True)}
+    raw = await client.hgetall(keys.task(key))
+    return {(n.decode() if isinstance(n, bytes) else n): v for n, v in raw.items()}
+
+
+async def delete_task_data(client: Any, keys: Any, key: str) -> None:
+    """Delete a task's stored data, hash and row, as if it had vanished (its indexes stay)."""
+    await client.delete(keys.task(key))
+    await client.hdel(keys.rows, key)
+
+
+async def set_stored_field(client: Any, keys: Any, key: str, field: str, value: bytes) -> None:
+    """Write one field of a task as stored: into its row once it finished, else into its hash."""
+    from rushpy.stored_rows import pack_row
+
+    if await client.hexists(keys.rows, key):
+        fields = await stored_fields(client, keys, key)
+        await client.hset(keys.rows, key, pack_row({**fields, field: value}))
+    else:
+        await client.hset(keys.task(key), field, value)

@@ -133,7 +133,7 @@ async def test_scale_memory_and_many_workers_on_a_private_server() -> None:
         peer = await scale.peer_memory(url, "rushpy", 30)
         rate = await scale.many_workers(private.config, 300, 4, 2)
     assert figures.n == 60 and figures.bytes_per_task > 0
-    assert figures.task_hash_bytes > 0 and figures.finished_list_bytes_per_entry > 0
+    assert figures.rows_bytes_per_entry > 0 and figures.finished_list_bytes_per_entry > 0
     assert peer > 0 and rate > 0
     _, table = scale.memory_table(figures, {"rushpy": peer, "broken": "failed: X"})
     assert table[-1] == ["broken: used_memory delta / task after run_batch", "failed: X"]

@@ -12,7 +12,7 @@ import pytest
 
 from rushpy import Controller, RedisConfig, Worker
 from rushpy.models import TaskState
-from tests.helpers import eventually
+from tests.helpers import delete_task_data, eventually
 
 
 async def test_concurrent_fetch_finished_never_repeats_rows(controller: Controller) -> None:
@@ -66,7 +66,7 @@ async def test_every_result_comes_out_of_fetch_new_tasks_once(
 
 async def test_missing_hash_does_not_shift_the_cache(controller: Controller) -> None:
     first, second = await controller.push_finished_tasks([{"x": 1}, {"x": 2}], [{"y": 1}, {"y": 2}])
-    await controller._store.client.delete(controller._keys.task(first))
+    await delete_task_data(controller._store.client, controller._keys, first)
     assert [r["key"] for r in await controller.fetch_finished_tasks()] == [second]
     assert [r["key"] for r in await controller.fetch_finished_tasks()] == [second]
     assert [r["key"] for r in await controller.fetch_new_tasks()] == [second]
@@ -79,8 +79,12 @@ async def test_missing_hash_does_not_shift_announced_reads(controller: Controlle
     """The events-channel shortcut (keys announced with their list index) stays aligned."""
     cache = controller._reads.cache
     cache.listening += 1  # as a waiter does: announcements are kept only while someone waits
-    first, second = await controller.push_finished_tasks([{"x": 1}, {"x": 2}], [{"y": 1}, {"y": 2}])
-    await controller._store.client.delete(controller._keys.task(first))
+    # Rows over 4 KB in all are announced without them (announce_finished): read by key.
+    pad = "p" * 3000
+    first, second = await controller.push_finished_tasks(
+        [{"x": 1, "pad": pad}, {"x": 2, "pad": pad}], [{"y": 1}, {"y": 2}]
+    )
+    await delete_task_data(controller._store.client, controller._keys, first)
     await eventually(lambda: 1 in cache._announced, "the announcement of both finished tasks")
     cache.listening -= 1
     assert await cache.update(announced_only=True) == 2

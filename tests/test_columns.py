@@ -292,8 +292,7 @@ async def test_raw_read_of_a_live_network_gives_the_cached_rows(controller: Cont
     keys = await controller.push_finished_tasks(
         [{"x": i} for i in range(2500)], [{"y": i} for i in range(2500)]
     )
-    await store.client.delete(store.keys.tasks([keys[3]])[0])  # gone: no row
-    await store.client.delete(store.keys.tasks([keys[4]])[0])
+    await store.client.hdel(store.keys.rows, keys[3], keys[4])  # gone: no row
     await store.client.rpush(store.keys.tasks([keys[4]])[0], "x")  # another Redis type
     assert await store.reads.read_raw([]) == []
     raw = await store.reads.read_raw(keys)

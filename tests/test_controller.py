@@ -17,8 +17,9 @@ import redis.asyncio
 import rushpy
 from rushpy import Controller, RedisConfig, Worker
 from rushpy.codec import encode
+from rushpy.stored_rows import pack_row
 from tests.funcs import async_square, bad_return, fail_on_odd, square
-from tests.helpers import eventually
+from tests.helpers import eventually, stored_fields
 
 # Marked at collection time (not only by conftest's late marker) so that anyio keeps the
 # ``parametrize`` ids of async tests instead of re-parametrizing them by backend alone.
@@ -484,7 +485,9 @@ async def test_reset_cache_rereads_finished_tasks(controller: Controller) -> Non
     assert (await controller.fetch_new_tasks()).keys == keys
 
     # Change a stored result behind the controller's back; only a re-read sees it.
-    await controller._store.client.hset(controller._keys.task(keys[0]), "ys", encode({"y": 100}))
+    client, k = controller._store.client, controller._keys
+    fields = await stored_fields(client, k, keys[0])
+    await client.hset(k.rows, keys[0], pack_row({**fields, "ys": encode({"y": 100})}))
     controller.reset_cache()
 
     table = await controller.fetch_finished_tasks()

@@ -26,6 +26,7 @@ from rushpy.keys import Keys
 from rushpy.models import PoppedTask
 from rushpy.table import flatten_task
 from tests import funcs
+from tests.helpers import set_stored_field
 
 pytestmark = pytest.mark.usefixtures("anyio_backend")
 
@@ -56,7 +57,7 @@ def field_of(kind: str) -> str:
 
 
 async def set_field(raw: redis.asyncio.Redis, network_id: str, key: str, field: str, value: bytes) -> None:
-    await raw.hset(Keys(network_id).task(key), field, value)
+    await set_stored_field(raw, Keys(network_id), key, field, value)
 
 
 def assert_corrupt(row: dict[str, Any], field: str) -> None:

@@ -4,8 +4,9 @@ While two worker processes and two in-process workers run tasks, the test
 corrupts random task hashes and state collections through a raw client:
 garbage bytes, values of the wrong msgpack type, empty and missing fields,
 unknown fields, large fields, a key queued twice, a key queued while it
-runs, finished or failed (two states), and task keys of the wrong Redis
-type. Afterwards it checks:
+runs, finished or failed (two states), task keys of the wrong Redis type,
+and finished tasks' rows (garbage, or rows of bad fields). Afterwards it
+checks:
 
 - 0 worker crashes: every worker is still registered running, every worker
   process lives, every in-process worker loop still runs;
@@ -82,8 +83,9 @@ KINDS = (
     "queued_twice",
     "two_states",
     "wrong_redis_type",
+    "row",
 )
-WEIGHTS = (20, 25, 8, 10, 8, 2, 10, 10, 4)
+WEIGHTS = (20, 25, 8, 10, 8, 2, 10, 10, 4, 8)
 
 
 def wrong_value(rng: random.Random, field: str) -> bytes:
@@ -167,6 +169,20 @@ class Fuzzer:
             # The key goes to a queue whatever state it is in (running, finished, failed).
             queue = rng.choice([self.keys.queued, *(self.keys.priority_queue(w) for w in self.worker_ids)])
             await (raw.lpush if rng.random() < 0.5 else raw.rpush)(queue, key)
+        elif kind == "row":
+            # A finished task's row (stored_rows): bytes that are not a row, or a row of bad fields.
+            if not await raw.hexists(self.keys.rows, key):
+                self.counts["row_of_unfinished"] += 1  # counted, nothing written
+                return
+            bad = rng.choice(
+                [
+                    garbage(rng, rng.randint(1, 24)),
+                    msgpack.packb({"xs": 1}),
+                    msgpack.packb([wrong_value(rng, "ys")], use_bin_type=False),
+                    msgpack.packb([garbage(rng, 8), garbage(rng, 8)], use_bin_type=False),
+                ]
+            )
+            await raw.hset(self.keys.rows, key, bad)
         else:  # wrong_redis_type
             await raw.delete(hash_key)
             choice = rng.randrange(3)
@@ -239,8 +255,8 @@ async def test_fuzz_corruption(
                     tables[name] = []
                     read_errors.append(f"{name}: {exc!r:.100}")
             existing = 0
-            for k in all_keys:
-                existing += await raw.exists(keys.task(k))
+            for k in all_keys:  # a task hash, or a finished task's row
+                existing += await raw.exists(keys.task(k)) or await raw.hexists(keys.rows, k)
             await controller.stop_workers("terminate", [w1.worker_id, w2.worker_id])
 
     finished = snap[TaskState.FINISHED]

@@ -196,7 +196,8 @@ async def test_every_key_of_a_network_matches_pattern(
     await controller.stop_workers(type="terminate")
 
     found, matched = await _both_views(redis_client, network_id, keys.pattern)
-    assert keys.task(task_keys[0]) in found
+    assert keys.task(task_keys[-1]) in found  # a failed task keeps its hash
+    assert keys.rows in found  # finished tasks are rows of one hash
     assert keys.worker(worker_ids[0]) in found
     assert keys.finished in found
     assert keys.failed in found

@@ -286,6 +286,7 @@ async def test_a_task_key_of_another_type_is_placed_by_the_finished_list(control
     [finished] = await controller.push_finished_tasks([{"x": 1}], [{"y": 1}])
     [queued] = await controller.push_tasks([{"x": 2}])
     client = controller._store.client
+    await client.hdel(controller._keys.rows, finished)  # its row gone: only the damaged key is left
     for key in (finished, queued):
         await client.delete(controller._keys.task(key))
         await client.set(controller._keys.task(key), b"damaged")

@@ -20,6 +20,7 @@ from rushpy.models import Condition, PoppedTask, WorkerState
 from rushpy.scripts import PRELUDE, SCRIPT_NAMES, script
 from rushpy.scripts import calls as sc
 from rushpy.store import CHUNK, Store
+from tests.helpers import stored_fields
 
 pytestmark = pytest.mark.anyio
 
@@ -41,7 +42,7 @@ async def members(store: Store, name: str) -> set[str]:
 
 
 async def field(store: Store, key: str, name: str) -> Any:
-    raw: Any = await store.client.hget(store.keys.task(key), name)
+    raw = (await stored_fields(store.client, store.keys, key)).get(name)
     return None if raw is None else decode(raw)
 
 
@@ -263,9 +264,12 @@ async def test_complete_finishes_and_announces_the_index(store: Store) -> None:
         message = parse_announcement(await events.next_raw())
     assert message is not None and (message.failed, message.first) == (False, 1)
     assert message.keys == [k.encode() for k in keys]
-    # The rows travel with the announcement: each hash as HGETALL has it now.
-    stored = [await store.client.hgetall(store.keys.task(k)) for k in keys]
-    assert message.rows == [[part for pair in h.items() for part in pair] for h in stored]
+    # The rows travel with the announcement: each task's fields as stored now (in its row).
+    stored = [await stored_fields(store.client, store.keys, k) for k in keys]
+    assert message.rows is not None
+    assert [dict(zip(r[::2], r[1::2], strict=True)) for r in message.rows] == [
+        {n.encode(): v for n, v in h.items()} for h in stored
+    ]
     assert (await lst(store, store.keys.finished))[1:] == keys
     assert await members(store, store.keys.running) == set()
     assert await members(store, store.keys.worker_running(W)) == set()
@@ -555,9 +559,9 @@ async def test_a_finished_task_keeps_one_token_field(store: Store) -> None:
         store.keys, W, "finished", [(key, 1, [encode({"y": 1})])], names=["ys"], token="t-done"
     )
     assert await call.run(store.client) == [1]
-    stored = await store.client.hgetall(store.keys.task(key))
-    assert decode(stored[b"claim"]) == "t-done"
-    assert b"done" not in stored
+    stored = await stored_fields(store.client, store.keys, key)
+    assert decode(stored["claim"]) == "t-done"
+    assert "done" not in stored
     assert await call.run(store.client) == [1]  # a repeat (lost reply) still finds it
 
 

@@ -18,6 +18,7 @@ from rushpy.errors import ServerError
 from rushpy.models import Condition
 from rushpy.scripts import calls as sc
 from rushpy.store import Store
+from tests.helpers import stored_fields
 
 pytestmark = pytest.mark.anyio
 
@@ -64,7 +65,7 @@ async def where(store: Store, keys: list[str], *, worker_set: bool = True) -> di
 
 async def hfield(raw: redis.asyncio.Redis, store: Store, key: str, name: str) -> Any:
     """A task field as stored, decoded (``None``: absent)."""
-    value: Any = await raw.hget(store.keys.task(key), name)
+    value = (await stored_fields(raw, store.keys, key)).get(name)
     return None if value is None else decode(value)
 
 

@@ -20,6 +20,7 @@ from rushpy.fields import CorruptTask, decode_task, popped_task
 from rushpy.keys import Keys
 from rushpy.models import Condition, PoppedTask
 from rushpy.scripts import Call, script
+from rushpy.stored_rows import flat_of
 
 __all__ = [
     "Buffer",
@@ -106,7 +107,7 @@ def create(
     if state == "queued":
         dest, kind, channel = queue or keys.queued, "list", ""
     elif state == "finished":
-        dest, kind, channel = keys.finished, "list", keys.results
+        dest, kind, channel = keys.finished, "finished", keys.results
     else:
         dest, kind, channel = keys.failed, "set", keys.results
     args: list[Any] = [kind, channel, *_preamble(common, names)]
@@ -114,7 +115,7 @@ def create(
         args.append(key)
         args += values
     hashes = keys.tasks(key for key, _ in tasks)
-    return Call(script("create"), [dest, keys.all_tasks, keys.failed_log, *hashes], args, int)
+    return Call(script("create"), [dest, keys.all_tasks, keys.failed_log, keys.rows, *hashes], args, int)
 
 
 def running(
@@ -214,6 +215,7 @@ def claim(
         keys.finished,
         keys.failed_log,
         keys.constants_version,
+        keys.rows,
     ]
     args = [worker_id, encode(worker_id), now(), encode(token), keys.results, *task_keys]
     return Call(script("claim"), [*sets, *keys.tasks(task_keys)], args, _claimed(list(task_keys)))
@@ -248,7 +250,8 @@ def complete(
     for key, attempt, values in items:
         args += (key, b"" if attempt is None else attempt)
         args += values
-    sets = [keys.running, dest, keys.worker_running(worker_id), keys.queued, keys.failed, keys.failed_log]
+    sets = [keys.running, dest, keys.worker_running(worker_id), keys.queued]
+    sets += [keys.failed, keys.failed_log, keys.rows]
     hashes = keys.tasks(key for key, _, _ in items)
     return Call(script("complete"), [*sets, *hashes], args, lambda raw: [int(x) for x in raw])
 
@@ -342,7 +345,7 @@ def retry(
 
 def _hashes(raw: Any) -> list[dict[str, Any] | None]:
     # decode_task never raises for bad data: a bad field makes a DamagedTask.
-    return [decode_task(flat) if flat else None for flat in raw]
+    return [decode_task(flat_of(flat)) if flat else None for flat in raw]
 
 
 def read(keys: Keys, task_keys: Sequence[str]) -> Call[list[dict[str, Any] | None]]:
@@ -352,15 +355,20 @@ def read(keys: Keys, task_keys: Sequence[str]) -> Call[list[dict[str, Any] | Non
     task key of another Redis type, comes back as a
     :class:`~rushpy.fields.DamagedTask` (see :func:`rushpy.fields.decode_task`).
     """
-    return Call(script("read"), keys.tasks(task_keys), [], _hashes)
+    return Call(script("read"), [keys.rows, *keys.tasks(task_keys)], list(task_keys), _hashes)
 
 
 def read_raw(keys: Keys, task_keys: Sequence[str]) -> Call[list[Any]]:
-    """``read.lua`` undecoded: per key the flat ``HGETALL`` reply, ``[]`` (gone) or a type name.
+    """``read.lua`` undecoded: per key the flat fields (a row made flat), ``[]`` (gone) or a type name.
 
     For :class:`~rushpy.columns.RowColumns`, which decodes only what it keeps.
     """
-    return Call(script("read"), keys.tasks(task_keys), [], list)
+    return Call(
+        script("read"),
+        [keys.rows, *keys.tasks(task_keys)],
+        list(task_keys),
+        lambda raw: [flat_of(item) for item in raw],
+    )
 
 
 def states(
@@ -402,7 +410,7 @@ def lookup(keys: Keys, task_keys: Sequence[str]) -> Call[list[str | None]]:
     """``lookup.lua``: each task's state in O(1) (``None``: not a task), whatever the network's size."""
     return Call(
         script("lookup"),
-        [keys.running, keys.failed, keys.finished, *keys.tasks(task_keys)],
+        [keys.running, keys.failed, keys.finished, keys.rows, *keys.tasks(task_keys)],
         ["states", *task_keys],
         lambda raw: [_STATE_CODES.get(code) for code in raw],
     )
@@ -415,12 +423,12 @@ def lookup_rows(keys: Keys, task_keys: Sequence[str]) -> Call[list[tuple[str, di
         out: list[tuple[str, dict[str, Any]] | None] = []
         for code, flat in raw:
             state = _STATE_CODES.get(code)
-            out.append(None if state is None or not flat else (state, decode_task(flat)))
+            out.append(None if state is None or not flat else (state, decode_task(flat_of(flat))))
         return out
 
     return Call(
         script("lookup"),
-        [keys.running, keys.failed, keys.finished, *keys.tasks(task_keys)],
+        [keys.running, keys.failed, keys.finished, keys.rows, *keys.tasks(task_keys)],
         ["rows", *task_keys],
         parse,
     )

@@ -7,7 +7,8 @@
 -- KEYS[6] the finished list (read only for a key that looks finished)
 -- KEYS[7] the failed log (corrupt tasks are appended)
 -- KEYS[8] the constants' version (read only)
--- KEYS[9..] task hashes, one per key in ARGV order
+-- KEYS[9] the rows hash (read only: a key with a row has finished)
+-- KEYS[10..] task hashes, one per key in ARGV order
 -- ARGV[1] worker id (plain), ARGV[2] worker id (msgpack), ARGV[3] start time
 -- (msgpack), ARGV[4] claim token (unique per call), ARGV[5] results channel,
 -- ARGV[6..] task keys
@@ -21,6 +22,7 @@
 -- has failed or has finished (it was queued twice, or queued again by hand),
 -- or that this call claimed already, is dropped and answered with false.
 -- Finished is told in O(1) for every key that does not look finished: a task
+-- that finished has a row (store_row), and a task hash (one written by hand)
 -- gets "finished_at" (or "ys") only when it finishes or fails, and retry.lua
 -- deletes "finished_at" when it re-queues a failed task. Only a key that
 -- looks finished, or whose data cannot be read, is searched in the finished
@@ -39,7 +41,8 @@
 -- the version moves before the tasks of a push exist, so the version read
 -- with a claim is at least the one the claimed tasks were pushed with.
 if redis.call("SISMEMBER", KEYS[4], ARGV[1]) == 0 then return -1 end
-expect_types({KEYS[1], "list", KEYS[2], "set", KEYS[3], "set", KEYS[5], "set", KEYS[6], "list", KEYS[7], "list"})
+expect_types({KEYS[1], "list", KEYS[2], "set", KEYS[3], "set", KEYS[5], "set", KEYS[6], "list", KEYS[7], "list",
+  KEYS[9], "hash"})
 local out = {}
 local seen = {}
 local failed = {}
@@ -71,8 +74,8 @@ local function bookkeeping(hash, key)
   end
   return attempts, (got[2] or got[3]) and true or false, nil
 end
-for i = 9, #KEYS do
-  local key = ARGV[i - 3]
+for i = 10, #KEYS do
+  local key = ARGV[i - 4]
   local hash = KEYS[i]
   local row = false
   if seen[key] or redis.call("SISMEMBER", KEYS[2], key) == 1 then
@@ -91,7 +94,7 @@ for i = 9, #KEYS do
     end
   elseif redis.call("LREM", KEYS[1], 1, key) == 1 and redis.call("SISMEMBER", KEYS[5], key) == 0 then
     local attempts, done, err = bookkeeping(hash, key)
-    if (err or done) and redis.call("LPOS", KEYS[6], key) then
+    if (err or done or redis.call("HEXISTS", KEYS[9], key) == 1) and redis.call("LPOS", KEYS[6], key) then
       -- Finished already: this entry was a duplicate, now dropped. Data that
       -- went bad after the task finished must not record it a second time.
       row = false

@@ -6,7 +6,8 @@
 -- KEYS[4] the shared queue (retries go to its tail)
 -- KEYS[5] the failed set (tasks whose stored data is corrupt fail there)
 -- KEYS[6] the failed log (tasks that fail for good are appended)
--- KEYS[7..] task hashes, one per key in ARGV order
+-- KEYS[7] the rows hash (a finished task's fields move there: store_row)
+-- KEYS[8..] task hashes, one per key in ARGV order
 -- ARGV[1] destination kind: "list" (finished) or "set" (failed)
 -- ARGV[2] results channel to announce to
 -- ARGV[3] token, unique per call
@@ -18,9 +19,9 @@
 -- current attempt is not the one reported on, is left untouched and the
 -- outcome discarded. A client that repeats the call after a lost reply (same
 -- token) is told what the first run did with each task instead. The token is
--- stored in the task's "claim" field for a result: the claim token is read
--- only while the task runs, and a finished task never runs again, so one
--- field serves both (a hash entry less per finished task, see
+-- stored in the task's "claim" field for a result (kept in its row): the
+-- claim token is read only while the task runs, and a finished task never
+-- runs again, so one field serves both (a field less per finished task, see
 -- docs/performance.md). A failure stores it in "done": a task re-queued for a
 -- retry can be claimed again before the repeat arrives, and that claim
 -- overwrites "claim".
@@ -44,7 +45,7 @@ local common, names, start = parse_fields(4)
 local nfields = #names
 local failing = ARGV[1] == "set"
 expect_types({KEYS[1], "set", KEYS[2], failing and "set" or "list", KEYS[3], "set", KEYS[4], "list",
-  KEYS[5], "set", KEYS[6], "list"})
+  KEYS[5], "set", KEYS[6], "list", KEYS[7], "hash"})
 -- The time a corrupt task fails at: the common "finished_at".
 local time = nil
 for i = 1, #common, 2 do
@@ -55,7 +56,7 @@ end
 local decoded = {}
 if failing then
   local pos = start
-  for t = 7, #KEYS do
+  for t = 8, #KEYS do
     decoded[t] = cmsgpack.unpack(ARGV[pos + 2])
     pos = pos + 2 + nfields
   end
@@ -63,9 +64,9 @@ end
 local out = {}
 local failed = {}
 local announce = {}
-local announced_hashes = {}
+local announced_rows = {}
 local pos = start
-for t = 7, #KEYS do
+for t = 8, #KEYS do
   local key = ARGV[pos]
   local attempt = ARGV[pos + 1]
   local hash = KEYS[t]
@@ -94,7 +95,10 @@ for t = 7, #KEYS do
   end
   if not ok then
     local first = is_hash(hash) and redis.call("HMGET", hash, "claim", "done")
-    out[#out + 1] = first and (first[1] == token or first[2] == token) and 1 or 0
+    local repeated = first and (first[1] == token or first[2] == token)
+    -- A result the first run recorded: the task's fields are in its row now.
+    if not repeated then repeated = row_claim(KEYS[7], key) == token end
+    out[#out + 1] = repeated and 1 or 0
   elseif corrupt then
     -- The outcome cannot be matched to an attempt: it is discarded.
     fail_corrupt(hash, key, KEYS[5], corrupt, time)
@@ -113,15 +117,17 @@ for t = 7, #KEYS do
     end
   else
     redis.call("HSET", hash, unpack(field_args({"claim", token}, common, names, pos)))
+    local flat = redis.call("HGETALL", hash)
+    store_row(KEYS[7], key, hash, flat)
     redis.call("RPUSH", KEYS[2], key)
     announce[#announce + 1] = key
-    announced_hashes[#announced_hashes + 1] = hash
+    announced_rows[#announced_rows + 1] = flat
     out[#out + 1] = 1
   end
   pos = pos + nfields
 end
 if #announce > 0 then
-  announce_finished(KEYS[2], ARGV[2], announce, announced_hashes)
+  announce_finished(KEYS[2], ARGV[2], announce, announced_rows)
 end
 log_failed(KEYS[6], ARGV[2], failed)
 return out

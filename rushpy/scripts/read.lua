@@ -1,15 +1,23 @@
--- Read task hashes in one call: one reply instead of one per task.
--- KEYS[1..] task hashes
--- Returns, per key, the flat HGETALL reply (empty for a missing task), or,
--- for a task key that holds another Redis type, that type's name: one bad
--- key must not fail the read of every other task.
+-- Read tasks in one call: one reply instead of one per task.
+-- KEYS[1] the rows hash, KEYS[2..] task hashes, one per key in ARGV order
+-- ARGV[1..] task keys
+-- Returns, per key, {packed row} for a finished task (store_row), else the
+-- flat HGETALL reply of its hash (empty for a missing task), or, for a task
+-- key that holds another Redis type, that type's name: one bad key must not
+-- fail the read of every other task.
+expect_types({KEYS[1], "hash"})
 local out = {}
-for i = 1, #KEYS do
-  local flat = redis.pcall("HGETALL", KEYS[i])
-  if type(flat) == "table" and flat.err then
-    out[i] = redis.call("TYPE", KEYS[i]).ok
+for i = 2, #KEYS do
+  local row = redis.call("HGET", KEYS[1], ARGV[i - 1])
+  if row then
+    out[i - 1] = {row}
   else
-    out[i] = flat
+    local flat = redis.pcall("HGETALL", KEYS[i])
+    if type(flat) == "table" and flat.err then
+      out[i - 1] = redis.call("TYPE", KEYS[i]).ok
+    else
+      out[i - 1] = flat
+    end
   end
 end
 return out

@@ -16,6 +16,7 @@ from rushpy.codec import encode
 from rushpy.models import TaskState, WorkerState
 from rushpy.scripts.worker_calls import WORKER_SETS
 from rushpy.store.base import CHUNK, Plumbing, text
+from rushpy.stored_rows import pack_row, unpack_row
 
 __all__ = [
     "RawTask",
@@ -40,12 +41,30 @@ def _fields(raw: Mapping[bytes, bytes]) -> dict[str, bytes]:
 
 
 async def read_task_hashes(store: Plumbing, keys: Sequence[str]) -> list[dict[str, bytes] | None]:
-    """The stored hashes of ``keys`` (``None`` for a missing one), one round trip."""
+    """The stored fields of ``keys`` (``None`` for a missing one), one round trip.
+
+    A finished task's fields come from its row (:mod:`rushpy.stored_rows`); an
+    unreadable row comes back as its one :data:`~rushpy.stored_rows.UNREADABLE`
+    field, as reads show it.
+    """
     async with store.client.pipeline(transaction=False) as pipe:
+        if keys:
+            pipe.hmget(store.keys.rows, list(keys))
         for name in store.keys.tasks(keys):
             pipe.hgetall(name)
         replies = await pipe.execute(raise_on_error=False)
-    return [_fields(r) if isinstance(r, dict) and r else None for r in replies]
+    if not keys:
+        return []
+    rows = replies[0] if isinstance(replies[0], list) else [None] * len(keys)
+    out: list[dict[str, bytes] | None] = []
+    for row, reply in zip(rows, replies[1:], strict=True):
+        if isinstance(row, bytes):
+            flat = unpack_row(row)
+            pairs = zip(flat[::2], flat[1::2], strict=True)
+            out.append({bytes(n).decode(errors="replace"): bytes(v) for n, v in pairs})
+        else:
+            out.append(_fields(reply) if isinstance(reply, dict) and reply else None)
+    return out
 
 
 async def read_workers(store: Plumbing) -> list[RawWorker]:
@@ -119,15 +138,20 @@ async def restore_tasks(store: Plumbing, tasks: Sequence[RawTask], *, merge: boo
         async with store.client.pipeline(transaction=False) as pipe:
             for key, _, _ in tasks:
                 pipe.exists(k.task(key))
-            exists = await pipe.execute()
-        tasks = [t for t, e in zip(tasks, exists, strict=True) if not e]
+            pipe.hmget(k.rows, [key for key, _, _ in tasks])
+            *exists, rows = await pipe.execute()
+        tasks = [t for t, e, r in zip(tasks, exists, rows, strict=True) if not e and r is None]
     if not tasks:
         return 0
     async with store.client.pipeline(transaction=True) as pipe:
         for key, state, fields in tasks:
             pipe.delete(k.task(key))  # a stray hash of the same name would mix fields
-            mapping: dict[Any, Any] = dict(fields)
-            pipe.hset(k.task(key), mapping=mapping)
+            pipe.hdel(k.rows, key)
+            if state == TaskState.FINISHED:
+                pipe.hset(k.rows, key, pack_row(fields))  # finished tasks are stored as rows
+            else:
+                mapping: dict[Any, Any] = dict(fields)
+                pipe.hset(k.task(key), mapping=mapping)
             pipe.rpush(k.all_tasks, key)
             if state == TaskState.FINISHED:
                 pipe.rpush(k.finished, key)

@@ -48,7 +48,7 @@ async def delete_network(store: Plumbing, *, keep_workers: bool = False) -> int:
     for index in indexes:
         if not isinstance(index, Exception):
             task_keys.update(text(index))
-    names = [k.queued, k.running, k.finished, k.failed, k.failed_log, k.all_tasks, k.terminate_all]
+    names = [k.queued, k.running, k.finished, k.rows, k.failed, k.failed_log, k.all_tasks, k.terminate_all]
     # Constants, large objects (listed in their index set) and the seed counter are task
     # data; the root seed is, like the start arguments, the network's configuration.
     names += [k.constants, k.constants_version, k.seed_index, k.objects]

@@ -1,0 +1,111 @@
+"""Finished tasks as packed rows: one value in the network's rows hash per task.
+
+A task that finishes leaves its own Redis hash: ``complete.lua`` (and
+``create.lua`` for tasks created finished) packs its fields into one msgpack
+value, stores it under the task's key in :attr:`rushpy.keys.Keys.rows`, and
+deletes the hash. A Redis key costs about 150 bytes of bookkeeping of its own;
+a field of one large hash costs about 50, so a small finished task takes about
+200 bytes instead of 350 (docs/performance.md), and a read of many finished
+tasks fetches one value per task instead of one reply per field.
+
+A row is a msgpack array: the value of each field of :data:`ROW_SLOTS` in that
+order (``False``: absent; trailing absent fields left out), then any other field
+as a name, value pair. Values are the field's stored bytes (msgpack themselves),
+exactly as they were in the hash, so a row reads back as the same flat
+``HGETALL``-style list and everything that decodes task hashes
+(:mod:`rushpy.fields`, :mod:`rushpy.columns`) reads rows unchanged. The scripts'
+prelude (``pack_row``) writes rows and must agree with this module; a test
+checks that both list the same slots.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import msgpack  # type: ignore[import-untyped]
+
+__all__ = ["ROW_SLOTS", "UNREADABLE", "flat_of", "pack_row", "unpack_row"]
+
+ROW_SLOTS = (
+    "xs",
+    "ys",
+    "worker_id",
+    "created_at",
+    "started_at",
+    "finished_at",
+    "attempts",
+    "claim",
+    "xs_extra",
+    "ys_extra",
+    "seed",
+    "timeout",
+    "max_retries",
+    "conditions",
+    "done",
+)
+"""Fields with a fixed place in a row, most common first."""
+
+_NAMES = tuple(name.encode() for name in ROW_SLOTS)
+_NSLOTS = len(ROW_SLOTS)
+UNREADABLE = b"row"
+"""Field name under which an unreadable row is shown (its bytes never decode), so
+the task reads as damaged, naming this field, and every other task reads normally."""
+_NOT_MSGPACK = b"\xc1"  # the one byte msgpack never uses: the value cannot decode
+
+
+def unpack_row(blob: bytes) -> list[bytes]:
+    """The flat ``[name, value, ...]`` list of a packed row.
+
+    A row that cannot be read (written by something other than rushpy) comes
+    back as one field :data:`UNREADABLE` whose value does not decode, so
+    :func:`rushpy.fields.decode_task` reports the task as damaged.
+    """
+    try:
+        items = msgpack.unpackb(blob, raw=True, use_list=True)
+    except Exception:  # any garbage: one damaged task, never a failed read
+        return [UNREADABLE, _NOT_MSGPACK + bytes(blob[:64])]
+    if type(items) is not list or (len(items) > _NSLOTS and (len(items) - _NSLOTS) % 2):
+        return [UNREADABLE, _NOT_MSGPACK + bytes(blob[:64])]
+    flat: list[bytes] = []
+    for name, value in zip(_NAMES, items, strict=False):
+        if value is not False:
+            if type(value) is not bytes:
+                return [UNREADABLE, _NOT_MSGPACK + bytes(blob[:64])]
+            flat += (name, value)
+    extra = items[_NSLOTS:]
+    for i in range(0, len(extra), 2):
+        name, value = extra[i], extra[i + 1]
+        if type(name) is not bytes or type(value) is not bytes:
+            return [UNREADABLE, _NOT_MSGPACK + bytes(blob[:64])]
+        flat += (name, value)
+    return flat
+
+
+def flat_of(item: Any) -> Any:
+    """One task as read by ``read.lua`` or ``lookup.lua``, with a row made flat.
+
+    The scripts answer ``[row]`` (a one-item list) for a finished task; every
+    other answer (a flat ``HGETALL`` reply, always of even length, or a type
+    name) passes through unchanged.
+    """
+    if type(item) is list and len(item) == 1:
+        return unpack_row(item[0])
+    return item
+
+
+def pack_row(fields: Mapping[str, bytes]) -> bytes:
+    """The row of a task's stored fields (for restoring an archive); as ``pack_row`` in Lua."""
+    row: list[Any] = [False] * _NSLOTS
+    used = 0
+    extra: list[bytes] = []
+    for name, value in fields.items():
+        try:
+            slot = ROW_SLOTS.index(name)
+        except ValueError:
+            extra += (name.encode(), bytes(value))
+            continue
+        row[slot] = bytes(value)
+        used = max(used, slot + 1)
+    out: Sequence[Any] = row + extra if extra else row[:used]
+    return bytes(msgpack.packb(out, use_bin_type=False))
