@@ -147,6 +147,21 @@ async def cold_fetch(n: int) -> dict[str, float]:
                 for i, start in enumerate(range(0, n, _BATCH)):
                     fresh.append(keys[start : start + _BATCH], raws[i])
 
+            async def packed_only() -> None:
+                for start in range(0, n, _BATCH):
+                    await reads.read_packed(keys[start : start + _BATCH])
+
+            packed = [await reads.read_packed(keys[start : start + _BATCH]) for start in range(0, n, _BATCH)]
+
+            async def append_rows_only() -> None:
+                fresh = RowColumns("finished")
+                for i, start in enumerate(range(0, n, _BATCH)):
+                    fresh.append_rows(keys[start : start + _BATCH], [r for r in packed[i] if r is not None])
+
+            async def controller_cold() -> None:
+                async with rushpy.Controller(rush.network_id, config=server.config) as fresh:
+                    assert len(await fresh.fetch_finished_tasks()) == n
+
             async def column_y() -> None:
                 Table.over(cols)["y"]
 
@@ -158,6 +173,9 @@ async def cold_fetch(n: int) -> dict[str, float]:
                 "read_raw alone (server + RESP parsing)": await _best_us(raw_only, n),
                 "RowColumns: read_raw + append": await _best_us(columnar, n),
                 "RowColumns.append alone (replies read before)": await _best_us(append_only, n),
+                "read_packed alone (HMGET of the rows hash)": await _best_us(packed_only, n),
+                "RowColumns.append_rows alone (rows read before)": await _best_us(append_rows_only, n),
+                "a new controller's fetch_finished_tasks": await _best_us(controller_cold, n),
                 'lazy table["y"] of the cache': await _best_us(column_y, n),
                 "every row as a dict (Table.over(...).rows)": await _best_us(all_rows, n),
             }

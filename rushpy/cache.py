@@ -28,8 +28,9 @@ never read the same range twice, and every row comes out of
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Collection, Sequence
-from typing import Any
+from typing import Any, cast
 
 import anyio
 
@@ -141,19 +142,43 @@ class ResultCache:
             keys = self._continuing(self._announced, start) if announced_only else []
             if keys:
                 hashes = await self._announced_hashes(start, keys)
+                self._rows.append(keys, hashes)
             else:
                 # One window at a time: each is one pipeline, answered well within
                 # a deadline's grace however long the backlog (rushpy.deadline).
                 keys = await self._store.reads.finished_keys(start, start + READ_WINDOW - 1)
                 if not keys:
                     return 0
-                hashes = await self._store.reads.read_raw(keys)
-            self._rows.append(keys, hashes)
+                await self._append_read(keys)
             self._offset = start + len(keys)
             self.rows_read += len(keys)
             self._announced = {i: k for i, k in self._announced.items() if i >= self._offset}
             self._announced_rows = {i: r for i, r in self._announced_rows.items() if i >= self._offset}
             return len(keys)
+
+    async def _append_read(self, keys: list[str]) -> None:
+        """Read finished tasks ``keys`` and append them: packed rows as they are, the rest as hashes.
+
+        Everything is read before anything is appended, so a read that fails
+        leaves the cache as it was (the next update reads the same window again).
+        """
+        rows = await self._store.reads.read_packed(keys)
+        parts: list[tuple[list[str], list[bytes] | None]] = []
+        at = 0
+        # Consecutive rows go in one bulk append; tasks without a row (stored as
+        # hashes by an earlier version, or moved since) are read by read.lua.
+        for is_row, group in itertools.groupby(rows, key=lambda row: row is not None):
+            size = sum(1 for _ in group)
+            found = cast("list[bytes]", rows[at : at + size]) if is_row else None
+            parts.append((keys[at : at + size], found))
+            at += size
+        missing = [k for part, packed in parts if packed is None for k in part]
+        hashes = iter(await self._store.reads.read_raw(missing) if missing else ())
+        for part, packed in parts:
+            if packed is None:
+                self._rows.append(part, [next(hashes) for _ in part])
+            else:
+                self._rows.append_rows(part, packed)
 
     async def _announced_hashes(self, start: int, keys: list[str]) -> list[RawHash]:
         """The raw hashes of announced keys: from their announcements where carried, else read."""

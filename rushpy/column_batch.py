@@ -11,10 +11,12 @@ slices, ``map``) instead of in Python code per row. The checks are those of
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import gc
 import itertools
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,23 +24,18 @@ import msgpack  # type: ignore[import-untyped]
 
 from rushpy.codec import ext_hook
 from rushpy.fields import check_field
-from rushpy.keys import key_from_bytes, key_to_bytes
 from rushpy.table import ROW_FIELDS, flatten_task
 
 __all__ = [
     "GROUPS",
     "STORED",
     "TIMES",
-    "BASE64_KEYS",
-    "HEX_KEYS",
-    "KeyFormat",
     "Layout",
     "Run",
     "Shape",
     "array_header",
     "check_run",
-    "key_format",
-    "pack_keys",
+    "gc_paused",
     "pick",
     "times_ok",
     "tokens_ok",
@@ -68,20 +65,27 @@ unpack = functools.partial(msgpack.unpackb, ext_hook=ext_hook, timestamp=3, raw=
 
 
 class Layout:
-    """Where each field is in a hash with a given sequence of field names (one per sequence)."""
+    """Where each field's value is in a task with a given sequence of field names (one per sequence).
+
+    Positions are indices of values in the sequence the task is read as: a flat
+    ``HGETALL`` reply (``name, value, ...``: value ``i`` at ``2 * i + 1``, the
+    default) or a packed row's list of values (:mod:`rushpy.stored_rows`: each
+    field at its slot). Absent fields are at ``-1``.
+    """
 
     __slots__ = ("checked", "stored", "stored_pos", "times", "wid")
 
-    def __init__(self, names: Sequence[str]) -> None:
-        """Index the fields of a hash whose field names are ``names``, in order."""
-        pos = {name: i for i, name in enumerate(names)}
+    def __init__(self, names: Sequence[str], positions: Sequence[int] | None = None) -> None:
+        """Index the fields of a task whose field names are ``names`` (values at ``positions``)."""
+        at = range(1, 2 * len(names), 2) if positions is None else positions
+        pos = dict(zip(names, at, strict=True))
         self.stored = tuple(name for name in STORED if name in pos)
         self.stored_pos = tuple(pos[name] for name in self.stored)
         self.times = tuple(pos.get(name, -1) for name in TIMES)
         self.wid = pos.get("worker_id", -1)
         known = {*STORED, *TIMES, "worker_id"}
         # Unknown fields are not shown, but a damaged one makes the row damaged.
-        self.checked = tuple(i for i, name in enumerate(names) if name not in known)
+        self.checked = tuple(pos[name] for name in names if name not in known)
 
 
 class Shape:
@@ -139,6 +143,27 @@ class Run:
     stored: list[list[bytes]]
     names: list[list[tuple[Any, ...]]]
     wids: list[bytes]
+
+
+@contextlib.contextmanager
+def gc_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector for a bulk decode (no ``await`` inside).
+
+    Decoding a batch creates a list or a dict per row; every 700 such
+    allocations start a collection, and an older generation's collection walks
+    every object the cache already holds. Over a cold read of 10^6 rows that is
+    most of the decoding time (``benchmarks/columns.py``). The objects made
+    here hold no cycles, so nothing is left for the collector to find; it runs
+    as usual once the batch is in.
+    """
+    if not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
 
 
 def times_ok(joined: bytes | bytearray, n: int) -> bool:
@@ -203,10 +228,11 @@ def _named(name: str, raws: list[bytes]) -> list[tuple[Any, ...]] | None:
 def check_run(
     flats: Sequence[Sequence[bytes]], layout: Layout, memo: dict[tuple[str, bytes], bool]
 ) -> Run | None:
-    """Check a run of hashes of ``layout``; ``None`` when any row must be appended on its own.
+    """Check a run of tasks of ``layout``; ``None`` when any row must be appended on its own.
 
     Args:
-        flats: The flat ``HGETALL`` replies, all with the field names of ``layout``.
+        flats: The tasks as read (flat ``HGETALL`` replies, or packed rows' values
+            for a packed layout), all with the field names of ``layout``.
         layout: Their layout.
         memo: Checks of small values already done (``(field, raw)``: usable),
             kept by the caller across runs.
@@ -215,18 +241,18 @@ def check_run(
     n = len(flats)
     times: list[bytes] = []
     for p in layout.times:
-        joined = NO_TIME * n if p < 0 else b"".join([f[2 * p + 1] for f in flats])
+        joined = NO_TIME * n if p < 0 else b"".join([f[p] for f in flats])
         if not times_ok(joined, n):
             return None  # 32-bit or other encodings, or bad values: row by row
         times.append(joined)
     for p in layout.checked:
-        if not tokens_ok([f[2 * p + 1] for f in flats]):
+        if not tokens_ok([f[p] for f in flats]):
             return None
     stored: list[list[bytes]] = []
     names: list[list[tuple[Any, ...]]] = []
     try:
         for name, p in zip(layout.stored, layout.stored_pos, strict=True):
-            raws = [f[2 * p + 1] for f in flats]
+            raws = [f[p] for f in flats]
             if name in _NAMED:
                 keys = _named(name, raws)
                 if keys is None:
@@ -245,7 +271,7 @@ def check_run(
             stored.append(raws)
     except Exception:  # any decoder failure (or list keys): row by row names the field
         return None
-    wids = [f[2 * layout.wid + 1] for f in flats] if layout.wid >= 0 else []
+    wids = [f[layout.wid] for f in flats] if layout.wid >= 0 else []
     return Run(times, stored, names, wids)
 
 
@@ -254,62 +280,6 @@ def array_header(n: int) -> bytes:
     if n <= _MAX_FIX:
         return bytes((0x90 + n,))
     return b"\xdd" + n.to_bytes(4, "big")
-
-
-@dataclass(frozen=True, slots=True)
-class KeyFormat:
-    """How task keys of one form are packed into fixed-width bytes, losslessly.
-
-    Attributes:
-        chars: Characters of a key.
-        width: Bytes of a packed key.
-        pack: Characters to bytes (raises ``ValueError`` for other characters).
-        unpack: Bytes back to characters.
-
-    """
-
-    chars: int
-    width: int
-    pack: Callable[[str], bytes]
-    unpack: Callable[[bytes], str]
-
-
-HEX_KEYS = KeyFormat(32, 16, bytes.fromhex, bytes.hex)
-"""32 lowercase hex characters (128 bits): task keys of earlier versions."""
-
-BASE64_KEYS = KeyFormat(16, 12, key_to_bytes, key_from_bytes)
-"""16 characters (96 bits, :func:`rushpy.keys.new_task_keys`): 12 bytes are exactly 16 characters."""
-
-
-def key_format(keys: Sequence[str]) -> KeyFormat:
-    """The format of a network's keys, judged by the first one (others are kept aside if they differ)."""
-    return BASE64_KEYS if keys and len(keys[0]) == BASE64_KEYS.chars else HEX_KEYS
-
-
-def _pack(fmt: KeyFormat, text: str, n: int) -> bytes | None:
-    """``text`` (``n`` keys joined) packed, or ``None`` if it does not come back exactly."""
-    try:
-        packed = fmt.pack(text)
-    except ValueError:  # binascii.Error too; non-ASCII text
-        return None
-    return packed if len(packed) == fmt.width * n and fmt.unpack(packed) == text else None
-
-
-def pack_keys(keys: list[str], fmt: KeyFormat) -> tuple[bytes, dict[int, str]]:
-    """``fmt.width`` bytes per key (zeros for a key not in ``fmt``), and the keys not in ``fmt`` by index."""
-    if all(len(k) == fmt.chars for k in keys):
-        packed = _pack(fmt, "".join(keys), len(keys))
-        if packed is not None:
-            return packed, {}  # the usual case, checked in C for the whole batch
-    parts: list[bytes] = []
-    others: dict[int, str] = {}
-    for i, key in enumerate(keys):
-        one = _pack(fmt, key, 1) if len(key) == fmt.chars else None
-        if one is None:
-            others[i] = key
-            one = bytes(fmt.width)
-        parts.append(one)
-    return b"".join(parts), others
 
 
 def pick(body: bytes, fields: Sequence[int | None]) -> list[Any]:

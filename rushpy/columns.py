@@ -31,31 +31,28 @@ gives, which makes every row equal to what the dict cache returned.
 
 from __future__ import annotations
 
-import datetime as dt
 import itertools
 from array import array
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, cast
 
 from rushpy.codec import decode
 from rushpy.column_batch import (
-    HEX_KEYS,
     NO_TIME,
     TIMES,
     TS64,
     TS_LEN,
-    KeyFormat,
     Layout,
     Shape,
     array_header,
     check_run,
-    key_format,
-    pack_keys,
+    gc_paused,
     pick,
-    times_ok,
     tokens_ok,
 )
+from rushpy.column_parts import KeyColumn, TimeColumns, WorkerColumn
 from rushpy.fields import check_field, decode_task
+from rushpy.stored_rows import ROW_SLOTS, flat_of, unpack_rows
 from rushpy.table import flatten_task
 
 __all__ = ["RawHash", "RowColumns"]
@@ -63,10 +60,8 @@ __all__ = ["RawHash", "RowColumns"]
 RawHash = Sequence[bytes] | bytes | None
 """One task as ``read.lua`` returns it: the flat ``HGETALL`` reply, a type name, or nothing."""
 
-_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 _TS32 = b"\xd6\xff"
 _TS32_LEN = 6
-_LOW34 = (1 << 34) - 1
 
 
 class RowColumns:
@@ -91,19 +86,16 @@ class RowColumns:
         """Start with no rows."""
         self.state = state
         self._n = 0
-        self._keys = bytearray()
-        self._key_format: KeyFormat | None = None  # chosen by the first keys appended
-        self._other_keys: dict[int, str] = {}
+        self._keys = KeyColumn()
         # The 10 stored bytes of each timestamp (a 64-bit msgpack timestamp), decoded when read.
-        self._times = (bytearray(), bytearray(), bytearray())
+        self._times = TimeColumns()
         self._memo: dict[tuple[str, bytes], bool] = {}
-        self._wids = array("i")
-        self._wid_names: list[str] = []
-        self._wid_codes: dict[bytes, int] = {}
+        self._wids = WorkerColumn()
         self._shape_ids = array("i")
         self._shapes: list[Shape] = []
         self._shape_index: dict[tuple[Any, ...], int] = {}
         self._layouts: dict[tuple[bytes, ...], Layout | None] = {}
+        self._packed: dict[tuple[type, ...], Layout] = {}
         self._blob = bytearray()
         self._ends = array("q")
         self._odd: dict[int, dict[str, Any]] = {}
@@ -131,31 +123,84 @@ class RowColumns:
         """
         if len(keys) != len(hashes):
             raise ValueError(f"got {len(keys)} keys but {len(hashes)} hashes; pass one hash per key")
-        first = self._n
         pairs = [(k, h) for k, h in zip(keys, hashes, strict=True) if h]  # gone: no row
-        kept = [k for k, _ in pairs]
         flats = [h for _, h in pairs]
         layouts = [None if isinstance(h, bytes) else self._layout(h) for h in flats]
+        with gc_paused():
+            return self._append_tasks([k for k, _ in pairs], flats, layouts, flats.__getitem__)
+
+    def append_rows(self, keys: Sequence[str], rows: Sequence[bytes]) -> int:
+        """Add finished tasks stored as packed rows (:mod:`rushpy.stored_rows`), one per key.
+
+        The usual rows (fields of :data:`~rushpy.stored_rows.ROW_SLOTS` only) are
+        checked and stored column by column without being made flat; any other
+        row is made flat first, and an unreadable one becomes a damaged row, as
+        in :meth:`append`.
+
+        Raises:
+            ValueError: ``keys`` and ``rows`` differ in length.
+
+        """
+        if len(keys) != len(rows):
+            raise ValueError(f"got {len(keys)} keys but {len(rows)} rows; pass one row per key")
+        with gc_paused():
+            return self._append_packed(list(keys), rows)
+
+    def _append_packed(self, keys: list[str], rows: Sequence[bytes]) -> int:
+        shapes, items = unpack_rows(rows)
+        packed = {shape: self._packed_layout(shape) for shape in set(shapes) if shape is not None}
+        layouts = list(map(cast("Callable[[Any], Layout | None]", packed.get), shapes))
+        if None in shapes:  # rows with other fields were made flat: their layout by name
+            layouts = [
+                self._layout(item) if shape is None else layout
+                for shape, item, layout in zip(shapes, items, layouts, strict=True)
+            ]
+
+        def original(i: int) -> Any:
+            # A row that fails its checks is decoded again (flat) to name the bad field.
+            return items[i] if shapes[i] is None else [rows[i]]
+
+        return self._append_tasks(keys, items, layouts, original)
+
+    def _append_tasks(
+        self,
+        keys: list[str],
+        items: list[Any],
+        layouts: list[Layout | None],
+        original: Callable[[int], Any],
+    ) -> int:
+        """Append tasks read as ``items`` with their ``layouts`` (``None``: kept as a dict).
+
+        ``original(i)`` is what :func:`~rushpy.stored_rows.flat_of` turns into
+        the flat reply :func:`rushpy.fields.decode_task` reads, for a row kept as a dict.
+        """
+        first = self._n
         tokens: list[bytes] = []  # unknown fields of rows appended one by one, checked at the end
         at = 0
-        # Runs of consecutive hashes with one layout are checked column by column, in bulk.
+        # Runs of consecutive tasks with one layout are checked column by column, in bulk.
         for _, group in itertools.groupby(layouts, key=id):
             size = len(list(group))
-            run_keys, run = kept[at : at + size], flats[at : at + size]
             layout = layouts[at]
+            run = range(at, at + size)
             at += size
-            # A layout (not None) means these are hashes (not type names).
-            if layout is not None and self._append_run(cast("list[Sequence[bytes]]", run), layout):
+            # A layout (not None) means these are tasks (not type names).
+            if layout is not None and self._append_run(items[run.start : run.stop], layout):
                 continue
-            for key, flat in zip(run_keys, run, strict=True):
-                if isinstance(flat, bytes) or not self._append_fast(flat, tokens):
-                    self._append_odd(key, flat)
-        self._push_keys(first, kept)
-        if not tokens_ok(tokens) or not all(
-            times_ok(c[TS_LEN * first :], self._n - first) for c in self._times
-        ):
-            self._recheck(first, kept, flats)
+            for i in run:
+                if layout is None or not self._append_fast(items[i], layout, tokens):
+                    self._append_odd(keys[i], original(i))
+        self._keys.push(first, keys)
+        if not tokens_ok(tokens) or not self._times.all_ok_from(first, self._n - first):
+            self._recheck(first, keys, items, original)
         return self._n - first
+
+    def _packed_layout(self, shape: tuple[type, ...]) -> Layout:
+        """The layout of packed rows whose slots hold values of types ``shape`` (``bytes``: a field)."""
+        layout = self._packed.get(shape)
+        if layout is None:
+            slots = [i for i, kind in enumerate(shape) if kind is bytes]
+            layout = self._packed[shape] = Layout([ROW_SLOTS[i] for i in slots], slots)
+        return layout
 
     def _layout(self, flat: Sequence[bytes]) -> Layout | None:
         names = tuple(flat[0::2])
@@ -179,20 +224,6 @@ class RowColumns:
             self._shapes.append(Shape(layout, names))
         return sid
 
-    def _wid_code(self, raw: bytes) -> int:
-        """Code of a stored worker id (-1: not a string)."""
-        code = self._wid_codes.get(raw)
-        if code is None:
-            try:
-                wid = decode(raw)
-            except Exception:  # any decoder failure is bad data
-                return -1
-            if type(wid) is not str:
-                return -1
-            code = self._wid_codes[raw] = len(self._wid_names)
-            self._wid_names.append(wid)
-        return code
-
     def _append_run(self, flats: Sequence[Sequence[bytes]], layout: Layout) -> bool:
         """Append hashes of one layout in bulk; ``False`` (nothing changed) if one needs a closer look."""
         run = check_run(flats, layout, self._memo)
@@ -200,16 +231,15 @@ class RowColumns:
             return False
         codes = [-1] * len(flats)
         if layout.wid >= 0:
-            code_of = {raw: self._wid_code(raw) for raw in set(run.wids)}  # a few workers, many rows
+            code_of = {raw: self._wids.code(raw) for raw in set(run.wids)}  # a few workers, many rows
             if -1 in code_of.values():
                 return False
             codes = list(map(code_of.__getitem__, run.wids))
         # Rows are appended column by column (zip(*...) turns columns into rows).
         per_row = list(zip(*run.names, strict=True)) if run.names else [()] * len(flats)
         shape_of = {names: self._shape_id(layout, names) for names in set(per_row)}
-        for column, joined in zip(self._times, run.times, strict=True):
-            column.extend(joined)
-        self._wids.extend(codes)
+        self._times.extend(run.times)
+        self._wids.codes.extend(codes)
         self._shape_ids.extend(map(shape_of.__getitem__, per_row))
         header = array_header(len(layout.stored))
         segments = (
@@ -224,17 +254,14 @@ class RowColumns:
         self._n += len(flats)
         return True
 
-    def _append_fast(self, flat: Sequence[bytes], tokens: list[bytes]) -> bool:
-        """Append one hash in columns; ``False`` (nothing changed) when it must be kept as a dict.
+    def _append_fast(self, flat: Sequence[bytes], layout: Layout, tokens: list[bytes]) -> bool:
+        """Append one task of ``layout`` in columns; ``False`` (nothing changed) when it must be a dict.
 
         Timestamps must be 64-bit msgpack timestamps (32-bit ones are widened);
         their tag and range, and the unknown fields (``claim``, ``done``: short
         strings), are checked for the whole batch afterwards (:meth:`append`).
         """
-        layout = self._layout(flat)
-        if layout is None:
-            return False
-        vals = flat[1::2]
+        vals = flat
         times: list[bytes] = []
         for p in layout.times:
             raw = vals[p] if p >= 0 else NO_TIME
@@ -252,47 +279,36 @@ class RowColumns:
                 names.append(tuple(value) if type(value) is dict else ())
         except Exception:  # any decoder failure is bad data: the dict path names it
             return False
-        code = self._wid_code(vals[layout.wid]) if layout.wid >= 0 else -1
+        code = self._wids.code(vals[layout.wid]) if layout.wid >= 0 else -1
         if code < 0 <= layout.wid:
             return False
         sid = self._shape_id(layout, names)
         tokens.extend(vals[p] for p in layout.checked)
-        for column, raw in zip(self._times, times, strict=True):
-            column.extend(raw)
-        self._wids.append(code)
+        self._times.extend(times)
+        self._wids.codes.append(code)
         self._shape_ids.append(sid)
         self._blob += array_header(len(layout.stored)) + b"".join([vals[p] for p in layout.stored_pos])
         self._ends.append(len(self._blob))
         self._n += 1
         return True
 
-    def _append_odd(self, key: str, flat: Sequence[bytes] | bytes) -> None:
-        self._odd[self._n] = flatten_task(key, self.state, decode_task(flat))
-        for column in self._times:
-            column.extend(NO_TIME)
-        self._wids.append(-1)
+    def _append_odd(self, key: str, original: Any) -> None:
+        self._odd[self._n] = flatten_task(key, self.state, decode_task(flat_of(original)))
+        self._times.add_absent()
+        self._wids.codes.append(-1)
         self._shape_ids.append(-1)
         self._blob += array_header(0)  # keeps one msgpack array per row for range decoding
         self._ends.append(len(self._blob))
         self._n += 1
 
-    def _push_keys(self, first: int, keys: list[str]) -> None:
-        """Store the keys of rows ``first, first + 1, ...``: 16 bytes each when they are lowercase hex."""
-        if self._key_format is None:
-            self._key_format = key_format(keys)
-        packed, others = pack_keys(keys, self._key_format)
-        self._keys += packed
-        self._other_keys.update({first + i: key for i, key in others.items()})
-
-    def _recheck(self, first: int, keys: list[str], flats: list[Sequence[bytes] | bytes]) -> None:
+    def _recheck(self, first: int, keys: list[str], items: list[Any], original: Callable[[int], Any]) -> None:
         """Turn rows of the batch from ``first`` whose timestamps or unknown fields are bad into dicts."""
-        for i, key, flat in zip(range(first, self._n), keys, flats, strict=True):
+        for j, (i, key, vals) in enumerate(zip(range(first, self._n), keys, items, strict=True)):
             sid = self._shape_ids[i]
-            if sid < 0 or isinstance(flat, bytes):
+            if sid < 0:
                 continue  # already a dict
             layout = self._shapes[sid].layout
-            vals = flat[1::2]
-            ok = all(self._time_ok(i, k) for k in range(3) if layout.times[k] >= 0)
+            ok = all(self._times.ok(i, k) for k in range(3) if layout.times[k] >= 0)
             try:
                 for p in layout.checked:
                     decode(vals[p])
@@ -300,35 +316,18 @@ class RowColumns:
                 ok = False
             if not ok:
                 self._shape_ids[i] = -1
-                self._odd[i] = flatten_task(key, self.state, decode_task(flat))
-
-    def _time_ok(self, i: int, k: int) -> bool:
-        return times_ok(bytes(self._times[k][i * TS_LEN : (i + 1) * TS_LEN]), 1)
-
-    def _time(self, i: int, k: int) -> dt.datetime:
-        v = int.from_bytes(self._times[k][i * TS_LEN + 2 : (i + 1) * TS_LEN], "big")
-        # As msgpack builds it: the epoch plus whole microseconds (nanoseconds truncated).
-        return _EPOCH + dt.timedelta(seconds=v & _LOW34, microseconds=(v >> 34) // 1000)
+                self._odd[i] = flatten_task(key, self.state, decode_task(flat_of(original(j))))
 
     def _range(self, start: int, stop: int | None) -> range:
         return range(*slice(start, stop).indices(self._n))
 
     def key(self, i: int) -> str:
         """Task key of row ``i``."""
-        other = self._other_keys.get(i)
-        if other is not None:
-            return other
-        fmt = self._key_format or HEX_KEYS  # None only while there are no rows
-        return fmt.unpack(bytes(self._keys[fmt.width * i : fmt.width * (i + 1)]))
+        return self._keys.key(i)
 
     def keys(self, start: int = 0, stop: int | None = None) -> list[str]:
         """Task keys of rows ``start`` to ``stop``, in row order."""
-        r = self._range(start, stop)
-        if self._other_keys:
-            return [self.key(i) for i in r]
-        fmt = self._key_format or HEX_KEYS  # None only while there are no rows
-        text = fmt.unpack(bytes(self._keys[fmt.width * r.start : fmt.width * r.stop]))
-        return [text[k : k + fmt.chars] for k in range(0, len(text), fmt.chars)]
+        return self._keys.keys(self._range(start, stop))
 
     def _stored(self, r: range) -> list[list[Any]]:
         """The stored fields of every row in ``r``, decoded in one call (one list per row)."""
@@ -373,9 +372,9 @@ class RowColumns:
         task: dict[str, Any] = dict(zip(layout.stored, stored, strict=True))
         for k, name in enumerate(TIMES):
             if layout.times[k] >= 0:
-                task[name] = self._time(i, k)
+                task[name] = self._times.at(i, k)
         if layout.wid >= 0:
-            task["worker_id"] = self._wid_names[self._wids[i]]
+            task["worker_id"] = self._wids.at(i)
         return flatten_task(self.key(i), self.state, task)
 
     def column(self, name: str, start: int = 0, stop: int | None = None) -> list[Any]:
@@ -403,9 +402,9 @@ class RowColumns:
                 value: Any = picked[n] if picked is not None else None
                 out.append(value if entry is None else value[entry])
             elif kind == "t":
-                out.append(self._time(i, j))
+                out.append(self._times.at(i, j))
             elif kind == "w":
-                out.append(self._wid_names[self._wids[i]])
+                out.append(self._wids.at(i))
             elif kind == "k":
                 out.append(self.key(i))
             elif kind == "s":

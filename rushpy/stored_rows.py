@@ -20,12 +20,14 @@ checks that both list the same slots.
 
 from __future__ import annotations
 
+import functools
+import itertools
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import msgpack  # type: ignore[import-untyped]
 
-__all__ = ["ROW_SLOTS", "UNREADABLE", "flat_of", "pack_row", "unpack_row"]
+__all__ = ["ROW_SLOTS", "UNREADABLE", "flat_of", "pack_row", "unpack_row", "unpack_rows"]
 
 ROW_SLOTS = (
     "xs",
@@ -80,6 +82,47 @@ def unpack_row(blob: bytes) -> list[bytes]:
             return [UNREADABLE, _NOT_MSGPACK + bytes(blob[:64])]
         flat += (name, value)
     return flat
+
+
+_unpack_raw = functools.partial(msgpack.unpackb, raw=True)
+
+
+def unpack_rows(blobs: Sequence[bytes]) -> tuple[list[tuple[type, ...] | None], list[Any]]:
+    """Many packed rows at once: per row, which slots it fills and its values.
+
+    The usual row (slots of :data:`ROW_SLOTS` only, no other field) comes back
+    as the types of its values (``bytes`` for a field it has, ``bool`` for one it
+    lacks: ``False``) and its list of values, decoded and checked in bulk in C.
+    Any other row comes back as ``None`` and its flat list (:func:`unpack_row`),
+    which also turns an unreadable row into a damaged one.
+    """
+    try:
+        items = list(map(_unpack_raw, blobs))
+        lengths = list(map(len, items))
+    except Exception:  # some row is not msgpack (or not a container): row by row
+        return [None] * len(blobs), [unpack_row(b) for b in blobs]
+    shapes: list[tuple[type, ...] | None] = []
+    out: list[Any] = []
+    at = 0
+    for n, group in itertools.groupby(lengths):
+        size = sum(1 for _ in group)
+        run = items[at : at + size]
+        kinds = set(map(type, itertools.chain.from_iterable(run))) if 0 < n <= _NSLOTS else set()
+        if set(map(type, run)) != {list} or not kinds:
+            kinds = set()  # not rows of slots: the careful way
+        elif kinds == {bytes}:
+            shapes += [(bytes,) * n] * size  # every slot filled: the common case, no per-row work
+        elif kinds == {bytes, bool} and True not in itertools.chain.from_iterable(run):
+            shapes += map(tuple, map(functools.partial(map, type), run))
+        else:
+            kinds = set()
+        if kinds:
+            out += run
+        else:  # extra fields or bad data
+            shapes += [None] * size
+            out += [unpack_row(b) for b in blobs[at : at + size]]
+        at += size
+    return shapes, out
 
 
 def flat_of(item: Any) -> Any:
