@@ -50,12 +50,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from typing import Any
 
+from rushpy.acl import ENV_ACL_PASSWORD, acl_setuser
 from rushpy.config import TLS_OPTIONS, RedisConfig
 from rushpy.connection import check_connection, create_client
 from rushpy.controller import Controller
 from rushpy.errors import RushError
 from rushpy.functions import resolve_function
-from rushpy.keys import Keys
+from rushpy.keys import DEFAULT_PREFIX, Keys
 from rushpy.lifetime import die_with_parent
 from rushpy.logs import configure_cli_logging, get_logger, status_logger
 from rushpy.pickling import ENV_ALLOW_PICKLE
@@ -327,6 +328,22 @@ async def _status(options: argparse.Namespace) -> int:
     return 0
 
 
+def _acl(options: argparse.Namespace) -> int:
+    # The password comes from the environment only: argv is visible to every user of the host.
+    password = os.environ.get(ENV_ACL_PASSWORD) or None
+    line = acl_setuser(
+        options.user, options.network, prefix=options.prefix, password=password, aclfile=options.aclfile
+    )
+    print(line)
+    if password is None:
+        print(
+            f"{ENV_ACL_PASSWORD} is not set: the user has no password and cannot log in until you add "
+            "one (set the variable and run this again, or append >PASSWORD to the rules)",
+            file=sys.stderr,
+        )
+    return 0
+
+
 # -- entry points ------------------------------------------------------------------------------
 def _run(command: Callable[[], int], prog: str) -> int:
     """Run a command: errors print one line (exit 2), a closed pipe ends it quietly (exit 1)."""
@@ -380,6 +397,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_status = sub.add_parser("status", help="print task and worker counts of a network")
     p_status.add_argument("--network", required=True, help="id of the network")
     _add_connection_arguments(p_status)
+    p_acl = sub.add_parser(
+        "acl",
+        help="print the ACL rules of a Redis user limited to one network",
+        description=f"Print an ACL SETUSER line (or, with --aclfile, an ACL file line) for a user that may "
+        f"use one network only; the password's SHA-256 is included when {ENV_ACL_PASSWORD} is set.",
+    )
+    p_acl.add_argument("network", help="id of the network")
+    p_acl.add_argument("--user", default="rushpy", help="ACL user name (default: rushpy)")
+    p_acl.add_argument("--prefix", default=DEFAULT_PREFIX, help=f"key prefix (default: {DEFAULT_PREFIX})")
+    p_acl.add_argument("--aclfile", action="store_true", help="print a line for the server's ACL file")
     p_worker = sub.add_parser(
         "worker",
         help="run a worker (same flags as python -m rushpy.worker)",
@@ -388,6 +415,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     _add_worker_arguments(p_worker)
     options = parser.parse_args(argv)
     commands: dict[str, Callable[[argparse.Namespace], int]] = {
+        "acl": _acl,
         "server": _server,
         "status": lambda o: asyncio.run(_status(o)),
         "worker": _worker,

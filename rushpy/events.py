@@ -39,12 +39,12 @@ from typing import Self
 import anyio
 import anyio.abc
 from redis.asyncio.client import PubSub
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from rushpy.config import RedisConfig
-from rushpy.connection import RushClient, connection_failed, create_client
-from rushpy.errors import ConnectionFailedError
+from rushpy.connection import RushClient, connection_failed, create_client, server_error
+from rushpy.errors import ConnectionFailedError, RushError
 from rushpy.logs import get_logger
 
 __all__ = ["CLOSE_TIMEOUT", "MAX_BACKOFF", "SUBSCRIBE_TIMEOUT", "EventListener"]
@@ -60,6 +60,13 @@ MAX_BACKOFF = 2.0
 _FIRST_BACKOFF = 0.05
 # Errors of the subscription connection: redis-py's, and socket errors it lets through.
 _LOST = (RedisError, OSError)
+
+
+def _failure(config: RedisConfig, command: str, exc: BaseException) -> RushError:
+    """A failed subscription as a rushpy error: a refusal (an ACL without the channel) is no lost server."""
+    if isinstance(exc, ResponseError):
+        return server_error(config, command, exc)
+    return connection_failed(config, exc, 0.0)
 
 
 class EventListener:
@@ -134,7 +141,7 @@ class EventListener:
                     await self._pubsub.subscribe(channel)
                 except _LOST as exc:
                     self._confirming.pop(channel, None)
-                    raise connection_failed(self._config, exc, 0.0) from exc
+                    raise _failure(self._config, "SUBSCRIBE", exc) from exc
         if confirming is None:
             return
         with anyio.move_on_after(SUBSCRIBE_TIMEOUT):
@@ -210,7 +217,7 @@ class EventListener:
                 try:
                     await self._subscribe()
                 except _LOST as exc:
-                    raise connection_failed(self._config, exc, 0.0) from exc
+                    raise _failure(self._config, "SUBSCRIBE", exc) from exc
                 task_status.started()
                 while True:
                     try:

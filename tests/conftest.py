@@ -20,6 +20,7 @@ from rushpy import Controller, EmbeddedServer, RedisConfig
 from rushpy.connection import create_client
 from rushpy.keys import Keys
 from rushpy.store import Store
+from tests.helpers import raw_client
 
 
 @pytest.fixture
@@ -46,11 +47,8 @@ def network_id() -> str:
 @pytest.fixture
 async def raw(config: RedisConfig) -> AsyncIterator[redis.asyncio.Redis]:
     """A plain redis-py client of the test server, to look at keys as they are."""
-    client = redis.asyncio.Redis.from_url(config.to_url(include_password=True))
-    try:
+    async with raw_client(config) as client:
         yield client
-    finally:
-        await client.aclose()
 
 
 @pytest.fixture

@@ -91,3 +91,10 @@ def chaos_square(x: int) -> dict[str, int]:
     """A short task (4 ms) for the chaos tests: long enough to be interrupted."""
     time.sleep(0.004)
     return {"y": x * x, "pid": os.getpid()}
+
+
+def fail_on_odd_sized(x: int, blob: str = "") -> dict[str, int]:
+    """As fail_on_odd, with an optional large input whose length is returned."""
+    if x % 2:
+        raise ValueError(f"odd input {x}")
+    return {"y": x, "n": len(blob)}

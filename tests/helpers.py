@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import anyio
 import anyio.to_thread
 import pytest
+import redis.asyncio
 
 from rushpy import Controller, RedisConfig
 
@@ -119,3 +121,13 @@ async def set_stored_field(client: Any, keys: Any, key: str, field: str, value: 
         await client.hset(keys.rows, key, pack_row({**fields, field: value}))
     else:
         await client.hset(keys.task(key), field, value)
+
+
+@contextlib.asynccontextmanager
+async def raw_client(config: RedisConfig) -> AsyncIterator[redis.asyncio.Redis]:
+    """A plain redis-py client of a server a test started (with its password), closed afterwards."""
+    client = redis.asyncio.Redis.from_url(config.to_url(include_password=True))
+    try:
+        yield client
+    finally:
+        await client.aclose()

@@ -30,7 +30,7 @@ from rushpy import (
     run_function,
 )
 from rushpy.connection import create_client
-from tests.helpers import eventually
+from tests.helpers import eventually, raw_client
 
 BALLAST = "test-ballast"
 BALLAST_BYTES = 8 * 1024 * 1024
@@ -45,11 +45,8 @@ async def private() -> AsyncIterator[EmbeddedServer]:
 
 @pytest.fixture
 async def admin(private: EmbeddedServer) -> AsyncIterator[redis.asyncio.Redis]:
-    client = redis.asyncio.Redis.from_url(private.config.to_url(include_password=True))
-    try:
+    async with raw_client(private.config) as client:
         yield client
-    finally:
-        await client.aclose()
 
 
 def _config(server: EmbeddedServer) -> RedisConfig:

@@ -31,6 +31,7 @@ from redis.exceptions import (
     AuthenticationError,
     AuthorizationError,
     InvalidResponse,
+    NoPermissionError,
     NoScriptError,
     OutOfMemoryError,
     ResponseError,
@@ -50,6 +51,7 @@ __all__ = [
     "check_connection",
     "connection_failed",
     "create_client",
+    "server_error",
 ]
 
 T = TypeVar("T")
@@ -170,7 +172,7 @@ class RushClient(Redis):
         except NoScriptError:
             raise  # the store loads its scripts again
         except ResponseError as exc:
-            raise _server_error(self.config, command, exc) from exc
+            raise server_error(self.config, command, exc) from exc
 
     def pipeline(self, transaction: bool = True, shard_hint: str | None = None) -> RushPipeline:
         """A pipeline whose ``execute`` translates connection problems like the client."""
@@ -198,7 +200,7 @@ class RushPipeline(Pipeline):
         except NoScriptError:
             raise  # the store loads its scripts again
         except ResponseError as exc:
-            raise _server_error(self.config, "a pipelined command", exc) from exc
+            raise server_error(self.config, "a pipelined command", exc) from exc
 
     async def immediate_execute_command(self, *args: Any, **options: Any) -> Any:
         """Run a command at once (``WATCH`` mode), bounded by :func:`~rushpy.deadline.call_deadline`."""
@@ -207,8 +209,10 @@ class RushPipeline(Pipeline):
         return await bounded(self.config, command, lambda: run(*args, **options))  # type: ignore[no-untyped-call]
 
 
-def _server_error(config: RedisConfig, command: object, exc: ResponseError) -> ServerError:
+def server_error(config: RedisConfig, command: object, exc: ResponseError) -> ServerError:
     """``exc`` (the server answered ``command`` with an error) as a :class:`ServerError`.
+
+    A ``NOPERM`` reply (an ACL user without the permission) names the rules to give the user.
 
     An ``OOM`` reply (``maxmemory`` reached, nothing to evict) becomes
     :class:`ServerFullError`: callers that wait for memory tell it apart.
@@ -220,6 +224,13 @@ def _server_error(config: RedisConfig, command: object, exc: ResponseError) -> S
             "limit is reached and its maxmemory-policy evicts nothing. Free memory (reset() "
             "finished networks, delete other data) or raise the limit (CONFIG SET maxmemory ...); "
             "rushpy's workers wait and retry meanwhile"
+        )
+    # An ACL refusal: of the command itself (redis-py's NoPermissionError) or of a script's command.
+    if isinstance(exc, NoPermissionError) or "NOPERM" in str(exc):
+        return ServerError(
+            f"the server at {config} refused {name} to this user ({exc}): the ACL user lacks a "
+            "permission rushpy needs, or the key belongs to another network. Give the user the rules "
+            "`rushpy acl NETWORK --user USER` prints for its network (see the security guide)"
         )
     return ServerError(
         f"the server at {config} answered {name} with an error: {exc}; check the server's log, "
