@@ -17,6 +17,7 @@ from urllib.parse import quote, unquote, urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
+from rushpy.cluster_url import join_cluster_url, split_cluster_url
 from rushpy.errors import ConfigError
 
 __all__ = [
@@ -128,6 +129,9 @@ class RedisConfig(BaseModel):
             PEM; default: the key is in ``ssl_certfile``).
         ssl_check_hostname: Whether the server certificate must name the host
             connected to (default ``True``; ignored when ``ssl_cert_reqs`` is ``none``).
+        cluster_nodes: Seed nodes (``host:port``) of a Redis Cluster; empty for
+            one server. Set by a ``redis+cluster://`` (``rediss+cluster://``) URL,
+            whose first node is also ``host`` and ``port``.
         reconnect_budget: Seconds of outage that clients ride out (default 10).
             A command that fails on a dropped connection, a timeout or a
             server restart is sent again on a fresh connection, with
@@ -170,6 +174,7 @@ class RedisConfig(BaseModel):
     ssl_keyfile: str | None = None
     ssl_check_hostname: bool = True
     reconnect_budget: float = Field(default=DEFAULT_RECONNECT_BUDGET, ge=0, allow_inf_nan=False)
+    cluster_nodes: tuple[str, ...] = ()
 
     def __init__(self, **data: Any) -> None:
         """Validate the fields; pydantic errors become :class:`ConfigError`."""
@@ -182,6 +187,15 @@ class RedisConfig(BaseModel):
     def _check_unix_path(self) -> RedisConfig:
         if self.scheme == "unix" and not self.path:
             raise ValueError("scheme 'unix' needs a socket path, e.g. unix:///tmp/redis.sock")
+        return self
+
+    @model_validator(mode="after")
+    def _check_cluster(self) -> RedisConfig:
+        if self.cluster_nodes and (self.scheme == "unix" or self.db != 0):
+            raise ValueError(
+                "a Redis Cluster has database 0 only and no unix sockets: use "
+                "redis+cluster://host:port,host:port/0"
+            )
         return self
 
     @model_validator(mode="after")
@@ -203,7 +217,8 @@ class RedisConfig(BaseModel):
         """Parse a ``redis://``, ``rediss://`` or ``unix://`` URL.
 
         Forms: ``redis://[user[:password]@]host[:port][/db]``, ``rediss://...`` (TLS),
-        ``unix:///path/to.sock[?db=N]``. Query parameters named in
+        ``unix:///path/to.sock[?db=N]``, and for a Redis Cluster
+        ``redis+cluster://[user@]host:port,host:port/0`` (``rediss+cluster://``). Query parameters named in
         :data:`URL_OPTIONS` (``reconnect_budget=S``, ...) set those fields, so
         workers started from a URL get the same settings.
 
@@ -215,6 +230,10 @@ class RedisConfig(BaseModel):
         """
         if not isinstance(url, str) or not url.strip():
             raise ConfigError(f"invalid Redis URL {url!r}: expected e.g. redis://localhost:6379/0")
+        cluster = split_cluster_url(url.strip())
+        if cluster is not None:
+            url, seeds = cluster
+            overrides = {"cluster_nodes": seeds, **overrides}
         try:
             parts = urlsplit(url.strip())
             port = parts.port
@@ -224,7 +243,7 @@ class RedisConfig(BaseModel):
         if scheme not in _SCHEMES:
             raise ConfigError(
                 f"invalid Redis URL {_mask(url)!r}: scheme {parts.scheme!r} is not one of "
-                "redis://, rediss://, unix://"
+                "redis://, rediss://, unix://, redis+cluster://, rediss+cluster://"
             )
         fields: dict[str, Any] = {"scheme": scheme}
         if parts.username:
@@ -290,7 +309,8 @@ class RedisConfig(BaseModel):
             return f"unix://{auth}{self.path}?" + "&".join([f"db={self.db}", *query])
         host = f"[{self.host}]" if ":" in self.host else self.host
         tail = "?" + "&".join(query) if query else ""
-        return f"{self.scheme}://{auth}{host}:{self.port}/{self.db}{tail}"
+        url = f"{self.scheme}://{auth}{host}:{self.port}/{self.db}{tail}"
+        return join_cluster_url(url, self.cluster_nodes) if self.cluster_nodes else url
 
     def __str__(self) -> str:
         return self.to_url()

@@ -44,10 +44,10 @@ async def run_life_cycle(config: RedisConfig, network_id: str) -> dict[str, Any]
         async for _ in rush.as_completed(await rush.push_tasks([{"x": 20}]), timeout=TIMEOUT):
             pass
         worker_id = (await rush.worker_info())["worker_id"][0]
-        await rush.push_priority_tasks([{"x": 22}], [worker_id])
+        priority = await rush.push_priority_tasks([{"x": 22}], [worker_id])
         await rush.retry_tasks((await rush.tasks_with_state([TaskState.FAILED]))[TaskState.FAILED])
         large = await rush.push_tasks([{"x": 24, "blob": "b" * 200_000}])  # stored once as a large object
-        await rush.wait_for_tasks(large, timeout=TIMEOUT)
+        await rush.wait_for_tasks(priority + large, timeout=TIMEOUT)
         finished = await rush.fetch_finished_tasks()
         seen["finished_later"] = sorted(finished["y"])
         seen["large"] = [row["n"] for row in finished.rows if row["x"] == 24]

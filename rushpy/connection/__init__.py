@@ -40,6 +40,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from rushpy.config import RedisConfig
+from rushpy.connection.cluster import ClusterTCPConnection, ClusterTLSConnection, SlotRouting
 from rushpy.connection.wire import HIREDIS_PACKING, TCPConnection, TLSConnection, UnixConnection
 from rushpy.deadline import bounded
 from rushpy.errors import ConnectionFailedError, ServerError, ServerFullError
@@ -289,12 +290,27 @@ def create_client(
             kwargs["ssl_check_hostname"] = config.ssl_check_hostname and config.ssl_cert_reqs != "none"
         else:
             connection_class = TCPConnection if HIREDIS_PACKING else Connection
+    if config.cluster_nodes:
+        connection_class, kwargs = _routed(connection_class, kwargs, config.cluster_nodes)
     pool = ConnectionPool(connection_class=connection_class, max_connections=max_connections, **kwargs)
     # The client owns the pool, so aclose() disconnects every connection.
     client = RushClient(connection_pool=pool)
     client.auto_close_connection_pool = True
     client.config = config
     return client
+
+
+def _routed(
+    connection_class: type[Any], kwargs: dict[str, Any], seeds: tuple[str, ...]
+) -> tuple[type[Any], dict[str, Any]]:
+    """Connection class and settings of a Redis Cluster client (see :mod:`rushpy.connection.cluster`)."""
+    plain = {k: v for k, v in kwargs.items() if k not in ("host", "port", "retry", "retry_on_error")}
+
+    def probe(host: str, port: int) -> Any:
+        return connection_class(host=host, port=port, **plain)
+
+    routed = ClusterTLSConnection if issubclass(connection_class, SSLConnection) else ClusterTCPConnection
+    return routed, {**kwargs, "routing": SlotRouting(seeds, probe)}
 
 
 async def check_connection(config: RedisConfig) -> None:

@@ -1,0 +1,155 @@
+"""Connections to a Redis Cluster that follow one hash slot to whichever node owns it.
+
+Every key of a rushpy network carries the ``{network}`` hash tag, so a
+network lives in one slot, on one primary. A network's client therefore needs
+no cluster-aware client (which would give up transactions, ``WATCH`` and
+blocking moves across nodes): it talks to that one primary as to a single
+server, and everything rushpy does on one server works unchanged.
+
+How a connection finds the primary (:class:`SlotRouting`, shared by every
+connection of a client's pool):
+
+- at first it connects to a seed node; the first command on a key answers
+  ``MOVED <slot> <host>:<port>``, which names the slot and its owner: the
+  connection is dropped and the command sent again there, by the client's
+  usual retry (a redirected command did not run, so sending it again is safe);
+- when the owner stops answering (it died, or a failover is under way), the
+  routing forgets it and asks the seeds (``CLUSTER SLOTS``) who owns the slot
+  now, until one answers with a live primary, within the client's reconnect
+  budget; ``READONLY`` (a primary demoted to replica), ``CLUSTERDOWN`` and
+  ``TRYAGAIN`` are retried the same way.
+
+Every transition of a task is a script that runs at most once however often
+it is sent (first writer wins, lost-reply tokens; docs/lifecycle.md), so a
+command sent again after a failover changes nothing twice.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from redis.asyncio.connection import AbstractConnection
+from redis.exceptions import (
+    AskError,
+    ClusterDownError,
+    ReadOnlyError,
+    RedisError,
+    TryAgainError,
+)
+from redis.exceptions import ConnectionError as RedisConnectionError
+
+from rushpy.connection.wire import TCPConnection, TLSConnection
+
+__all__ = ["ClusterTCPConnection", "ClusterTLSConnection", "SlotRouting"]
+
+# MovedError is an AskError. All mean: this node does not serve the slot (now).
+REDIRECTS = (AskError, ClusterDownError, ReadOnlyError, TryAgainError)
+
+
+class SlotRouting:
+    """Where the slot of a client's network is served: learned from redirects, asked of the seeds.
+
+    Args:
+        seeds: The cluster's seed nodes as ``host:port``.
+        probe: Makes an unconnected connection to ``(host, port)`` with the
+            client's settings (credentials, TLS), for ``CLUSTER SLOTS``.
+
+    """
+
+    def __init__(self, seeds: Sequence[str], probe: Callable[[str, int], AbstractConnection]) -> None:
+        """Start knowing the seeds only."""
+        self.seeds = [_address(seed) for seed in seeds]
+        self.slot: int | None = None
+        self.owner: tuple[str, int] | None = None
+        self._probe = probe
+        self._next_seed = 0
+
+    def moved(self, exc: AskError) -> None:
+        """The server redirected a command: remember the slot and its owner."""
+        self.slot = int(exc.slot_id)
+        self.owner = (str(exc.host), int(exc.port))
+
+    def lost(self) -> None:
+        """The owner did not answer: find it again before the next connection."""
+        self.owner = None
+
+    async def address(self) -> tuple[str, int]:
+        """Where to connect now: the known owner, the owner the seeds name, or the next seed."""
+        if self.owner is not None:
+            return self.owner
+        if self.slot is not None:
+            found = await self._ask_seeds(self.slot)
+            if found is not None:
+                self.owner = found
+                return found
+        # The slot is unknown yet (no key command so far), or no seed answered:
+        # any node will redirect the first key command to the owner.
+        seed = self.seeds[self._next_seed % len(self.seeds)]
+        self._next_seed += 1
+        return seed
+
+    async def _ask_seeds(self, slot: int) -> tuple[str, int] | None:
+        for host, port in random.sample(self.seeds, len(self.seeds)):
+            probe = self._probe(host, port)
+            try:
+                await probe.connect()  # type: ignore[no-untyped-call]
+                await probe.send_command("CLUSTER", "SLOTS")
+                ranges = await probe.read_response()
+            except (RedisError, OSError):
+                continue  # this seed is down too: ask the next one
+            finally:
+                await probe.disconnect()
+            for entry in ranges:
+                if int(entry[0]) <= slot <= int(entry[1]):
+                    node = entry[2]
+                    host_text = node[0].decode() if isinstance(node[0], bytes) else str(node[0])
+                    return (host_text or host, int(node[1]))
+        return None
+
+
+def _address(seed: str) -> tuple[str, int]:
+    host, _, port = seed.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+class _Routed:
+    """A connection that asks its :class:`SlotRouting` where to connect, and follows redirects."""
+
+    routing: SlotRouting
+    host: str
+    port: int
+
+    def __init__(self, *, routing: SlotRouting, **kwargs: Any) -> None:
+        self.routing = routing
+        super().__init__(**kwargs)
+
+    async def connect_check_health(self, *args: Any, **kwargs: Any) -> None:
+        if not self.is_connected:  # type: ignore[attr-defined]
+            self.host, self.port = await self.routing.address()
+        try:
+            await super().connect_check_health(*args, **kwargs)  # type: ignore[misc]
+        except (RedisError, OSError):
+            self.routing.lost()
+            raise
+
+    async def read_response(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await super().read_response(*args, **kwargs)  # type: ignore[misc]
+        except REDIRECTS as exc:
+            if isinstance(exc, AskError):
+                self.routing.moved(exc)
+            else:
+                self.routing.lost()
+            await self.disconnect()  # type: ignore[attr-defined]
+            # A connection error: the client's retry sends the command again, to the owner.
+            raise RedisConnectionError(f"the cluster redirected the command ({exc}); following it") from exc
+
+
+class ClusterTCPConnection(_Routed, TCPConnection):
+    """TCP connection to the node that owns the client's slot."""
+
+
+class ClusterTLSConnection(_Routed, TLSConnection):
+    """TLS connection to the node that owns the client's slot."""

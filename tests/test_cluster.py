@@ -1,0 +1,125 @@
+"""Redis Cluster: networks on different shards, the whole life cycle, and primary failovers.
+
+The suite starts its own cluster (3 primaries, 3 replicas; tests/cluster.py).
+Each network lives in one hash slot, so its clients follow that slot's
+primary; a failover moves the slot to the replica, and the clients follow.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+
+import anyio
+import pytest
+from redis.crc import key_slot
+
+from rushpy import Controller, RedisConfig
+from rushpy.errors import ConfigError
+from tests.acl_scenario import run_life_cycle
+from tests.cluster import LocalCluster
+from tests.helpers import eventually
+from tests.test_crash_restart import finished_list, worker_states
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[LocalCluster]:
+    with LocalCluster() as running:
+        yield running
+
+
+def _config(cluster: LocalCluster) -> RedisConfig:
+    # A failover takes a few seconds (node timeout 1.5 s, then an election): ride it out.
+    return RedisConfig.from_url(cluster.url, reconnect_budget=30)
+
+
+def _slot(network_id: str) -> int:
+    return int(key_slot(f"{{{network_id}}}".encode()))
+
+
+def _networks_on_every_primary(cluster: LocalCluster) -> list[str]:
+    """One network id per primary (by the slot of its hash tag)."""
+    found: dict[int, str] = {}
+    while len(found) < 3:
+        network_id = f"cl-{uuid.uuid4().hex[:10]}"
+        found.setdefault(cluster.owner_port(_slot(network_id)), network_id)
+    return list(found.values())
+
+
+def test_cluster_urls_name_every_seed_and_round_trip() -> None:
+    config = RedisConfig.from_url("rediss+cluster://app:pw@10.0.0.1:7000,10.0.0.2:7001/0?reconnect_budget=30")
+    assert config.cluster_nodes == ("10.0.0.1:7000", "10.0.0.2:7001")
+    assert (config.scheme, config.host, config.port, config.reconnect_budget) == (
+        "rediss",
+        "10.0.0.1",
+        7000,
+        30,
+    )
+    assert str(config) == "rediss+cluster://app@10.0.0.1:7000,10.0.0.2:7001/0"  # no password
+    assert RedisConfig.from_url(config.to_url(include_password=True, include_options=True)) == config
+    for bad, match in [
+        ("redis+cluster:///0", "no nodes"),
+        ("redis+cluster://10.0.0.1,10.0.0.2:7000/0", "invalid cluster node '10.0.0.1'"),
+        ("redis+cluster://10.0.0.1:7000/2", "database 0 only"),
+    ]:
+        with pytest.raises(ConfigError, match=match):
+            RedisConfig.from_url(bad)
+
+
+async def test_the_life_cycle_runs_on_networks_on_every_shard(cluster: LocalCluster) -> None:
+    """Three networks, one per primary, at once: each follows its own slot's primary."""
+    networks = _networks_on_every_primary(cluster)
+    seen: dict[str, dict[str, object]] = {}
+
+    async def one(network_id: str) -> None:
+        seen[network_id] = await run_life_cycle(_config(cluster), network_id)
+
+    async with anyio.create_task_group() as group:
+        for network_id in networks:
+            group.start_soon(one, network_id)
+    for network_id in networks:
+        assert seen[network_id]["finished_later"] == [0, 2, 4, 6, 8, 20, 22, 24]
+        assert seen[network_id]["imported"][0] == seen[network_id]["imported"][1]  # type: ignore[index]
+
+
+# The killed primary stays down: this is the module's last test.
+@pytest.mark.parametrize("how", ["manual failover", "primary killed"])
+async def test_a_primary_failover_loses_no_task_and_workers_carry_on(cluster: LocalCluster, how: str) -> None:
+    network_id = f"cl-{uuid.uuid4().hex[:10]}"
+    primary = cluster.owner_port(_slot(network_id))
+    replica = cluster.replica_of(primary)
+    async with Controller(network_id, config=_config(cluster), shutdown_timeout=10) as rush:
+        ids = await rush.start_local_workers(
+            2, fun="tests.funcs:sleepy", heartbeat_period=1, heartbeat_expire=20
+        )
+        await rush.wait_for_workers(2, timeout=60)
+        keys = await rush.push_tasks([{"x": i, "duration": 0.02} for i in range(150)], max_retries=2)
+
+        async def some_finished() -> bool:
+            return await rush.n_finished_tasks() >= 20
+
+        await eventually(some_finished, "tasks finish", timeout=60)
+        if how == "manual failover":
+            with cluster.client(replica) as client:
+                client.execute_command("CLUSTER", "FAILOVER")
+        else:
+            cluster.node_on(primary).kill()
+        await anyio.to_thread.run_sync(lambda: _until_owner(cluster, network_id, replica.port))
+        table = await rush.wait_for_tasks(keys, timeout=120)
+        assert table["y"] == list(range(150))
+        assert sorted(await finished_list(rush)) == sorted(keys), "every task recorded exactly once"
+        assert await worker_states(rush) == dict.fromkeys(ids, "running")
+        more = await rush.push_tasks([{"x": i, "duration": 0} for i in range(20)])
+        assert (await rush.wait_for_tasks(more, timeout=60))["y"] == list(range(20))
+        await rush.stop_workers()
+        await rush.reset(workers=True)
+
+
+def _until_owner(cluster: LocalCluster, network_id: str, port: int) -> None:
+    """Wait until the replica on ``port`` serves the network's slot and the cluster is healthy."""
+    deadline = time.monotonic() + 60
+    while cluster.owner_port(_slot(network_id)) != port:
+        assert time.monotonic() < deadline, f"no failover to {port} within 60 s"
+        time.sleep(0.05)
+    cluster.wait_healthy(timeout=60)
