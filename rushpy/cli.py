@@ -45,38 +45,26 @@ import os
 import signal
 import sys
 import threading
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
-from typing import Any
 
 from rushpy.acl import ENV_ACL_PASSWORD, acl_setuser
 from rushpy.config import TLS_OPTIONS, RedisConfig
-from rushpy.connection import check_connection, create_client
 from rushpy.controller import Controller
 from rushpy.errors import RushError
-from rushpy.functions import resolve_function
-from rushpy.keys import DEFAULT_PREFIX, Keys
+from rushpy.keys import DEFAULT_PREFIX
 from rushpy.lifetime import die_with_parent
-from rushpy.logs import configure_cli_logging, get_logger, status_logger
+from rushpy.logs import configure_cli_logging, get_logger
 from rushpy.pickling import ENV_ALLOW_PICKLE
 from rushpy.pool import ENV_PARENT_PID
 from rushpy.server import EmbeddedServer
-from rushpy.signing import ENV_ALLOW_MODULES, StartArgsPolicy, parse_allow_modules
+from rushpy.signing import ENV_ALLOW_MODULES, parse_allow_modules
 from rushpy.spec import WorkerSpec
-from rushpy.store import Store
-from rushpy.worker.core import Worker
-from rushpy.worker.loop import resolve_worker_loop, run_worker_loop
-from rushpy.worker.runner import run_function
+from rushpy.worker.process import KILLED, run_worker
 
-__all__ = ["START_ARGS_POLL_MAX", "build_worker_parser", "main", "worker_main"]
+__all__ = ["build_worker_parser", "main", "worker_main"]
 
 log = get_logger("rushpy.worker")
-
-START_ARGS_POLL_MAX = 1.0
-"""Longest pause (seconds) between looks for start arguments while a worker waits for them."""
-_KILLED = 130
-_LOOP_FAILED = 1
 
 
 # -- connection --------------------------------------------------------------------------------
@@ -129,142 +117,6 @@ def build_worker_parser() -> argparse.ArgumentParser:
     return parser
 
 
-async def _start_args(config: RedisConfig, spec: WorkerSpec) -> dict[str, Any] | None:
-    """The network's stored start arguments, waiting up to ``spec.wait_for_start_args`` for them."""
-    client = create_client(config)
-    try:
-        await check_connection(config)
-        store = Store(client, Keys(spec.network_id, spec.prefix))
-        deadline = time.monotonic() + spec.wait_for_start_args
-        pause = 0.05
-        args = await store.workers.get_start_args()
-        if not args and spec.wait_for_start_args > 0:
-            log.warning(
-                "the network stores no start arguments yet; waiting for a controller",
-                network=spec.network_id,
-                seconds=spec.wait_for_start_args,
-            )
-        # Start arguments are written once, before any worker is needed: a short
-        # poll with backoff costs nothing and needs no subscription.
-        while not args and (remaining := deadline - time.monotonic()) > 0:
-            await asyncio.sleep(min(pause, remaining))
-            pause = min(2 * pause, START_ARGS_POLL_MAX)
-            args = await store.workers.get_start_args()
-        return args
-    finally:
-        await client.aclose()
-
-
-async def run_worker(
-    spec: WorkerSpec,
-    config: RedisConfig,
-    *,
-    parent: int | None = None,
-    allow_modules: Sequence[str] = (),
-) -> int:
-    """Run one worker until it is terminated or killed; returns the exit code.
-
-    The code is 0 after a termination (a worker loop that returned included),
-    130 after a kill, 1 when the worker loop raised (the worker is recorded
-    crashed, for lost-worker detection to find and replace).
-
-    Args:
-        spec: The worker's flags; without ``fun`` the stored start arguments complete it.
-        config: Server settings.
-        parent: Pid of the controller that started this worker: a SIGTERM that
-            arrives once it is gone (its death signal) kills the worker instead
-            of terminating it, so no task keeps it alive without its controller.
-        allow_modules: Module prefixes whose functions stored start arguments may
-            name without a signature (``--allow-module``).
-
-    Raises:
-        UntrustedCodeError: stored start arguments that are neither signed with
-            this worker's key nor name an allowed module (nothing is run).
-
-    """
-    if spec.fun is None and spec.worker_loop is None:
-        # The policy first: a bad key or prefix fails before anything is read.
-        policy = StartArgsPolicy.from_env(allow_modules)
-        spec = spec.resolve(await _start_args(config, spec), policy)
-        configure_cli_logging(spec.log_level)
-        log.info("running the stored start arguments", fun=spec.fun, worker_loop=spec.worker_loop)
-    # Imported (and a loop checked to be async) before the worker registers: a bad path exits 2.
-    if spec.worker_loop is not None:
-        loop_fun = resolve_worker_loop(spec.worker_loop)
-    else:
-        assert spec.fun is not None  # resolve() returns a spec with a function or a loop
-        fun = resolve_function(spec.fun)
-    worker = Worker(
-        spec.network_id,
-        config,
-        worker_id=spec.worker_id,
-        prefix=spec.prefix,
-        heartbeat_period=spec.heartbeat_period,
-        heartbeat_expire=spec.heartbeat_expire,
-    )
-    interrupts = 0
-
-    def on_sigint() -> None:
-        nonlocal interrupts
-        interrupts += 1
-        if interrupts == 1:
-            log.warning("SIGINT: terminating after running tasks; press Ctrl-C again to kill")
-            worker.set_terminated("SIGINT")
-        else:
-            worker.set_killed("second SIGINT")
-
-    def on_sigterm() -> None:
-        if parent is not None and os.getppid() != parent:
-            worker.set_killed("SIGTERM after the controller that started this worker was gone")
-        else:
-            worker.set_terminated("SIGTERM")
-
-    loop = asyncio.get_running_loop()
-    loop.add_signal_handler(signal.SIGTERM, on_sigterm)
-    loop.add_signal_handler(signal.SIGINT, on_sigint)
-    loop_error: Exception | None = None
-    try:
-        async with worker:
-            status_logger().info(
-                "worker started",
-                network=spec.network_id,
-                server=str(config),  # the URL without its password
-                worker_id=worker.worker_id,
-                pid=os.getpid(),
-                **(
-                    {"worker_loop": spec.worker_loop}
-                    if spec.worker_loop is not None
-                    else {"fun": spec.fun, "concurrency": spec.concurrency}
-                ),
-            )
-            # A kill (second SIGINT, or the controller's kill key) makes run_function
-            # (or run_worker_loop) cancel the tasks in flight and return; leaving the
-            # block settles them.
-            if spec.worker_loop is not None:
-                try:
-                    await run_worker_loop(worker, loop_fun, **spec.loop_args)
-                except Exception as exc:  # the worker records the crash on its way out
-                    loop_error = exc
-                    raise
-            else:
-                await run_function(
-                    worker,
-                    fun,
-                    concurrency=spec.concurrency,
-                    fun_path=spec.fun,
-                    idle_timeout=spec.idle_timeout,
-                )
-    except Exception:
-        if loop_error is None:
-            raise
-        # Logged with its traceback by run_worker_loop; the exit code tells the crash.
-        return _LOOP_FAILED
-    finally:
-        loop.remove_signal_handler(signal.SIGTERM)
-        loop.remove_signal_handler(signal.SIGINT)
-    return _KILLED if worker.killed else 0
-
-
 def _tie_to_parent() -> int | None:
     """Ask for SIGTERM when the controller that started us dies; returns its pid (``None``: no such)."""
     parent = os.environ.pop(ENV_PARENT_PID, None)  # not for our own children
@@ -288,12 +140,12 @@ def _worker(options: argparse.Namespace) -> int:
         print("rushpy.worker: the controller that started this worker is gone; exiting", file=sys.stderr)
         return 1
     code = asyncio.run(run_worker(spec, config, parent=parent, allow_modules=allow_modules))
-    if code == _KILLED:
+    if code == KILLED:
         # Killed: the worker's cleanup has run; do not wait for a thread still
         # running a plain function (threads cannot be interrupted).
         sys.stdout.flush()
         sys.stderr.flush()
-        os._exit(_KILLED)
+        os._exit(KILLED)
     return code
 
 

@@ -101,12 +101,13 @@ class Controller(ReadMethods, LogMethods, InspectMethods, TaskMethods, WorkerMet
     ) -> None:
         if detect_lost_every is not None:
             check_positive_seconds(detect_lost_every, "detect_lost_every")
+        keys = Keys(network_id, prefix)
         self._session = Session(
             network_id,
             config,
             prefix=prefix,
-            # A controller waits for results: it hears their announcements from the start.
-            channels=[Keys(network_id, prefix).results],
+            # A controller waits for results and workers: it hears both from the start.
+            channels=[keys.results, keys.worker_events],
             on_event=self._on_event,
             owner="Controller",
             max_task_bytes=max_task_bytes,

@@ -256,8 +256,17 @@ class Keys:
 
     @property
     def events(self) -> str:
-        """Pub/sub channel for everyone: worker registrations, cancellations, stop requests."""
+        """Pub/sub channel for everyone: cancellations (``C``) and resets (``R``)."""
         return f"{self.base}:events"
+
+    @property
+    def worker_events(self) -> str:
+        """Pub/sub channel saying that workers registered, left, or were found lost (``W``).
+
+        Only controllers (``wait_for_workers``) subscribe to it: were workers to
+        hear it, n workers registering would send n x n messages.
+        """
+        return f"{self.base}:worker_events"
 
     @property
     def results(self) -> str:

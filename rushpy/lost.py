@@ -151,7 +151,7 @@ async def settle_lost_workers(store: Store, reasons: Mapping[str, str]) -> list[
         )
     await release_stranded_pending(store)
     if found:
-        await store.workers.publish_event()
+        await store.workers.publish_worker_change()
     return found
 
 

@@ -324,8 +324,8 @@ class ReadMethods:
         ``pid``, ``hostname``, ``started_at``, ``last_beat`` (UTC time of its
         last heartbeat while its heartbeat key lives, else ``None``),
         ``n_finished`` and ``n_failed`` (results and failures it recorded,
-        written with its log every 0.5 s), ``running`` (keys it runs now),
-        ``last_error`` (the latest failure or crash: ``type``, ``message``,
+        written with its log records, alone at most every 2 s), ``running``
+        (keys it runs now), ``last_error`` (the latest failure or crash: ``type``, ``message``,
         ``at``), ``heartbeat``, then the other fields it registered with.
         """
         return await self._reads.worker_info()

@@ -26,7 +26,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, NoReturn
 
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, ValidationError, ValidationInfo, field_validator, model_validator
 
 from rushpy.config import heartbeat_settings, validate_identifier
 from rushpy.errors import ConfigError, NoStartArgumentsError, RushError
@@ -81,6 +81,9 @@ class WorkerSpec(BaseModel):
             wait without limit). Lets operators start workers before the controller.
         allow_pickle: Accept signed pickled callables of ``rushpy.Executor(pickle=True)``
             (``--allow-pickle``); an operator's choice, never stored in the network.
+        workers_per_process: Workers this process runs as coroutines, each
+            registered on its own (``--workers-per-process``); with
+            ``worker_id``, they register as ``<id>-1``, ``<id>-2``, ...
 
     Fields given explicitly (``model_fields_set``) take precedence over the stored
     start arguments in :meth:`resolve`, and only they appear in :meth:`to_argv`.
@@ -106,6 +109,7 @@ class WorkerSpec(BaseModel):
     worker_id: str | None = None
     wait_for_start_args: float = 0.0
     allow_pickle: bool = False
+    workers_per_process: int = 1
 
     # Flag name of each field (the rest is derived: ``--`` + field name with dashes).
     _FLAGS: ClassVar[dict[str, str]] = {"network_id": "--network"}
@@ -187,11 +191,11 @@ class WorkerSpec(BaseModel):
             )
         return self
 
-    @field_validator("concurrency")
+    @field_validator("concurrency", "workers_per_process")
     @classmethod
-    def _concurrency(cls, value: int) -> int:
+    def _at_least_one(cls, value: int, info: ValidationInfo) -> int:
         if value < 1:
-            raise ConfigError(f"invalid concurrency={value!r}: use an integer >= 1")
+            raise ConfigError(f"invalid {info.field_name}={value!r}: use an integer >= 1")
         return value
 
     @field_validator("idle_timeout")
@@ -239,6 +243,12 @@ class WorkerSpec(BaseModel):
         )
         parser.add_argument("--worker-id", help="id to register under (default: generated)")
         parser.add_argument("--concurrency", type=int, help="tasks in flight at once (default: 1)")
+        parser.add_argument(
+            "--workers-per-process",
+            type=int,
+            metavar="N",
+            help="run N workers as coroutines in this process, each registered (default: 1)",
+        )
         parser.add_argument("--prefix", help=f"key prefix (default: {DEFAULT_PREFIX})")
         parser.add_argument(
             "--heartbeat-period", type=float, help="seconds between heartbeats (default: none)"

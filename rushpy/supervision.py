@@ -259,7 +259,7 @@ class WorkerMethods:
             events = self._session.events
             deadline = None if timeout is None else time.monotonic() + timeout
             while True:
-                seen = events.counter(self._keys.events)
+                seen = events.counter(self._keys.worker_events)
                 running = await self._store.workers.worker_ids(WorkerState.RUNNING)
                 running_set = set(running)
                 up = len(running) if ids is None else sum(w in running_set for w in ids)
@@ -274,12 +274,12 @@ class WorkerMethods:
                         + (f" of {ids}; missing ids {missing}" if missing else "")
                         + "; check the worker logs or raise the timeout"
                     )
-                # Registrations publish on the events channel; local process deaths do
-                # not, so look at the processes again every PROBE_INTERVAL.
+                # Registrations publish on the worker-events channel; local process deaths
+                # do not, so look at the processes again every PROBE_INTERVAL.
                 step = PROBE_INTERVAL if len(self._pool) else remaining
                 if remaining is not None and step is not None:
                     step = min(step, remaining)
-                await events.wait([self._keys.events], [seen], step)
+                await events.wait([self._keys.worker_events], [seen], step)
 
     async def stop_workers(
         self,
@@ -348,7 +348,7 @@ class WorkerMethods:
                 requeued=len(settled.requeued),
                 failed=len(settled.failed),
             )
-        await self._store.workers.publish_event()
+        await self._store.workers.publish_worker_change()
 
     # -- lost workers ------------------------------------------------------------------------
     async def detect_lost_workers(self, restart_local_workers: bool = False) -> list[str]:

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 import pytest
 
-from benchmarks import ceiling, compare, payloads, scale
+from benchmarks import ceiling, compare, payloads, scale, thousand
 from benchmarks.peers import arq_env, registry, workloads
 from benchmarks.peers.base import Adapter
 from rushpy import EmbeddedServer, RedisConfig
@@ -205,3 +205,12 @@ def test_new_peers_are_registered_with_install_hints() -> None:
     assert {"saq", "arq"} <= set(registry.ADAPTERS)
     assert registry.INSTALL_HINT["arq"].endswith("benchmarks.peers.arq_env")
     assert registry.available("arq") == arq_env.ready()
+
+
+async def test_many_workers_benchmark_counts_every_task_in_both_modes(server: EmbeddedServer) -> None:
+    """benchmarks/thousand.py at toy size: correct counts and a utilisation between 0 and 1, no timing."""
+    for mode in ("central", "decentralized"):
+        figures = await thousand.run_mode(server, mode, n_workers=6, n_processes=2, rounds=2, duration=0.05)
+        assert (figures.workers, figures.tasks) == (6, 12)
+        assert 0 < figures.utilisation <= 1 and figures.span > 0
+        assert figures.workers_cpu > 0

@@ -46,6 +46,7 @@ def every_key(keys: Keys, worker_id: str = "w-1", task_key: str = "t-1") -> list
         keys.terminate_all,
         keys.events,
         keys.results,
+        keys.worker_events,
     ]
 
 
@@ -80,6 +81,7 @@ def test_grammar() -> None:
     assert keys.start_args == "rush:{net-1}:start_args"
     assert keys.terminate_all == "rush:{net-1}:terminate"
     assert keys.events == "rush:{net-1}:events"
+    assert keys.worker_events == "rush:{net-1}:worker_events"
 
 
 def test_every_key_follows_grammar_and_shares_one_slot() -> None:

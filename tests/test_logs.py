@@ -18,6 +18,7 @@ import redis
 import redis.asyncio
 
 from rushpy import Controller, EmbeddedServer, RedisConfig, Worker
+from rushpy.codec import decode
 from rushpy.errors import ConfigError, ServerFullError
 from rushpy.logs import STATUS_LOGGER, configure_cli_logging, get_logger
 from rushpy.store import Store
@@ -190,8 +191,24 @@ async def test_records_flush_in_one_batch_and_the_stream_stays_capped(
     assert sink.buffered == 0
     length = await raw.xlen(store.keys.log(registered))
     assert 50 <= length < 300  # MAXLEN ~: whole nodes are trimmed, never many more
-    assert await sink.flush() is True  # nothing new: nothing written
+    assert await sink.flush() is None  # nothing new: nothing written
     assert await raw.xlen(store.keys.log(registered)) == length
+
+
+async def test_changed_counts_alone_wait_for_their_own_interval(
+    store: Store, registered: str, raw: redis.asyncio.Redis
+) -> None:
+    counts = TaskCounts()
+    sink = LogSink(store, registered, counts)
+    counts.finished = 4
+    assert await sink.flush(counts_due=False) is None  # no records: the counts wait
+    assert await raw.hget(store.keys.worker(registered), "n_finished") is None
+    assert await sink.flush(counts_due=True) is True
+    assert decode(await raw.hget(store.keys.worker(registered), "n_finished")) == 4
+    counts.finished = 5
+    sink.add(_record("a record"))
+    assert await sink.flush(counts_due=False) is True  # records go out, the counts with them
+    assert decode(await raw.hget(store.keys.worker(registered), "n_finished")) == 5
 
 
 async def test_a_full_buffer_drops_records_and_counts_them(

@@ -258,6 +258,7 @@ async def test_start_without_fun_uses_the_stored_options_and_overrides_given_one
         "log_level": "warning",
         "wait_for_start_args": 0.0,
         "allow_pickle": False,  # an operator's choice, never taken from the stored arguments
+        "workers_per_process": 1,
     }
     [changed] = await controller.start_local_workers(1, idle_timeout=60, log_level="debug")
     spec = controller.local_workers[changed].spec

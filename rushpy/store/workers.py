@@ -189,9 +189,13 @@ class WorkerStore(Plumbing):
             raw = await pipe.execute()
         return [int(x) > 0 for x in raw]
 
-    async def publish_event(self, kind: bytes = b"W") -> None:
-        """Wake listeners of the events channel (e.g. after a worker registered)."""
+    async def publish_event(self, kind: bytes) -> None:
+        """Publish ``kind`` on the events channel, heard by every client (``R``: a reset)."""
         await self.client.publish(self.keys.events, kind)
+
+    async def publish_worker_change(self) -> None:
+        """Wake ``wait_for_workers`` callers: a worker registered, left, or was settled."""
+        await self.client.publish(self.keys.worker_events, b"W")
 
     # -- stop requests ------------------------------------------------------------------
     async def request_terminate(self, worker_ids: Sequence[str]) -> None:

@@ -104,6 +104,10 @@ class Worker(ReadMethods, LogMethods, TaskMethods):
             expires (default three periods; at least two).
         max_task_bytes: Largest encoded size of one task's results or condition
             (and of tasks it creates); a bigger one raises ``TaskError``.
+        heartbeat_sidecar: Start a sidecar process that beats while the event
+            loop is blocked (:mod:`rushpy.worker.sidecar`). ``False`` when the
+            process beats for all its workers with one sidecar
+            (``--workers-per-process``, :mod:`rushpy.worker.process`).
 
     Attributes:
         worker_id: Id the worker registered under.
@@ -121,7 +125,9 @@ class Worker(ReadMethods, LogMethods, TaskMethods):
         heartbeat_period: float | None = None,
         heartbeat_expire: float | None = None,
         max_task_bytes: int = DEFAULT_MAX_TASK_BYTES,
+        heartbeat_sidecar: bool = True,
     ) -> None:
+        self._own_sidecar = heartbeat_sidecar
         self.heartbeat = heartbeat_settings(heartbeat_period, heartbeat_expire)
         self.worker_id = validate_identifier(worker_id or new_worker_id(), "worker id")
         self._keys = Keys(network_id, prefix)
@@ -169,7 +175,7 @@ class Worker(ReadMethods, LogMethods, TaskMethods):
             period,
             expire,
             on_refused=self._presence.not_running,
-            sidecar=sidecar,
+            sidecar=sidecar if self._own_sidecar else None,
         )
 
     def __repr__(self) -> str:

@@ -50,6 +50,7 @@ from rushpy.worker.results import TaskCounts
 __all__ = [
     "BUFFER_RECORDS",
     "CLOSE_FLUSH_TIMEOUT",
+    "COUNTS_EVERY",
     "FLUSH_INTERVAL",
     "MAX_EVENT_CHARS",
     "MAX_RECORDS",
@@ -61,6 +62,10 @@ log = get_logger("rushpy.worker")
 status = status_logger()
 
 FLUSH_INTERVAL = 0.5
+COUNTS_EVERY = 2.0
+"""Seconds between writes of the counts alone (no new records): a worker that finishes
+a task a second would otherwise write its hash twice a second, which for a thousand
+workers is most of the server's work (``benchmarks/thousand.py``)."""
 """Seconds between writes of the buffered records (and counts) to Redis."""
 BUFFER_RECORDS = 10_000
 """Records a worker holds while they cannot be written; later ones are dropped and counted."""
@@ -163,6 +168,8 @@ class LogSink:
         buffer_records: Records held while they cannot be written.
         max_records: About how many records the worker's stream keeps.
         status_every: Seconds between status lines with the counts.
+        counts_every: Seconds between writes of changed counts when there are no
+            new records (records go out every ``flush_interval``, counts with them).
 
     """
 
@@ -176,6 +183,7 @@ class LogSink:
         buffer_records: int = BUFFER_RECORDS,
         max_records: int = MAX_RECORDS,
         status_every: float = STATUS_EVERY,
+        counts_every: float = COUNTS_EVERY,
     ) -> None:
         self.worker_id = worker_id
         self._store = store
@@ -184,6 +192,7 @@ class LogSink:
         self.buffer_records = buffer_records
         self.max_records = max_records
         self.status_every = status_every
+        self.counts_every = counts_every
         self._buffer: collections.deque[dict[str, Any]] = collections.deque()
         self._lock = threading.Lock()  # records come from function threads too
         self.dropped = 0
@@ -218,10 +227,12 @@ class LogSink:
 
     async def _run(self) -> None:
         since_status = 0.0
+        since_counts = 0.0
         last_status = (0, 0)
         while True:
             await anyio.sleep(self.flush_interval)
             since_status += self.flush_interval
+            since_counts += self.flush_interval
             if since_status >= self.status_every:
                 since_status = 0.0
                 now = (self._counts.finished, self._counts.failed)
@@ -229,7 +240,8 @@ class LogSink:
                     last_status = now
                     status.info("tasks so far", finished=now[0], failed=now[1])
             try:
-                await self.flush()
+                if await self.flush(counts_due=since_counts >= self.counts_every) is not None:
+                    since_counts = 0.0
             except Exception as exc:  # Redis slow, unreachable or full: the buffer waits
                 log.debug("could not write the log; retrying", error=f"{type(exc).__name__}: {exc}")
 
@@ -245,18 +257,22 @@ class LogSink:
         with anyio.move_on_after(CLOSE_FLUSH_TIMEOUT):
             for _ in range(3):  # the exit record changes the worker's hash: a flush may have to repeat
                 try:
-                    if await self.flush():
+                    if await self.flush() is not False:
                         return
                 except Exception as exc:  # the exit goes on; the records are lost
                     log.debug("could not write the last log records", error=f"{type(exc).__name__}: {exc}")
                     return
 
-    async def flush(self) -> bool:
+    async def flush(self, *, counts_due: bool = True) -> bool | None:
         """Write the buffered records and the counts (one transaction), if anything changed.
 
+        Args:
+            counts_due: Write changed counts even without new records.
+
         Returns:
-            ``False`` when the worker's hash changed during the write (nothing
-            was written; the next flush tries again), else ``True``.
+            ``None`` when there was nothing to write, ``False`` when the worker's
+            hash changed during the write (nothing was written; the next flush
+            tries again), else ``True``.
 
         Raises:
             ConnectionFailedError: Redis is unreachable (the records stay buffered).
@@ -281,8 +297,8 @@ class LogSink:
                 )
             counts = self._counts
             totals = (counts.finished, counts.failed, dropped, counts.last_error)
-            if not records and totals == self._written:
-                return True
+            if not records and (totals == self._written or not counts_due):
+                return None
             fields: dict[str, Any] = {"n_finished": totals[0], "n_failed": totals[1], "log_dropped": dropped}
             if counts.last_error is not None:
                 fields["last_error"] = counts.last_error

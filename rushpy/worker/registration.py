@@ -80,7 +80,7 @@ async def register(store: Store, worker_id: str, heartbeat: tuple[float, float] 
         lambda: store.workers.register_worker(worker_id, info, heartbeat_expire=expire),
         errors=(ServerFullError,),
     )
-    await store.workers.publish_event()
+    await store.workers.publish_worker_change()
 
 
 class Presence:
@@ -131,7 +131,7 @@ class Presence:
                 worker_id=self._worker_id,
                 noticed_by=why,
             )
-            await self._store.workers.publish_event()
+            await self._store.workers.publish_worker_change()
             return True
 
 
@@ -340,4 +340,4 @@ async def record_exit(
     with contextlib.suppress(Exception):
         await store.workers.set_worker_state(worker_id, final_state)
         await store.workers.unregister(worker_id)
-        await store.workers.publish_event()
+        await store.workers.publish_worker_change()

@@ -50,7 +50,7 @@ import asyncio
 import contextlib
 import os
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
 import anyio
@@ -75,7 +75,8 @@ class HeartbeatSidecar:
     Args:
         config: The worker's server settings (handed over in the environment).
         keys: Key names of the network (its id and prefix are handed over).
-        worker_id: Id of the worker.
+        worker_id: Id of the worker, or the ids of every worker of the process
+            (one sidecar beats for all; its refusals then name the worker).
         period: Seconds between beats.
         expire: Seconds after a beat at which the key expires.
 
@@ -85,12 +86,13 @@ class HeartbeatSidecar:
         self,
         config: RedisConfig,
         keys: Keys,
-        worker_id: str,
+        worker_id: str | Sequence[str],
         *,
         period: float,
         expire: float,
     ) -> None:
         self._config = config
+        ids = [worker_id] if isinstance(worker_id, str) else list(worker_id)
         self._argv = [
             sys.executable,
             "-m",
@@ -99,8 +101,7 @@ class HeartbeatSidecar:
             keys.network_id,
             "--prefix",
             keys.prefix,
-            "--worker-id",
-            worker_id,
+            *(arg for wid in ids for arg in ("--worker-id", wid)),
             "--period",
             repr(period),
             "--expire",
@@ -149,7 +150,7 @@ class HeartbeatSidecar:
         if process is None or process.stdout is None:
             return False
         while line := await process.stdout.readline():
-            if line.strip() == REFUSED and not await on_refused():
+            if line.split(b" ", 1)[0].strip() == REFUSED and not await on_refused():
                 return True
         return False
 

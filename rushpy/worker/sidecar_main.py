@@ -74,7 +74,8 @@ async def _beat(args: argparse.Namespace, config: RedisConfig) -> None:
         while os.getppid() == args.parent:
             if not parent_stopped(args.parent):
                 try:
-                    alive = await store.workers.beat(args.worker_id, args.expire)
+                    beats = [(wid, await store.workers.beat(wid, args.expire)) for wid in args.worker_id]
+                    refused = [wid for wid, alive in beats if not alive]
                 except Exception as exc:  # connection trouble: try again next period
                     if not failing:
                         _say(f"heartbeat failed, retrying every period: {type(exc).__name__}: {exc}")
@@ -83,8 +84,11 @@ async def _beat(args: argparse.Namespace, config: RedisConfig) -> None:
                     if failing:
                         _say("heartbeat restored")
                     failing = False
-                    if not alive:
-                        sys.stdout.buffer.write(REFUSED + b"\n")
+                    # One line per refused beat: "refused" alone for a sidecar of one worker.
+                    for wid in refused:
+                        named = b"" if len(args.worker_id) == 1 else b" " + wid.encode()
+                        sys.stdout.buffer.write(REFUSED + named + b"\n")
+                    if refused:
                         sys.stdout.buffer.flush()
             await anyio.sleep(args.period)
     finally:
@@ -109,7 +113,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="rushpy.worker.sidecar_main")
     parser.add_argument("--network", required=True)
     parser.add_argument("--prefix", required=True)
-    parser.add_argument("--worker-id", required=True)
+    parser.add_argument("--worker-id", action="append", required=True, help="repeatable")
     parser.add_argument("--period", type=float, required=True)
     parser.add_argument("--expire", type=float, required=True)
     parser.add_argument("--parent", type=int, required=True)
