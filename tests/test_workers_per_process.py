@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import anyio
@@ -16,6 +17,14 @@ from tests.helpers import spawn_cli, wait_exit
 from tests.test_crash_restart import worker_states
 from tests.test_heartbeat import one_sidecar
 
+Spawn = Callable[[list[str]], subprocess.Popen[bytes]]
+
+
+@pytest.fixture
+def spawn(config: RedisConfig, tmp_path: Path, processes: list[subprocess.Popen[bytes]]) -> Spawn:
+    """Start ``python -m rushpy.worker ARGS`` on the test server (killed at the end if still running)."""
+    return lambda args: spawn_cli(config, args, tmp_path, processes)
+
 
 def test_the_flag_is_checked_and_round_trips() -> None:
     spec = WorkerSpec.from_argv(["--network", "n", "--fun", "m:f", "--workers-per-process", "8"])
@@ -26,15 +35,11 @@ def test_the_flag_is_checked_and_round_trips() -> None:
 
 
 async def test_one_process_runs_many_registered_workers_with_one_sidecar(
-    controller: Controller,
-    config: RedisConfig,
-    network_id: str,
-    tmp_path: Path,
-    processes: list[subprocess.Popen[bytes]],
+    controller: Controller, network_id: str, spawn: Spawn
 ) -> None:
     args = ["--network", network_id, "--fun", "tests.funcs:async_sleepy", "--worker-id", "grp"]
     args += ["--workers-per-process", "5", "--heartbeat-period", "0.25", "--heartbeat-expire", "1"]
-    proc = spawn_cli(config, args, tmp_path, processes)
+    proc = spawn(args)
     ids = [f"grp-{i}" for i in range(1, 6)]
     await controller.wait_for_workers(worker_ids=ids, timeout=30)
     # One sidecar beats for all five (its command line names each), not one per worker.
@@ -61,16 +66,12 @@ async def test_one_process_runs_many_registered_workers_with_one_sidecar(
 
 
 async def test_the_shared_sidecar_keeps_every_worker_while_the_loop_is_blocked(
-    controller: Controller,
-    config: RedisConfig,
-    network_id: str,
-    tmp_path: Path,
-    processes: list[subprocess.Popen[bytes]],
+    controller: Controller, network_id: str, spawn: Spawn
 ) -> None:
     expire = 1.0
     args = ["--network", network_id, "--fun", "tests.crash_funcs:hold_gil", "--worker-id", "blk"]
     args += ["--workers-per-process", "3", "--heartbeat-period", "0.25", "--heartbeat-expire", str(expire)]
-    proc = spawn_cli(config, args, tmp_path, processes)
+    proc = spawn(args)
     ids = ["blk-1", "blk-2", "blk-3"]
     await controller.wait_for_workers(worker_ids=ids, timeout=30)
     await one_sidecar(proc.pid)
