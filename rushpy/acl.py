@@ -41,6 +41,8 @@ ACL_COMMANDS = (
     "select",
     "client|setname",
     "time",
+    # on a Redis Cluster: who owns the network's slot after a failover (rushpy.connection.cluster)
+    "cluster|slots",
     # scripts and transactions
     "evalsha",
     "script|load",

@@ -65,6 +65,10 @@ class LocalCluster:
                         "nodes.conf",
                         "--cluster-node-timeout",
                         str(NODE_TIMEOUT_MS),
+                        # Replicas sync at once (the default waits 5 s): a replica that never
+                        # synced cannot take over from its primary.
+                        "--repl-diskless-sync-delay",
+                        "0",
                     ],
                 )
                 self.nodes.append(self._stack.enter_context(server))
@@ -97,7 +101,8 @@ class LocalCluster:
         return redis.Redis(host="127.0.0.1", port=node.port, socket_timeout=5)
 
     def wait_healthy(self, timeout: float = 30) -> None:
-        """Wait until every running node reports ``cluster_state:ok`` and agrees on 3 primaries."""
+        """Wait until every running node reports ``cluster_state:ok``, agrees on 3 primaries, and every
+        replica has synced."""
         deadline = time.monotonic() + timeout
         while True:
             try:
@@ -112,8 +117,11 @@ class LocalCluster:
     def _ok(self, node: EmbeddedServer) -> bool:
         with self.client(node) as c:
             info = c.execute_command("CLUSTER", "INFO")
-            text = info.decode() if isinstance(info, bytes) else str(info)
-            return "cluster_state:ok" in text and len(self.primaries(node)) == 3
+            role = c.execute_command("ROLE")
+        text = info.decode() if isinstance(info, bytes) else str(info)
+        # A replica counts once it has synced with its primary (it could not take over before).
+        synced = role[0] not in (b"slave", "slave") or role[3] in (b"connected", "connected")
+        return "cluster_state:ok" in text and len(self.primaries(node)) == 3 and synced
 
     def primaries(self, via: EmbeddedServer | None = None) -> dict[int, int]:
         """Port of the primary per slot range start, as ``via`` (default: any running node) sees it."""

@@ -7,6 +7,7 @@ primary; a failover moves the slot to the replica, and the clients follow.
 
 from __future__ import annotations
 
+import socket
 import time
 import uuid
 from collections.abc import Iterator
@@ -16,6 +17,8 @@ import pytest
 from redis.crc import key_slot
 
 from rushpy import Controller, RedisConfig
+from rushpy.acl import acl_setuser
+from rushpy.connection import check_connection
 from rushpy.errors import ConfigError
 from tests.acl_scenario import run_life_cycle
 from tests.cluster import LocalCluster
@@ -47,6 +50,17 @@ def _networks_on_every_primary(cluster: LocalCluster) -> list[str]:
     return list(found.values())
 
 
+def _network_with_a_replica(cluster: LocalCluster) -> str:
+    """A network id whose slot's primary still has a replica to fail over to."""
+    while True:
+        network_id = f"cl-{uuid.uuid4().hex[:10]}"
+        try:
+            cluster.replica_of(cluster.owner_port(_slot(network_id)))
+        except RuntimeError:
+            continue
+        return network_id
+
+
 def test_cluster_urls_name_every_seed_and_round_trip() -> None:
     config = RedisConfig.from_url("rediss+cluster://app:pw@10.0.0.1:7000,10.0.0.2:7001/0?reconnect_budget=30")
     assert config.cluster_nodes == ("10.0.0.1:7000", "10.0.0.2:7001")
@@ -67,6 +81,20 @@ def test_cluster_urls_name_every_seed_and_round_trip() -> None:
             RedisConfig.from_url(bad)
 
 
+async def test_a_dead_seed_first_in_the_url_is_skipped(cluster: LocalCluster) -> None:
+    """Even a connection check (one attempt, no retries) tries the other seeds."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        dead = sock.getsockname()[1]  # nothing listens there once the socket is closed
+    url = cluster.url.replace("redis+cluster://", f"redis+cluster://127.0.0.1:{dead},", 1)
+    config = RedisConfig.from_url(url)
+    await check_connection(config)
+    async with Controller(f"cl-{uuid.uuid4().hex[:10]}", config=config) as rush:
+        [key] = await rush.push_tasks([{"x": 1}])
+        assert await rush.fetch_task(key) is not None
+        await rush.reset()
+
+
 async def test_the_life_cycle_runs_on_networks_on_every_shard(cluster: LocalCluster) -> None:
     """Three networks, one per primary, at once: each follows its own slot's primary."""
     networks = _networks_on_every_primary(cluster)
@@ -83,10 +111,43 @@ async def test_the_life_cycle_runs_on_networks_on_every_shard(cluster: LocalClus
         assert seen[network_id]["imported"][0] == seen[network_id]["imported"][1]  # type: ignore[index]
 
 
-# The killed primary stays down: this is the module's last test.
+async def test_a_user_limited_to_one_network_runs_it_on_the_cluster_through_a_failover(
+    cluster: LocalCluster,
+) -> None:
+    """The rules of ``rushpy acl``, set on every node: the life cycle, then a killed primary, refuse nothing.
+
+    Finding the new owner after the kill needs ``CLUSTER SLOTS`` (a redirect
+    from the old primary cannot come: it is gone), which the rules allow.
+    """
+    network_id = _network_with_a_replica(cluster)
+    password = uuid.uuid4().hex
+    for node in cluster.nodes:
+        with cluster.client(node) as client:
+            client.execute_command(*acl_setuser("study", network_id, password=password).split())
+            client.execute_command("ACL", "LOG", "RESET")
+    config = RedisConfig.from_url(cluster.url, username="study", password=password, reconnect_budget=30)
+    seen = await run_life_cycle(config, network_id)
+    assert seen["finished_later"] == [0, 2, 4, 6, 8, 20, 22, 24]
+    primary = cluster.owner_port(_slot(network_id))
+    replica = cluster.replica_of(primary)
+    async with Controller(network_id, config=config, shutdown_timeout=10) as rush:
+        await rush.start_local_workers(2, fun="tests.funcs:sleepy")
+        keys = await rush.push_tasks([{"x": i, "duration": 0.02} for i in range(60)], max_retries=2)
+        cluster.node_on(primary).kill()
+        await anyio.to_thread.run_sync(lambda: _until_owner(cluster, network_id, replica.port))
+        assert (await rush.wait_for_tasks(keys, timeout=120))["y"] == list(range(60))
+        await rush.stop_workers()
+        await rush.reset(workers=True)
+    for node in (n for n in cluster.nodes if n.running):
+        with cluster.client(node) as client:
+            refused = {entry[b"object"] for entry in client.execute_command("ACL", "LOG")}
+            assert refused <= {b"config|get"}, f"refused on node {node.port}: {refused}"
+
+
+# A killed primary stays down (its replica serves its slots); each test picks a shard with a replica.
 @pytest.mark.parametrize("how", ["manual failover", "primary killed"])
 async def test_a_primary_failover_loses_no_task_and_workers_carry_on(cluster: LocalCluster, how: str) -> None:
-    network_id = f"cl-{uuid.uuid4().hex[:10]}"
+    network_id = _network_with_a_replica(cluster)
     primary = cluster.owner_port(_slot(network_id))
     replica = cluster.replica_of(primary)
     async with Controller(network_id, config=_config(cluster), shutdown_timeout=10) as rush:
@@ -112,6 +173,15 @@ async def test_a_primary_failover_loses_no_task_and_workers_carry_on(cluster: Lo
         assert await worker_states(rush) == dict.fromkeys(ids, "running")
         more = await rush.push_tasks([{"x": i, "duration": 0} for i in range(20)])
         assert (await rush.wait_for_tasks(more, timeout=60))["y"] == list(range(20))
+        if how == "manual failover":
+            # Back again while the workers are idle, blocked in BLMOVE on the primary being
+            # demoted: their moves are cut short (UNBLOCKED) and must move to the new primary.
+            with cluster.client(cluster.node_on(primary)) as client:
+                client.execute_command("CLUSTER", "FAILOVER")
+            await anyio.to_thread.run_sync(lambda: _until_owner(cluster, network_id, primary))
+            last = await rush.push_tasks([{"x": i, "duration": 0} for i in range(10)])
+            assert (await rush.wait_for_tasks(last, timeout=60))["y"] == list(range(10))
+            assert await worker_states(rush) == dict.fromkeys(ids, "running")
         await rush.stop_workers()
         await rush.reset(workers=True)
 

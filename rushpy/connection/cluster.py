@@ -16,8 +16,9 @@ connection of a client's pool):
 - when the owner stops answering (it died, or a failover is under way), the
   routing forgets it and asks the seeds (``CLUSTER SLOTS``) who owns the slot
   now, until one answers with a live primary, within the client's reconnect
-  budget; ``READONLY`` (a primary demoted to replica), ``CLUSTERDOWN`` and
-  ``TRYAGAIN`` are retried the same way.
+  budget; ``READONLY`` (a primary demoted to replica), ``UNBLOCKED`` (a
+  blocking move cut short by that demotion), ``CLUSTERDOWN`` and ``TRYAGAIN``
+  are retried the same way.
 
 Every transition of a task is a script that runs at most once however often
 it is sent (first writer wins, lost-reply tokens; docs/lifecycle.md), so a
@@ -36,6 +37,7 @@ from redis.exceptions import (
     ClusterDownError,
     ReadOnlyError,
     RedisError,
+    ResponseError,
     TryAgainError,
 )
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -46,6 +48,8 @@ __all__ = ["ClusterTCPConnection", "ClusterTLSConnection", "SlotRouting"]
 
 # MovedError is an AskError. All mean: this node does not serve the slot (now).
 REDIRECTS = (AskError, ClusterDownError, ReadOnlyError, TryAgainError)
+# A blocking command (an idle worker's BLMOVE) on a primary that just became a replica.
+_UNBLOCKED = "UNBLOCKED"
 
 
 class SlotRouting:
@@ -126,18 +130,27 @@ class _Routed:
         super().__init__(**kwargs)
 
     async def connect_check_health(self, *args: Any, **kwargs: Any) -> None:
-        if not self.is_connected:  # type: ignore[attr-defined]
-            self.host, self.port = await self.routing.address()
-        try:
-            await super().connect_check_health(*args, **kwargs)  # type: ignore[misc]
-        except (RedisError, OSError):
-            self.routing.lost()
-            raise
+        # Each seed once before giving up: a dead seed (or a dead owner the seeds still
+        # name) must not fail a connection that another node would take, not even
+        # the single attempt of a connection check.
+        tries = len(self.routing.seeds)
+        for attempt in range(tries):
+            if not self.is_connected:  # type: ignore[attr-defined]
+                self.host, self.port = await self.routing.address()
+            try:
+                await super().connect_check_health(*args, **kwargs)  # type: ignore[misc]
+                return
+            except (RedisError, OSError):
+                self.routing.lost()
+                if attempt == tries - 1:
+                    raise
 
     async def read_response(self, *args: Any, **kwargs: Any) -> Any:
         try:
             return await super().read_response(*args, **kwargs)  # type: ignore[misc]
-        except REDIRECTS as exc:
+        except ResponseError as exc:
+            if not isinstance(exc, REDIRECTS) and not str(exc).startswith(_UNBLOCKED):
+                raise
             if isinstance(exc, AskError):
                 self.routing.moved(exc)
             else:
