@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 import pytest
 
-from benchmarks import ceiling, compare, payloads, scale, thousand
+from benchmarks import ceiling, compare, payloads, persistence, scale, thousand
 from benchmarks.peers import arq_env, registry, workloads
 from benchmarks.peers.base import Adapter
 from rushpy import EmbeddedServer, RedisConfig
@@ -214,3 +214,11 @@ async def test_many_workers_benchmark_counts_every_task_in_both_modes(server: Em
         assert (figures.workers, figures.tasks) == (6, 12)
         assert 0 < figures.utilisation <= 1 and figures.span > 0
         assert figures.workers_cpu > 0
+
+
+async def test_persistence_benchmark_measures_the_append_only_file() -> None:
+    """benchmarks/persistence.py at toy size: no file without AOF, a growing one with it."""
+    rate, size = await persistence.run_once(None, 50)
+    assert rate > 0 and size == 0
+    rate, size = await persistence.run_once("everysec", 50)
+    assert rate > 0 and size > 0

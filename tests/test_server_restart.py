@@ -13,7 +13,7 @@ async def test_wait_for_tasks_after_an_empty_restart_names_the_restart(network_i
         async with Controller(network_id, config=server.config) as rush:
             keys = await rush.push_tasks([{"x": i} for i in range(3)])
             # uptime_in_seconds is whole seconds: let the controller be older than the new server.
-            await anyio.sleep(1.2)
+            await anyio.sleep(2.2)
             await anyio.to_thread.run_sync(server.restart)
             with pytest.raises(UnknownTaskError, match=r"restarted .* without the network's data") as info:
                 await rush.wait_for_tasks(keys, timeout=5)
