@@ -185,8 +185,11 @@ async def test_local_workers_run_loops_that_read_everyone_s_results(controller: 
     table = await controller.fetch_finished_tasks()
     assert len(table) >= 12
     assert set(table["worker_id"]) <= set(ids)
-    # Every proposal saw the results of both workers so far (the cached reads of the network).
-    assert max(table["seen"]) >= 11
+    # Proposals saw the results of both workers so far (the cached reads of the network): the
+    # last ones were made once at least 10 tasks were finished (both workers may read the
+    # same count just before their last proposals, so 11 is not guaranteed).
+    assert max(table["seen"]) >= 10
+    assert len(set(table["worker_id"])) == 2
 
 
 async def _all_in(controller: Controller, ids: list[str], state: str) -> bool:
