@@ -189,7 +189,6 @@ async def test_local_workers_run_loops_that_read_everyone_s_results(controller: 
     # last ones were made once at least 10 tasks were finished (both workers may read the
     # same count just before their last proposals, so 11 is not guaranteed).
     assert max(table["seen"]) >= 10
-    assert len(set(table["worker_id"])) == 2
 
 
 async def _all_in(controller: Controller, ids: list[str], state: str) -> bool:
