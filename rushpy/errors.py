@@ -19,7 +19,8 @@ and friends keep working)::
     │                                      budget, refused the credentials, or
     │                                      not speaking the Redis protocol
     ├── ServerError                        the server answered with an error
-    │   └── ServerFullError                out of memory (maxmemory) and refused a write
+    │   ├── ServerFullError                out of memory (maxmemory) and refused a write
+    │   └── PermissionDeniedError          an ACL user may not run a command rushpy needs
     ├── EmbeddedServerError                no server binary, or it did not start
     ├── TaskError [ValueError]             task input is invalid (types, lengths,
     │   │                                  values that cannot round-trip)
@@ -53,6 +54,7 @@ __all__ = [
     "RushError",
     "ServerError",
     "ServerFullError",
+    "PermissionDeniedError",
     "TaskError",
     "UnknownTaskError",
     "UnknownWorkerError",
@@ -88,6 +90,14 @@ class ConnectionFailedError(RushError, ConnectionError):
 
 class ServerError(RushError):
     """The server answered a command with an error (script error, out of memory, wrong key type)."""
+
+
+class PermissionDeniedError(ServerError):
+    """The server refused a command (or a script's command) to this ACL user.
+
+    The user lacks a permission rushpy needs, or the key belongs to another
+    network; ``rushpy acl NETWORK --user USER`` prints the rules to give it.
+    """
 
 
 class ServerFullError(ServerError):

@@ -13,7 +13,7 @@ import pytest
 import redis.asyncio
 import redis.exceptions
 
-from rushpy import Controller, EmbeddedServer, RedisConfig, ServerError
+from rushpy import Controller, EmbeddedServer, PermissionDeniedError, RedisConfig, ServerError
 from rushpy.acl import ACL_COMMANDS, acl_rules, acl_setuser
 from rushpy.errors import ConfigError
 from tests.acl_scenario import run_life_cycle
@@ -137,3 +137,18 @@ def test_cli_prints_the_rules_with_the_password_hashed() -> None:
     assert "RUSHPY_ACL_PASSWORD" in bare.stderr  # says how to add a password
     bad = _cli("bad{id}")
     assert bad.returncode != 0 and "invalid network id" in bad.stderr
+
+
+async def test_a_command_a_script_may_not_run_names_the_rules_too(
+    admin: redis.asyncio.Redis, acl_server: EmbeddedServer
+) -> None:
+    """A script's command refused to the user is worded differently by the server; same error, same hint."""
+    network_id = f"acl-{uuid.uuid4().hex[:10]}"
+    user = f"u-{uuid.uuid4().hex[:8]}"
+    rules = [rule for rule in acl_setuser(user, network_id, password=PASSWORD).split() if rule != "+hset"]
+    await admin.execute_command(*rules)
+    base = acl_server.config
+    config = RedisConfig(host=base.host, port=base.port, username=user, password=PASSWORD)
+    async with Controller(network_id, config=config) as rush:
+        with pytest.raises(PermissionDeniedError, match="rushpy acl NETWORK --user USER"):
+            await rush.push_tasks([{"x": 1}])  # create.lua writes the task with HSET

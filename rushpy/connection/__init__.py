@@ -44,7 +44,7 @@ from rushpy.config import RedisConfig
 from rushpy.connection.cluster import ClusterTCPConnection, ClusterTLSConnection, SlotRouting
 from rushpy.connection.wire import HIREDIS_PACKING, TCPConnection, TLSConnection, UnixConnection
 from rushpy.deadline import bounded
-from rushpy.errors import ConnectionFailedError, ServerError, ServerFullError
+from rushpy.errors import ConnectionFailedError, PermissionDeniedError, ServerError, ServerFullError
 
 __all__ = [
     "TRANSLATED_ERRORS",
@@ -227,9 +227,10 @@ def server_error(config: RedisConfig, command: object, exc: ResponseError) -> Se
             "finished networks, delete other data) or raise the limit (CONFIG SET maxmemory ...); "
             "rushpy's workers wait and retry meanwhile"
         )
-    # An ACL refusal: of the command itself (redis-py's NoPermissionError) or of a script's command.
-    if isinstance(exc, NoPermissionError) or "NOPERM" in str(exc):
-        return ServerError(
+    # An ACL refusal: of the command itself (NOPERM, redis-py's NoPermissionError) or of a
+    # command a script ran (the server says the script's user "can't run this command").
+    if isinstance(exc, NoPermissionError) or _SCRIPT_REFUSAL in str(exc):
+        return PermissionDeniedError(
             f"the server at {config} refused {name} to this user ({exc}): the ACL user lacks a "
             "permission rushpy needs, or the key belongs to another network. Give the user the rules "
             "`rushpy acl NETWORK --user USER` prints for its network (see the security guide)"
@@ -241,6 +242,9 @@ def server_error(config: RedisConfig, command: object, exc: ResponseError) -> Se
 
 
 _DRIVER_INFO = DriverInfo()
+
+_SCRIPT_REFUSAL = "can't run this command"
+"""How the server words an ACL refusal of a command a script ran (a command's own is ``NOPERM``)."""
 
 _CERT_REQS = {"required": ssl.CERT_REQUIRED, "optional": ssl.CERT_OPTIONAL, "none": ssl.CERT_NONE}
 

@@ -16,7 +16,7 @@ from redis.asyncio import Redis
 from redis.exceptions import NoScriptError
 
 from rushpy.codec import decode
-from rushpy.errors import ServerError, ServerFullError, TaskError
+from rushpy.errors import PermissionDeniedError, ServerError, ServerFullError, TaskError
 from rushpy.keys import Keys, new_task_keys
 from rushpy.models import WorkerState
 from rushpy.scripts import Call, load_all
@@ -117,8 +117,8 @@ class Plumbing:
         """Run one script call."""
         try:
             return await call.run(self.client)
-        except ServerFullError:
-            raise  # says what happened and what to do; callers wait for memory on it
+        except (ServerFullError, PermissionDeniedError):
+            raise  # says what happened and what to do (callers wait for memory on a full server)
         except ServerError as exc:
             raise self._server_error(call, exc) from exc
 
@@ -147,7 +147,7 @@ class Plumbing:
                 if attempt == 2:
                     raise
                 await self.load_scripts()
-            except ServerFullError:
+            except (ServerFullError, PermissionDeniedError):
                 raise
             except ServerError as exc:
                 raise self._server_error(calls[0], exc) from exc
