@@ -85,8 +85,10 @@ def _spawn(config: rushpy.RedisConfig, args: list[str], log: Path | None = None)
     env = {**os.environ, "RUSHPY_REDIS_URL": config.to_url(include_password=True)}
     env["PYTHONPATH"] = os.pathsep.join(p for p in [str(REPO), env.get("PYTHONPATH", "")] if p)
     command = [sys.executable, "-m", "rushpy.worker", *args]
-    out = open(log, "ab") if log is not None else subprocess.DEVNULL  # noqa: SIM115 (the child keeps it)
-    return subprocess.Popen(command, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
+    if log is None:
+        return subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL)
+    with open(log, "ab") as out:  # the child keeps its own copy of the descriptor
+        return subprocess.Popen(command, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
 
 
 async def run_mode(

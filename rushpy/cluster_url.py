@@ -17,6 +17,17 @@ CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
 """Cluster URL schemes and the scheme of one node's URL."""
 
 
+def _parts(rest: str) -> tuple[str, str, str]:
+    """``auth@``, the host list and the path-and-query of a URL after its ``scheme://``.
+
+    The hosts run from after the credentials (up to the last ``@``) to the path or query.
+    """
+    at = rest.rfind("@")
+    auth, hosts = rest[: at + 1], rest[at + 1 :]
+    end = min((i for i in (hosts.find("/"), hosts.find("?")) if i >= 0), default=len(hosts))
+    return auth, hosts[:end], hosts[end:]
+
+
 def split_cluster_url(url: str) -> tuple[str, tuple[str, ...]] | None:
     """``(the URL of the first seed node, every seed as "host:port")``; ``None`` if ``url`` names no cluster.
 
@@ -28,11 +39,7 @@ def split_cluster_url(url: str) -> tuple[str, tuple[str, ...]] | None:
     plain = CLUSTER_SCHEMES.get(scheme.lower())
     if plain is None or not sep:
         return None
-    # The seeds run from after the credentials (up to the last "@") to the path or query.
-    at = rest.rfind("@")
-    auth, hosts = rest[: at + 1], rest[at + 1 :]
-    end = min((i for i in (hosts.find("/"), hosts.find("?")) if i >= 0), default=len(hosts))
-    netloc, tail = hosts[:end], hosts[end:]
+    auth, netloc, tail = _parts(rest)
     seeds = tuple(seed.strip() for seed in netloc.split(",") if seed.strip())
     if not seeds:
         raise ConfigError(
@@ -51,7 +58,5 @@ def split_cluster_url(url: str) -> tuple[str, tuple[str, ...]] | None:
 def join_cluster_url(node_url: str, seeds: tuple[str, ...]) -> str:
     """The cluster URL of ``seeds`` from the URL of one node (``redis://auth@host:port/db?...``)."""
     scheme, _, rest = node_url.partition("://")
-    at = rest.rfind("@")
-    auth, hosts = rest[: at + 1], rest[at + 1 :]
-    end = min((i for i in (hosts.find("/"), hosts.find("?")) if i >= 0), default=len(hosts))
-    return f"{scheme}+cluster://{auth}{','.join(seeds)}{hosts[end:]}"
+    auth, _, tail = _parts(rest)
+    return f"{scheme}+cluster://{auth}{','.join(seeds)}{tail}"

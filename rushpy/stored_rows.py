@@ -66,22 +66,27 @@ def unpack_row(blob: bytes) -> list[bytes]:
     try:
         items = msgpack.unpackb(blob, raw=True, use_list=True)
     except Exception:  # any garbage: one damaged task, never a failed read
-        return [UNREADABLE, _NOT_MSGPACK + bytes(blob[:64])]
+        return _unreadable(blob)
     if type(items) is not list or (len(items) > _NSLOTS and (len(items) - _NSLOTS) % 2):
-        return [UNREADABLE, _NOT_MSGPACK + bytes(blob[:64])]
+        return _unreadable(blob)
     flat: list[bytes] = []
     for name, value in zip(_NAMES, items, strict=False):
         if value is not False:
             if type(value) is not bytes:
-                return [UNREADABLE, _NOT_MSGPACK + bytes(blob[:64])]
+                return _unreadable(blob)
             flat += (name, value)
     extra = items[_NSLOTS:]
     for i in range(0, len(extra), 2):
         name, value = extra[i], extra[i + 1]
         if type(name) is not bytes or type(value) is not bytes:
-            return [UNREADABLE, _NOT_MSGPACK + bytes(blob[:64])]
+            return _unreadable(blob)
         flat += (name, value)
     return flat
+
+
+def _unreadable(blob: bytes) -> list[bytes]:
+    """A row that cannot be read, as one field that never decodes (its first bytes kept for the error)."""
+    return [UNREADABLE, _NOT_MSGPACK + bytes(blob[:64])]
 
 
 _unpack_raw = functools.partial(msgpack.unpackb, raw=True)
@@ -107,22 +112,30 @@ def unpack_rows(blobs: Sequence[bytes]) -> tuple[list[tuple[type, ...] | None], 
     for n, group in itertools.groupby(lengths):
         size = sum(1 for _ in group)
         run = items[at : at + size]
-        kinds = set(map(type, itertools.chain.from_iterable(run))) if 0 < n <= _NSLOTS else set()
-        if set(map(type, run)) != {list} or not kinds:
-            kinds = set()  # not rows of slots: the careful way
-        elif kinds == {bytes}:
-            shapes += [(bytes,) * n] * size  # every slot filled: the common case, no per-row work
-        elif kinds == {bytes, bool} and True not in itertools.chain.from_iterable(run):
-            shapes += map(tuple, map(functools.partial(map, type), run))
-        else:
-            kinds = set()
-        if kinds:
-            out += run
-        else:  # extra fields or bad data
+        found = _slot_types(run, n)
+        if found is None:  # extra fields or bad data: row by row
             shapes += [None] * size
             out += [unpack_row(b) for b in blobs[at : at + size]]
+        else:
+            shapes += found
+            out += run
         at += size
     return shapes, out
+
+
+def _slot_types(run: list[Any], n: int) -> list[tuple[type, ...]] | None:
+    """Per row of ``run`` (unpacked values, each ``n`` long), the types of its slots.
+
+    ``None`` unless every row holds slots only (bytes, or ``False`` for a field it lacks).
+    """
+    if not 0 < n <= _NSLOTS or set(map(type, run)) != {list}:
+        return None
+    kinds = set(map(type, itertools.chain.from_iterable(run)))
+    if kinds == {bytes}:
+        return [(bytes,) * n] * len(run)  # every slot filled: the common case, no per-row work
+    if kinds == {bytes, bool} and True not in itertools.chain.from_iterable(run):
+        return list(map(tuple, map(functools.partial(map, type), run)))
+    return None
 
 
 def flat_of(item: Any) -> Any:

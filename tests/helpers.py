@@ -131,3 +131,19 @@ async def raw_client(config: RedisConfig) -> AsyncIterator[redis.asyncio.Redis]:
         yield client
     finally:
         await client.aclose()
+
+
+async def never_lost_while_running(controller: Controller, key: str) -> int:
+    """Wait until task ``key`` runs, then check for lost workers every 0.1 s while it does.
+
+    Fails the test if a check finds any worker lost; returns how many checks ran.
+    """
+    with anyio.fail_after(30):
+        while not await controller.is_running_task(key):
+            await anyio.sleep(0.02)
+    checks = 0
+    while await controller.is_running_task(key):
+        assert await controller.detect_lost_workers() == [], f"declared lost after {checks} checks"
+        checks += 1
+        await anyio.sleep(0.1)
+    return checks

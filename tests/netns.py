@@ -15,7 +15,6 @@ namespaces (root).
 
 from __future__ import annotations
 
-import os
 import random
 import subprocess
 import sys
@@ -112,8 +111,10 @@ class NetnsLab:
     def spawn_worker(
         self, i: int, args: list[str], env: dict[str, str], log: Path
     ) -> subprocess.Popen[bytes]:
-        """``python -m rushpy.worker ARGS`` inside host ``i``, its output in ``log``."""
-        env = {**env, "PYTHONPATH": os.pathsep.join(p for p in [str(REPO), env.get("PYTHONPATH", "")] if p)}
+        """``python -m rushpy.worker ARGS`` inside host ``i``, its output in ``log``.
+
+        ``env`` is the worker's environment (``tests.helpers.worker_env``: server URL, ``tests`` importable).
+        """
         command = [
             "ip",
             "netns",

@@ -21,6 +21,7 @@ from rushpy.keys import Keys
 from rushpy.worker.registration import Heartbeat
 from tests.crash_funcs import hold_gil
 from tests.funcs import burn, square
+from tests.helpers import never_lost_while_running
 
 
 @pytest.mark.parametrize(
@@ -198,14 +199,7 @@ async def test_a_function_holding_the_gil_does_not_make_its_worker_lost(network_
             assert password.encode() not in Path(f"/proc/{sidecar}/cmdline").read_bytes()
             # One C call that keeps the GIL for 10 expiries: the worker's event loop stands still.
             [key] = await rush.push_tasks([{"seconds": int(10 * expire)}])
-            with anyio.fail_after(30):
-                while not await rush.is_running_task(key):
-                    await anyio.sleep(0.02)
-            checks = 0
-            while await rush.is_running_task(key):
-                assert await rush.detect_lost_workers() == [], f"declared lost after {checks} checks"
-                checks += 1
-                await anyio.sleep(0.1)
+            checks = await never_lost_while_running(rush, key)
             assert checks >= 40, "the function should have run for about 10 s"
             [row] = await rush.wait_for_tasks([key], timeout=30)
             assert row["state"] == "finished"

@@ -7,13 +7,12 @@ import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
-import anyio
 import pytest
 
 from rushpy import Controller, RedisConfig
 from rushpy.errors import ConfigError
 from rushpy.spec import WorkerSpec
-from tests.helpers import spawn_cli, wait_exit
+from tests.helpers import never_lost_while_running, spawn_cli, wait_exit
 from tests.test_crash_restart import worker_states
 from tests.test_heartbeat import one_sidecar
 
@@ -77,14 +76,7 @@ async def test_the_shared_sidecar_keeps_every_worker_while_the_loop_is_blocked(
     await one_sidecar(proc.pid)
     # One C call that keeps the GIL for 5 expiries: every worker's beat from the loop stops.
     [key] = await controller.push_tasks([{"seconds": int(5 * expire)}])
-    with anyio.fail_after(30):
-        while not await controller.is_running_task(key):
-            await anyio.sleep(0.02)
-    checks = 0
-    while await controller.is_running_task(key):
-        assert await controller.detect_lost_workers() == [], f"declared lost after {checks} checks"
-        checks += 1
-        await anyio.sleep(0.1)
+    checks = await never_lost_while_running(controller, key)
     assert checks >= 20, "the function should have run for about 5 s"
     assert (await controller.wait_for_tasks([key], timeout=30))["slept"] == [5]
     assert await worker_states(controller) == dict.fromkeys(ids, "running")

@@ -76,7 +76,7 @@ class HeartbeatSidecar:
         config: The worker's server settings (handed over in the environment).
         keys: Key names of the network (its id and prefix are handed over).
         worker_id: Id of the worker, or the ids of every worker of the process
-            (one sidecar beats for all; its refusals then name the worker).
+            (one sidecar beats for all; each worker's own beat acts on refusals).
         period: Seconds between beats.
         expire: Seconds after a beat at which the key expires.
 
@@ -150,7 +150,7 @@ class HeartbeatSidecar:
         if process is None or process.stdout is None:
             return False
         while line := await process.stdout.readline():
-            if line.split(b" ", 1)[0].strip() == REFUSED and not await on_refused():
+            if line.strip() == REFUSED and not await on_refused():
                 return True
         return False
 

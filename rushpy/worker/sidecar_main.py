@@ -84,11 +84,8 @@ async def _beat(args: argparse.Namespace, config: RedisConfig) -> None:
                     if failing:
                         _say("heartbeat restored")
                     failing = False
-                    # One line per refused beat: "refused" alone for a sidecar of one worker.
-                    for wid in refused:
-                        named = b"" if len(args.worker_id) == 1 else b" " + wid.encode()
-                        sys.stdout.buffer.write(REFUSED + named + b"\n")
-                    if refused:
+                    if refused:  # one line per refused beat
+                        sys.stdout.buffer.write((REFUSED + b"\n") * len(refused))
                         sys.stdout.buffer.flush()
             await anyio.sleep(args.period)
     finally:
