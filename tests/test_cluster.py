@@ -18,7 +18,8 @@ from redis.crc import key_slot
 
 from rushpy import Controller, RedisConfig
 from rushpy.acl import acl_setuser
-from rushpy.connection import check_connection
+from rushpy.connection import check_connection, create_client
+from rushpy.connection.cluster import ClusterTCPConnection, ClusterTLSConnection
 from rushpy.errors import ConfigError
 from tests.acl_scenario import run_life_cycle
 from tests.cluster import LocalCluster
@@ -193,3 +194,14 @@ def _until_owner(cluster: LocalCluster, network_id: str, port: int) -> None:
         assert time.monotonic() < deadline, f"no failover to {port} within 60 s"
         time.sleep(0.05)
     cluster.wait_healthy(timeout=60)
+
+
+def test_a_tls_cluster_url_makes_tls_connections_that_follow_the_slot() -> None:
+    """``rediss+cluster://``: each connection is a TLS one with the same routing (no server needed)."""
+    config = RedisConfig.from_url("rediss+cluster://127.0.0.1:7000,127.0.0.1:7001/0", ssl_cert_reqs="none")
+    pool = create_client(config).connection_pool
+    connection = pool.make_connection()
+    assert isinstance(connection, ClusterTLSConnection)
+    assert connection.routing.seeds == [("127.0.0.1", 7000), ("127.0.0.1", 7001)]
+    plain = create_client(RedisConfig.from_url("redis+cluster://127.0.0.1:7000/0")).connection_pool
+    assert type(plain.make_connection()) is ClusterTCPConnection
