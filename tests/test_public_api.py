@@ -20,6 +20,7 @@ EXPECTED = [
     "LocalWorker",
     "NetworkStatus",
     "NoStartArgumentsError",
+    "PermissionDeniedError",
     "PoppedTask",
     "RedisConfig",
     "RemoteError",
