@@ -28,7 +28,7 @@ from pydantic import SecretStr
 from rushpy.errors import ConfigError
 from rushpy.keys import DEFAULT_PREFIX, Keys
 
-__all__ = ["ACL_COMMANDS", "ENV_ACL_PASSWORD", "acl_rules", "acl_setuser"]
+__all__ = ["ACL_CLUSTER_COMMANDS", "ACL_COMMANDS", "ENV_ACL_PASSWORD", "acl_rules", "acl_setuser"]
 
 ENV_ACL_PASSWORD = "RUSHPY_ACL_PASSWORD"  # noqa: S105 (the variable's name, not a password)
 """Environment variable ``rushpy acl`` reads the new user's password from (never from argv)."""
@@ -97,6 +97,9 @@ ACL_COMMANDS = (
 )
 """Every command rushpy sends for a network (``tests/test_acl.py`` runs a life cycle with these only)."""
 
+ACL_CLUSTER_COMMANDS = ("spublish", "ssubscribe", "sunsubscribe")
+"""Added on a Redis Cluster, where rushpy publishes on sharded channels (Redis 7.0+; unknown to 6.x)."""
+
 _USERNAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,127}")
 
 
@@ -110,7 +113,11 @@ def _check_username(username: str) -> str:
 
 
 def acl_rules(
-    network_id: str, *, prefix: str = DEFAULT_PREFIX, password: str | SecretStr | None = None
+    network_id: str,
+    *,
+    prefix: str = DEFAULT_PREFIX,
+    password: str | SecretStr | None = None,
+    cluster: bool = False,
 ) -> list[str]:
     """The ACL rules (tokens of ``ACL SETUSER``) of a user limited to network ``network_id``.
 
@@ -120,6 +127,8 @@ def acl_rules(
         password: The user's password; the rules hold only its SHA-256. Without
             one the rules give no password (the user cannot log in until one is
             added with ``>password`` or ``#sha256``).
+        cluster: For a Redis Cluster: add the sharded pub/sub commands
+            (:data:`ACL_CLUSTER_COMMANDS`). Set the user on every node.
 
     Raises:
         ConfigError: ``network_id`` or ``prefix`` is not a valid identifier, or the password is empty.
@@ -134,6 +143,8 @@ def acl_rules(
         rules.append("#" + hashlib.sha256(secret.encode()).hexdigest())
     rules += [f"~{pattern}", "resetchannels", f"&{pattern}", "-@all"]
     rules += [f"+{command}" for command in ACL_COMMANDS]
+    if cluster:
+        rules += [f"+{command}" for command in ACL_CLUSTER_COMMANDS]
     return rules
 
 
@@ -144,6 +155,7 @@ def acl_setuser(
     prefix: str = DEFAULT_PREFIX,
     password: str | SecretStr | None = None,
     aclfile: bool = False,
+    cluster: bool = False,
 ) -> str:
     """The user ``username``, limited to ``network_id`` (see :func:`acl_rules`), as one line.
 
@@ -154,12 +166,13 @@ def acl_setuser(
         password: The user's password (only its SHA-256 is written), or none.
         aclfile: A line of the server's ACL file (``user <name> <rules>``)
             instead of an ``ACL SETUSER`` command.
+        cluster: For a Redis Cluster (see :func:`acl_rules`).
 
     Raises:
         ConfigError: an invalid user name, network id, prefix or an empty password.
 
     """
-    rules = acl_rules(network_id, prefix=prefix, password=password)
+    rules = acl_rules(network_id, prefix=prefix, password=password, cluster=cluster)
     # An ACL file starts from nothing: no "reset" there.
     head = ["user"] if aclfile else ["ACL", "SETUSER"]
     return " ".join([*head, _check_username(username), *(rules[1:] if aclfile else rules)])

@@ -184,7 +184,12 @@ def _acl(options: argparse.Namespace) -> int:
     # The password comes from the environment only: argv is visible to every user of the host.
     password = os.environ.get(ENV_ACL_PASSWORD) or None
     line = acl_setuser(
-        options.user, options.network, prefix=options.prefix, password=password, aclfile=options.aclfile
+        options.user,
+        options.network,
+        prefix=options.prefix,
+        password=password,
+        aclfile=options.aclfile,
+        cluster=options.cluster,
     )
     print(line)
     if password is None:
@@ -259,6 +264,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_acl.add_argument("--user", default="rushpy", help="ACL user name (default: rushpy)")
     p_acl.add_argument("--prefix", default=DEFAULT_PREFIX, help=f"key prefix (default: {DEFAULT_PREFIX})")
     p_acl.add_argument("--aclfile", action="store_true", help="print a line for the server's ACL file")
+    p_acl.add_argument(
+        "--cluster",
+        action="store_true",
+        help="for a Redis Cluster: allow sharded pub/sub (set the user on every node)",
+    )
     p_worker = sub.add_parser(
         "worker",
         help="run a worker (same flags as python -m rushpy.worker)",

@@ -19,6 +19,13 @@ seconds without a message the listener sends a ``PING``, and no answer within
 :attr:`RedisConfig.reconnect_budget <rushpy.config.RedisConfig.reconnect_budget>`,
 however long their own timeout.
 
+On a Redis Cluster the channels are sharded (``SSUBSCRIBE``; the scripts
+``SPUBLISH``): every channel of a network carries its ``{network}`` hash tag,
+so they all live in the network's slot and the subscription follows the slot
+to its owner like every other connection (:mod:`rushpy.connection.cluster`).
+A server that unsubscribes the listener on its own (the slot moved to another
+shard) counts as a dropped subscription, re-made on the new owner.
+
 Usage (the listener owns its task group)::
 
     async with EventListener(config, [channel]) as events:
@@ -38,14 +45,22 @@ from typing import Self
 
 import anyio
 import anyio.abc
-from redis.asyncio.client import PubSub
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from rushpy.config import RedisConfig
 from rushpy.connection import RushClient, connection_failed, create_client, server_error
 from rushpy.errors import ConnectionFailedError, RushError
 from rushpy.logs import get_logger
+from rushpy.subscription import (
+    FIRST_BACKOFF,
+    LOST,
+    MAX_BACKOFF,
+    SUBSCRIBE_TIMEOUT,
+    Subscription,
+    channel_name,
+)
 
 __all__ = ["CLOSE_TIMEOUT", "MAX_BACKOFF", "SUBSCRIBE_TIMEOUT", "EventListener"]
 
@@ -53,13 +68,6 @@ log = get_logger("rushpy.events")
 
 CLOSE_TIMEOUT = 5.0
 """Seconds the shielded clean-up of :meth:`EventListener.close` may take at most."""
-SUBSCRIBE_TIMEOUT = 5.0
-"""Seconds to wait for the server to confirm a ``SUBSCRIBE``."""
-MAX_BACKOFF = 2.0
-"""Longest pause (seconds) between two attempts to subscribe again."""
-_FIRST_BACKOFF = 0.05
-# Errors of the subscription connection: redis-py's, and socket errors it lets through.
-_LOST = (RedisError, OSError)
 
 
 def _failure(config: RedisConfig, command: str, exc: BaseException) -> RushError:
@@ -99,7 +107,7 @@ class EventListener:
         self._changed = anyio.Event()
         # Without retries: a drop must reach this class, not be hidden by a reconnect.
         self._client: RushClient = create_client(config, max_connections=1, retries=0)
-        self._pubsub: PubSub | None = None
+        self._subscription = Subscription(self._client)
         self._scope: anyio.CancelScope | None = None
         self._stopped: anyio.Event | None = None
         self._down_since: float | None = None
@@ -135,13 +143,13 @@ class EventListener:
             self._counters[channel] = 0
             self._channels.append(channel)
             confirming = None
-            if self._pubsub is not None and self._down_since is None:
+            if self.connected:
                 confirming = self._confirming[channel] = anyio.Event()
                 try:
-                    await self._pubsub.subscribe(channel)
-                except _LOST as exc:
+                    await self._subscription.add([channel])
+                except LOST as exc:
                     self._confirming.pop(channel, None)
-                    raise _failure(self._config, "SUBSCRIBE", exc) from exc
+                    raise _failure(self._config, self._subscription.command, exc) from exc
         if confirming is None:
             return
         with anyio.move_on_after(SUBSCRIBE_TIMEOUT):
@@ -155,7 +163,7 @@ class EventListener:
     @property
     def connected(self) -> bool:
         """Whether the subscription is up (``False`` while reconnecting, or before start)."""
-        return self._pubsub is not None and self._down_since is None
+        return self._subscription.pubsub is not None and self._down_since is None
 
     # -- life cycle ------------------------------------------------------------------------
     async def __aenter__(self) -> Self:
@@ -215,55 +223,35 @@ class EventListener:
             with anyio.CancelScope() as scope:
                 self._scope = scope
                 try:
-                    await self._subscribe()
-                except _LOST as exc:
-                    raise _failure(self._config, "SUBSCRIBE", exc) from exc
+                    await self._subscription.open_first(self._channels, self._config)
+                except LOST as exc:
+                    raise _failure(self._config, self._subscription.command, exc) from exc
+                self._confirmed(self._channels)
                 task_status.started()
                 while True:
                     try:
                         await self._read()
-                    except _LOST as exc:
+                    except LOST as exc:
                         self._lost(exc)
                     await self._reconnect()
         finally:
             with anyio.move_on_after(self._close_timeout, shield=True):
-                await self._drop_pubsub()
+                await self._subscription.close()
                 await self._client.aclose()
             self._stopped.set()
 
     # -- subscription ---------------------------------------------------------------------
-    async def _subscribe(self) -> None:
-        pubsub = self._client.pubsub()
-        channels = list(self._channels)
-        try:
-            await pubsub.subscribe(*channels)
-            confirmed = 0
-            while confirmed < len(channels):
-                msg = await pubsub.get_message(timeout=SUBSCRIBE_TIMEOUT)
-                if msg is None:
-                    raise RedisTimeoutError(f"no confirmation of SUBSCRIBE within {SUBSCRIBE_TIMEOUT:g} s")
-                if msg["type"] == "subscribe":
-                    confirmed += 1
-        except BaseException:
-            with anyio.CancelScope(shield=True):
-                await _close_quietly(pubsub)
-            raise
-        self._pubsub = pubsub
+    def _confirmed(self, channels: Sequence[str]) -> None:
         # Channels added while the subscription was being made joined it (or join the next).
         for name in channels:
             waiting = self._confirming.pop(name, None)
             if waiting is not None:
                 waiting.set()
 
-    async def _drop_pubsub(self) -> None:
-        pubsub, self._pubsub = self._pubsub, None
-        if pubsub is not None:
-            await _close_quietly(pubsub)
-
     async def _read(self) -> None:
         """Read messages until the subscription breaks (a silent server breaks it too)."""
-        assert self._pubsub is not None
-        pubsub = self._pubsub
+        pubsub = self._subscription.pubsub
+        assert pubsub is not None
         interval = self._config.health_check_interval
         patience = self._config.socket_timeout
         heard = anyio.current_time()
@@ -284,14 +272,18 @@ class EventListener:
             heard, pinged = now, None
             if msg["type"] == "pong":
                 continue
-            if msg["type"] == "subscribe":  # a channel added by subscribe() is live
-                waiting = self._confirming.pop(_name(msg["channel"]), None)
-                if waiting is not None:
-                    waiting.set()
+            if Subscription.is_confirmation(msg):  # a channel added by subscribe() is live
+                self._confirmed([channel_name(msg["channel"])])
                 continue
-            if msg["type"] != "message":
+            if Subscription.is_dropped_by_server(msg):
+                # The listener never unsubscribes: the server did, because the
+                # network's slot left this node's shard. Subscribe again where it is now.
+                raise RedisConnectionError(
+                    f"the server unsubscribed {channel_name(msg['channel'])!r}: the network's slot moved"
+                )
+            if not Subscription.is_message(msg):
                 continue
-            name = _name(msg["channel"])
+            name = channel_name(msg["channel"])
             if name not in self._counters:
                 continue
             if self._on_message is not None:
@@ -312,16 +304,18 @@ class EventListener:
         self._notify()
 
     async def _reconnect(self) -> None:
-        await self._drop_pubsub()
-        backoff = _FIRST_BACKOFF
+        await self._subscription.close()
+        backoff = FIRST_BACKOFF
         while True:
             await anyio.sleep(backoff)
             backoff = min(backoff * 2, MAX_BACKOFF)
+            channels = list(self._channels)
             try:
-                await self._subscribe()
-            except _LOST as exc:
+                await self._subscription.open(channels)
+            except LOST as exc:
                 self._last_error = exc
                 continue
+            self._confirmed(channels)
             down_since, self._down_since = self._down_since, None
             if down_since is not None:
                 log.info("event subscription restored", after=round(anyio.current_time() - down_since, 3))
@@ -383,14 +377,3 @@ class EventListener:
             changed = self._changed
             with anyio.move_on_after(step):
                 await changed.wait()
-
-
-def _name(channel: object) -> str:
-    return channel.decode() if isinstance(channel, bytes) else str(channel)
-
-
-async def _close_quietly(pubsub: PubSub) -> None:
-    try:
-        await pubsub.aclose()  # type: ignore[no-untyped-call]
-    except _LOST as exc:  # the connection is already broken: nothing left to close
-        log.debug("closing the subscription failed", error=str(exc))

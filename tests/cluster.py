@@ -159,3 +159,37 @@ class LocalCluster:
                     if role[0] in (b"slave", "slave") and int(role[2]) == port:
                         return node
         raise RuntimeError(f"no replica of {port} ({my_id})")
+
+    def node_id(self, node: EmbeddedServer) -> str:
+        """The cluster id of ``node``."""
+        with self.client(node) as c:
+            raw = c.execute_command("CLUSTER", "MYID")
+        return raw.decode() if isinstance(raw, bytes) else str(raw)
+
+    def move_slot(self, slot: int, to_port: int, *, batch: int = 5, pause: float = 0.0) -> int:
+        """Migrate ``slot`` and its keys to the primary on ``to_port``, as resharding does.
+
+        The steps of ``redis-cli --cluster reshard`` for one slot: mark it
+        importing on the target and migrating on the source, ``MIGRATE`` its
+        keys ``batch`` at a time (``pause`` seconds apart, so clients meet the
+        slot half moved), then give it to the target on every primary.
+        Returns the number of keys moved.
+        """
+        source, target = self.node_on(self.owner_port(slot)), self.node_on(to_port)
+        source_id, target_id = self.node_id(source), self.node_id(target)
+        with self.client(target) as t, self.client(source) as s:
+            t.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", source_id)
+            s.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", target_id)
+            moved = 0
+            while keys := s.execute_command("CLUSTER", "GETKEYSINSLOT", slot, batch):
+                s.execute_command("MIGRATE", "127.0.0.1", to_port, "", 0, 5000, "KEYS", *keys)
+                moved += len(keys)
+                time.sleep(pause)
+            t.execute_command("CLUSTER", "SETSLOT", slot, "NODE", target_id)
+            s.execute_command("CLUSTER", "SETSLOT", slot, "NODE", target_id)
+        for node in self.nodes:
+            if node.running and node not in (source, target):
+                with self.client(node) as c:
+                    if c.execute_command("ROLE")[0] in (b"master", "master"):
+                        c.execute_command("CLUSTER", "SETSLOT", slot, "NODE", target_id)
+        return moved

@@ -14,7 +14,7 @@ import redis.asyncio
 import redis.exceptions
 
 from rushpy import Controller, EmbeddedServer, PermissionDeniedError, RedisConfig, ServerError
-from rushpy.acl import ACL_COMMANDS, acl_rules, acl_setuser
+from rushpy.acl import ACL_CLUSTER_COMMANDS, ACL_COMMANDS, acl_rules, acl_setuser
 from rushpy.errors import ConfigError
 from tests.acl_scenario import run_life_cycle
 from tests.helpers import raw_client
@@ -55,6 +55,10 @@ def test_rules_limit_keys_and_channels_to_the_network_and_hash_the_password() ->
     no_password = acl_rules("study-1")
     assert not [r for r in no_password if r[0] in "#>" or r == "nopass"]  # cannot log in until one is set
     assert acl_setuser("alice", "study-1", aclfile=True).startswith("user alice on ~rush:{study-1}:* ")
+    # On a cluster the sharded pub/sub commands join (a Redis 6 server knows none of them).
+    on_cluster = acl_rules("study-1", prefix="lab", password=PASSWORD, cluster=True)
+    assert on_cluster == rules + [f"+{command}" for command in ACL_CLUSTER_COMMANDS]
+    assert not {"+spublish", "+ssubscribe"} & set(rules)
 
 
 @pytest.mark.parametrize(
@@ -135,6 +139,9 @@ def test_cli_prints_the_rules_with_the_password_hashed() -> None:
     bare = _cli("study-1", "--user", "alice", "--aclfile")
     assert bare.returncode == 0 and bare.stdout.strip() == acl_setuser("alice", "study-1", aclfile=True)
     assert "RUSHPY_ACL_PASSWORD" in bare.stderr  # says how to add a password
+    on_cluster = _cli("study-1", "--cluster")
+    assert on_cluster.returncode == 0
+    assert on_cluster.stdout.strip() == acl_setuser("rushpy", "study-1", cluster=True)
     bad = _cli("bad{id}")
     assert bad.returncode != 0 and "invalid network id" in bad.stderr
 

@@ -7,20 +7,24 @@ primary; a failover moves the slot to the replica, and the clients follow.
 
 from __future__ import annotations
 
+import logging
 import socket
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import anyio
 import pytest
+import redis.asyncio
 from redis.crc import key_slot
 
 from rushpy import Controller, RedisConfig
 from rushpy.acl import acl_setuser
 from rushpy.connection import check_connection, create_client
 from rushpy.connection.cluster import ClusterTCPConnection, ClusterTLSConnection
-from rushpy.errors import ConfigError
+from rushpy.errors import ConfigError, ConnectionFailedError, PermissionDeniedError
+from rushpy.events import EventListener
+from rushpy.keys import Keys
 from tests.acl_scenario import run_life_cycle
 from tests.cluster import LocalCluster
 from tests.helpers import eventually
@@ -124,7 +128,7 @@ async def test_a_user_limited_to_one_network_runs_it_on_the_cluster_through_a_fa
     password = uuid.uuid4().hex
     for node in cluster.nodes:
         with cluster.client(node) as client:
-            client.execute_command(*acl_setuser("study", network_id, password=password).split())
+            client.execute_command(*acl_setuser("study", network_id, password=password, cluster=True).split())
             client.execute_command("ACL", "LOG", "RESET")
     config = RedisConfig.from_url(cluster.url, username="study", password=password, reconnect_budget=30)
     seen = await run_life_cycle(config, network_id)
@@ -185,6 +189,123 @@ async def test_a_primary_failover_loses_no_task_and_workers_carry_on(cluster: Lo
             assert await worker_states(rush) == dict.fromkeys(ids, "running")
         await rush.stop_workers()
         await rush.reset(workers=True)
+
+
+async def test_announcements_use_the_sharded_channel_of_the_networks_shard(cluster: LocalCluster) -> None:
+    """On a cluster the scripts SPUBLISH: heard by SSUBSCRIBE on the slot's owner, never broadcast."""
+    network_id = _networks_on_every_primary(cluster)[0]
+    owner = cluster.node_on(cluster.owner_port(_slot(network_id)))
+    elsewhere = next(n for n in cluster.nodes if n.running and n.port != owner.port)
+    channel = Keys(network_id).results
+    async with (
+        redis.asyncio.Redis(port=owner.port) as on_owner,
+        redis.asyncio.Redis(port=elsewhere.port) as on_other,
+    ):
+        sharded, plain = on_owner.pubsub(), on_other.pubsub()
+        await sharded.ssubscribe(channel)
+        await plain.subscribe(channel)
+        async with Controller(network_id, config=_config(cluster), shutdown_timeout=10) as rush:
+            await rush.start_local_workers(1, fun="tests.funcs:sleepy")
+            keys = await rush.push_tasks([{"x": 1, "duration": 0}])
+            await rush.wait_for_tasks(keys, timeout=60)
+            await rush.stop_workers()
+            await rush.reset(workers=True)
+        heard = [m async for m in _messages(sharded)]
+        assert [m["data"].split(b"\n")[0] for m in heard if m["type"] == "smessage"] == [
+            b"F 0 " + keys[0].encode()
+        ]
+        assert [m for m in [m async for m in _messages(plain)] if m["type"] == "message"] == []
+        await sharded.aclose()
+        await plain.aclose()
+
+
+async def _messages(pubsub: redis.asyncio.client.PubSub) -> AsyncIterator[dict[str, object]]:
+    while (message := await pubsub.get_message(timeout=0.5)) is not None:
+        yield message
+
+
+async def test_a_network_resharded_to_another_primary_mid_study_loses_nothing(cluster: LocalCluster) -> None:
+    """A host joins or leaves: the network's slot migrates, keys a few at a time, while tasks run.
+
+    Commands meet ``ASK`` and ``TRYAGAIN`` during the migration and ``MOVED``
+    after it; a subscription on the old owner is ended by that node (its slot
+    left) and is made again on the new one.
+    """
+    network_id = _networks_on_every_primary(cluster)[0]
+    slot = _slot(network_id)
+    source = cluster.owner_port(slot)
+    target = next(port for port in sorted(set(cluster.primaries().values())) if port != source)
+    config = _config(cluster)
+    async with Controller(network_id, config=config, shutdown_timeout=10) as rush:
+        ids = await rush.start_local_workers(2, fun="tests.funcs:sleepy")
+        await rush.wait_for_workers(2, timeout=60)
+        keys = await rush.push_tasks([{"x": i, "duration": 0.01} for i in range(200)], max_retries=2)
+
+        async def some_finished() -> bool:
+            return await rush.n_finished_tasks() >= 20
+
+        await eventually(some_finished, "tasks finish", timeout=60)
+        async with EventListener(config, [rush._keys.events]) as events:
+            seen = events.counter(rush._keys.events)
+            moved = await anyio.to_thread.run_sync(lambda: cluster.move_slot(slot, target, pause=0.005))
+            assert moved > 50, "the network's keys moved with its slot"
+            assert cluster.owner_port(slot) == target
+            async with redis.asyncio.Redis(port=target) as new_owner:
+                # The listener was moved over too: it hears a message published on the new owner.
+                async def heard() -> bool:
+                    await new_owner.spublish(rush._keys.events, b"ping")
+                    return events.counter(rush._keys.events) != seen
+
+                await eventually(heard, "the subscription follows the slot", timeout=30)
+        table = await rush.wait_for_tasks(keys, timeout=120)
+        assert table["y"] == list(range(200))
+        assert sorted(await finished_list(rush)) == sorted(keys), "every task recorded exactly once"
+        assert await worker_states(rush) == dict.fromkeys(ids, "running")
+        more = await rush.push_tasks([{"x": i, "duration": 0} for i in range(20)])
+        assert (await rush.wait_for_tasks(more, timeout=60))["y"] == list(range(20))
+        await rush.stop_workers()
+        await rush.reset(workers=True)
+
+
+async def test_the_first_subscription_follows_a_redirect_at_once(
+    cluster: LocalCluster, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A seed that does not own the slot redirects SSUBSCRIBE: followed without a pause or a retry."""
+    network_id = _networks_on_every_primary(cluster)[0]
+    owner = cluster.owner_port(_slot(network_id))
+    seeds = sorted((n.port for n in cluster.nodes if n.running), key=lambda port: port == owner)
+    config = RedisConfig.from_url("redis+cluster://" + ",".join(f"127.0.0.1:{p}" for p in seeds) + "/0")
+    caplog.set_level(logging.DEBUG, logger="rushpy.events")
+    async with EventListener(config, [Keys(network_id).events]) as events:
+        assert events.connected
+    assert "subscription not made yet" not in caplog.text
+
+
+async def test_a_first_subscription_rides_out_an_unreachable_owner_within_the_budget_only() -> None:
+    """No node answers: the listener tries again with backoff, then gives up after the reconnect budget."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    config = RedisConfig.from_url(f"redis+cluster://127.0.0.1:{port}/0?reconnect_budget=1")
+    started = time.monotonic()
+    with anyio.fail_after(20), pytest.raises(ConnectionFailedError, match=f"127.0.0.1:{port}"):
+        async with EventListener(config, [Keys("nowhere").events]):
+            pass
+    assert time.monotonic() - started >= 1  # it did not give up at the first refusal
+
+
+async def test_a_user_without_the_sharded_commands_is_told_to_add_cluster(cluster: LocalCluster) -> None:
+    """Rules made without ``--cluster`` lack SSUBSCRIBE: refused at once, and the error names the fix."""
+    network_id = _networks_on_every_primary(cluster)[0]
+    password = uuid.uuid4().hex
+    for node in (n for n in cluster.nodes if n.running):
+        with cluster.client(node) as client:
+            client.execute_command(*acl_setuser("plain", network_id, password=password).split())
+    config = RedisConfig.from_url(cluster.url, username="plain", password=password, reconnect_budget=30)
+    with anyio.fail_after(15), pytest.raises(PermissionDeniedError, match="--cluster") as caught:
+        async with EventListener(config, [Keys(network_id).events]):
+            pass
+    assert password not in str(caught.value)
 
 
 def _until_owner(cluster: LocalCluster, network_id: str, port: int) -> None:

@@ -224,7 +224,7 @@ async def test_a_subscription_whose_command_cannot_be_sent_is_connection_failed(
     from redis.exceptions import ConnectionError as RedisConnectionError
 
     async with EventListener(config, [f"{CHANNEL}-{network_id}"]) as events:
-        pubsub = events._pubsub
+        pubsub = events._subscription.pubsub
         assert pubsub is not None
 
         async def broken(*channels: str) -> None:

@@ -575,3 +575,15 @@ async def test_complete_repeated_after_a_retry_and_a_new_claim_reports_recorded(
     assert await store.tasks.pop_keys(W, 1) == [key]
     assert [t.attempt for t in await store.tasks.claim(W, [key], token="t-claim-2")] == [2]
     assert await call.run(store.client) == [1]  # the reply of the failure was lost: recorded
+
+
+@pytest.mark.parametrize("name", SCRIPT_NAMES)
+def test_the_cluster_variant_of_each_script_publishes_on_sharded_channels(name: str) -> None:
+    """Every publish goes through the prelude's PUBLISH, which the cluster variant makes SPUBLISH."""
+    plain, sharded = script(name), script(name, sharded=True)
+    assert (plain.sharded, sharded.sharded) == (False, True)
+    assert plain.variant(True) is sharded and sharded.variant(False) is plain
+    assert sharded.sha != plain.sha
+    assert sharded.source.replace('local PUBLISH = "SPUBLISH"', 'local PUBLISH = "PUBLISH"', 1) == plain.source
+    # No script publishes around the switch.
+    assert plain.source.count('"PUBLISH"') == 1 and '"SPUBLISH"' not in plain.source

@@ -16,6 +16,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,9 +27,12 @@ import pytest
 
 import rushpy
 from rushpy import Controller, EmbeddedServer, RedisConfig
+from rushpy.acl import acl_setuser
 from rushpy.cli import main as rushpy_main
+from rushpy.connection import create_client
 from rushpy.server import _free_port
 from tests import funcs
+from tests.acl_scenario import run_life_cycle
 from tests.test_worker_cli import REPO, worker_env
 
 pytestmark = pytest.mark.usefixtures("anyio_backend")
@@ -262,3 +266,23 @@ def test_tls_settings_travel_in_the_url() -> None:
 def test_bad_tls_settings_are_config_errors(fields: dict[str, object], message: str) -> None:
     with pytest.raises(rushpy.ConfigError, match=message):
         RedisConfig(**fields)  # type: ignore[arg-type]
+
+
+# -- a least-privilege user over TLS -----------------------------------------------------------------
+async def test_a_user_limited_to_one_network_runs_its_life_cycle_over_tls(
+    tls: TLSServer, network_id: str
+) -> None:
+    """ACL and TLS together: the rules of ``rushpy acl`` and a client certificate, nothing refused."""
+    user, password = f"u-{uuid.uuid4().hex[:8]}", uuid.uuid4().hex
+    admin = create_client(tls.config())  # the default user, over TLS too
+    try:
+        await admin.execute_command(*acl_setuser(user, network_id, password=password).split())
+        await admin.execute_command("ACL", "LOG", "RESET")
+        config = tls.config(username=user, password=password, reconnect_budget=10)
+        seen = await run_life_cycle(config, network_id)
+        refused = {entry["object"] for entry in await admin.acl_log()}
+        await admin.execute_command("ACL", "DELUSER", user)
+    finally:
+        await admin.aclose()
+    assert refused <= {"config|get"}  # the eviction-policy check, skipped for this user
+    assert seen["finished_later"] == [0, 2, 4, 6, 8, 20, 22, 24] and seen["after_reset"] == 0

@@ -54,6 +54,7 @@ __all__ = [
     "connection_failed",
     "create_client",
     "server_error",
+    "sharded_pubsub",
 ]
 
 T = TypeVar("T")
@@ -233,12 +234,18 @@ def server_error(config: RedisConfig, command: object, exc: ResponseError) -> Se
         return PermissionDeniedError(
             f"the server at {config} refused {name} to this user ({exc}): the ACL user lacks a "
             "permission rushpy needs, or the key belongs to another network. Give the user the rules "
-            "`rushpy acl NETWORK --user USER` prints for its network (see the security guide)"
+            f"`rushpy acl NETWORK --user USER{' --cluster' if config.cluster_nodes else ''}` prints for its "
+            "network (see the security guide)"
         )
     return ServerError(
         f"the server at {config} answered {name} with an error: {exc}; check the server's log, "
         "its memory (maxmemory) and whether it accepts writes (a read-only replica)"
     )
+
+
+def sharded_pubsub(client: Redis) -> bool:
+    """Whether ``client`` publishes on sharded channels (``SPUBLISH``): it talks to a Redis Cluster."""
+    return isinstance(client, RushClient) and bool(client.config.cluster_nodes)
 
 
 _DRIVER_INFO = DriverInfo()

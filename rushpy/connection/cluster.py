@@ -18,7 +18,10 @@ connection of a client's pool):
   now, until one answers with a live primary, within the client's reconnect
   budget; ``READONLY`` (a primary demoted to replica), ``UNBLOCKED`` (a
   blocking move cut short by that demotion), ``CLUSTERDOWN`` and ``TRYAGAIN``
-  are retried the same way.
+  are retried the same way;
+- while the slot migrates to another node (resharding: a host joins or
+  leaves), ``ASK`` and ``TRYAGAIN`` are retried with backoff on the owner
+  until the migration ends, then ``MOVED`` names the new owner.
 
 Every transition of a task is a script that runs at most once however often
 it is sent (first writer wins, lost-reply tokens; docs/lifecycle.md), so a
@@ -35,6 +38,7 @@ from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import (
     AskError,
     ClusterDownError,
+    MovedError,
     ReadOnlyError,
     RedisError,
     ResponseError,
@@ -44,12 +48,21 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from rushpy.connection.wire import TCPConnection, TLSConnection
 
-__all__ = ["ClusterTCPConnection", "ClusterTLSConnection", "SlotRouting"]
+__all__ = ["ClusterTCPConnection", "ClusterTLSConnection", "SlotRouting", "redirected"]
 
 # MovedError is an AskError. All mean: this node does not serve the slot (now).
 REDIRECTS = (AskError, ClusterDownError, ReadOnlyError, TryAgainError)
 # A blocking command (an idle worker's BLMOVE) on a primary that just became a replica.
 _UNBLOCKED = "UNBLOCKED"
+
+
+def _is_redirect(exc: BaseException) -> bool:
+    return isinstance(exc, REDIRECTS) or (isinstance(exc, ResponseError) and str(exc).startswith(_UNBLOCKED))
+
+
+def redirected(exc: BaseException) -> bool:
+    """Whether ``exc`` is a cluster redirect being followed: the command may be sent again at once."""
+    return isinstance(exc, RedisConnectionError) and _is_redirect(exc.__cause__ or exc)
 
 
 class SlotRouting:
@@ -70,7 +83,7 @@ class SlotRouting:
         self._probe = probe
         self._next_seed = 0
 
-    def moved(self, exc: AskError) -> None:
+    def moved(self, exc: MovedError) -> None:
         """The server redirected a command: remember the slot and its owner."""
         self.slot = int(exc.slot_id)
         self.owner = (str(exc.host), int(exc.port))
@@ -149,12 +162,16 @@ class _Routed:
         try:
             return await super().read_response(*args, **kwargs)  # type: ignore[misc]
         except ResponseError as exc:
-            if not isinstance(exc, REDIRECTS) and not str(exc).startswith(_UNBLOCKED):
+            if not _is_redirect(exc):
                 raise
-            if isinstance(exc, AskError):
+            if isinstance(exc, MovedError):
                 self.routing.moved(exc)
-            else:
+            elif not isinstance(exc, AskError):
                 self.routing.lost()
+            # ASK: the slot is being migrated and this key has left already. The
+            # owner stays the owner until the migration ends; the command is sent
+            # to it again (after the retry's backoff) rather than, without ASKING,
+            # bouncing between the two nodes.
             await self.disconnect()  # type: ignore[attr-defined]
             # A connection error: the client's retry sends the command again, to the owner.
             raise RedisConnectionError(f"the cluster redirected the command ({exc}); following it") from exc

@@ -54,7 +54,7 @@ for l = 4, 3 + m do
   end)
 end
 if #running > 0 then
-  redis.call("PUBLISH", ARGV[4], "C " .. table.concat(running, " "))
+  redis.call(PUBLISH, ARGV[4], "C " .. table.concat(running, " "))
 end
 local all = {}
 for _, key in ipairs(running) do all[#all + 1] = key end

@@ -12,5 +12,5 @@
 if redis.call("SISMEMBER", KEYS[1], ARGV[1]) == 0 then return 0 end
 redis.call("HSET", KEYS[2], "crashed", ARGV[2])
 redis.call("DEL", KEYS[3])
-redis.call("PUBLISH", ARGV[3], "W")
+redis.call(PUBLISH, ARGV[3], "W")
 return 1

@@ -2,6 +2,12 @@
 -- script when the script is loaded, so the SHA a script runs by is that of
 -- prelude + script. Only local definitions live here: scripts stay pure.
 
+-- The publishing command. On a Redis Cluster the scripts are loaded with
+-- "SPUBLISH" here (rushpy.scripts.script(sharded=True)): a sharded channel's
+-- messages stay within the shard that owns the network's slot instead of
+-- crossing the cluster bus to every node.
+local PUBLISH = "PUBLISH"
+
 -- RPUSH many items; unpack() is limited by Lua's stack, so push in chunks.
 local function rpush_all(key, items)
   for i = 1, #items, 1000 do
@@ -283,7 +289,7 @@ local function announce_finished(finished, channel, keys, flats)
     end
     if rows then message = message .. "\n" .. cmsgpack.pack(rows) end
   end
-  redis.call("PUBLISH", channel, message)
+  redis.call(PUBLISH, channel, message)
 end
 
 -- ---------------------------------------------------------------- script --
@@ -296,5 +302,5 @@ local function log_failed(log, channel, keys)
   if #keys == 0 then return end
   rpush_all(log, keys)
   local first = redis.call("LLEN", log) - #keys
-  redis.call("PUBLISH", channel, "X " .. first .. " " .. table.concat(keys, " "))
+  redis.call(PUBLISH, channel, "X " .. first .. " " .. table.concat(keys, " "))
 end

@@ -44,6 +44,7 @@ __all__ = [
     "new_worker_id",
 ]
 
+
 class Store:
     """Task and worker operations of one network on one Redis client.
 
@@ -76,7 +77,7 @@ class Store:
 
     async def load_scripts(self) -> None:
         """Register every script on the server (needed before pipelined calls)."""
-        await load_all(self.client)
+        await load_all(self.client, sharded=self.tasks.sharded)
 
     async def reset(self, *, keep_workers: bool = False) -> int:
         """Delete the network's data; returns the number of keys deleted.

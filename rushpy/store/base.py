@@ -16,6 +16,7 @@ from redis.asyncio import Redis
 from redis.exceptions import NoScriptError
 
 from rushpy.codec import decode
+from rushpy.connection import sharded_pubsub
 from rushpy.errors import PermissionDeniedError, ServerError, ServerFullError, TaskError
 from rushpy.keys import Keys, new_task_keys
 from rushpy.models import WorkerState
@@ -108,15 +109,23 @@ class Plumbing:
         self.client = client
         self.keys = keys
         self.max_task_bytes = max_task_bytes
+        # A Redis Cluster: scripts and the store publish on sharded channels.
+        self.sharded = sharded_pubsub(client)
+
+    def publish(self, target: Redis, channel: str, message: bytes) -> Any:
+        """``PUBLISH`` (``SPUBLISH`` on a cluster) on ``target``: a client (await it) or a pipeline."""
+        if self.sharded:
+            return target.spublish(channel, message)
+        return target.publish(channel, message)
 
     async def load_scripts(self) -> None:
         """Register every script on the server (needed before pipelined calls)."""
-        await load_all(self.client)
+        await load_all(self.client, sharded=self.sharded)
 
     async def run(self, call: Call[T]) -> T:
         """Run one script call."""
         try:
-            return await call.run(self.client)
+            return await call.run(self.client, sharded=self.sharded)
         except (ServerFullError, PermissionDeniedError):
             raise  # says what happened and what to do (callers wait for memory on a full server)
         except ServerError as exc:
@@ -138,7 +147,8 @@ class Plumbing:
             try:
                 async with self.client.pipeline(transaction=atomic) as pipe:
                     for call in calls:
-                        pipe.evalsha(call.script.sha, len(call.keys), *call.keys, *call.args)
+                        sha = call.script.variant(self.sharded).sha
+                        pipe.evalsha(sha, len(call.keys), *call.keys, *call.args)
                     raw = await pipe.execute()
                 return [call.parse(reply) for call, reply in zip(calls, raw, strict=True)]
             except NoScriptError:

@@ -191,11 +191,11 @@ class WorkerStore(Plumbing):
 
     async def publish_event(self, kind: bytes) -> None:
         """Publish ``kind`` on the events channel, heard by every client (``R``: a reset)."""
-        await self.client.publish(self.keys.events, kind)
+        await self.publish(self.client, self.keys.events, kind)
 
     async def publish_worker_change(self) -> None:
         """Wake ``wait_for_workers`` callers: a worker registered, left, or was settled."""
-        await self.client.publish(self.keys.worker_events, b"W")
+        await self.publish(self.client, self.keys.worker_events, b"W")
 
     # -- stop requests ------------------------------------------------------------------
     async def request_terminate(self, worker_ids: Sequence[str]) -> None:
@@ -214,14 +214,14 @@ class WorkerStore(Plumbing):
         async with self.client.pipeline(transaction=False) as pipe:
             for name in names:
                 pipe.set(name, b"1")
-                pipe.publish(name, message)
+                self.publish(pipe, name, message)
             await pipe.execute()
 
     async def request_terminate_all(self) -> None:
         """Ask every worker of the network, present and future, to exit once the queue is empty."""
         async with self.client.pipeline(transaction=False) as pipe:
             pipe.set(self.keys.terminate_all, b"1")
-            pipe.publish(self.keys.terminate_all, b"terminate")
+            self.publish(pipe, self.keys.terminate_all, b"terminate")
             await pipe.execute()
 
     async def stop_requests(self, worker_id: str) -> tuple[bool, bool, bool]:
