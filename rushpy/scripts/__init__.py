@@ -122,7 +122,6 @@ _PUBLISH = 'local PUBLISH = "PUBLISH"\n'
 _SPUBLISH = 'local PUBLISH = "SPUBLISH"\n'
 
 
-@cache
 def script(name: str, *, sharded: bool = False) -> Script:
     """Return the bundled script ``name``, prelude included (cached after the first read).
 
@@ -131,6 +130,11 @@ def script(name: str, *, sharded: bool = False) -> Script:
         sharded: The variant publishing with ``SPUBLISH``, for a Redis Cluster.
 
     """
+    return _script(name, sharded)
+
+
+@cache
+def _script(name: str, sharded: bool) -> Script:
     prelude = _read(PRELUDE)
     if sharded:
         if _PUBLISH not in prelude:
