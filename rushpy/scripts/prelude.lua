@@ -3,7 +3,7 @@
 -- prelude + script. Only local definitions live here: scripts stay pure.
 
 -- The publishing command. On a Redis Cluster the scripts are loaded with
--- "SPUBLISH" here (rushpy.scripts.script(sharded=True)): a sharded channel's
+-- SPUBLISH here (rushpy.scripts.script(sharded=True)): a sharded channel's
 -- messages stay within the shard that owns the network's slot instead of
 -- crossing the cluster bus to every node.
 local PUBLISH = "PUBLISH"
