@@ -294,6 +294,25 @@ async def test_a_first_subscription_rides_out_an_unreachable_owner_within_the_bu
     assert time.monotonic() - started >= 1  # it did not give up at the first refusal
 
 
+async def test_when_no_seed_answers_the_seeds_are_tried_in_turn() -> None:
+    """After a failover no seed names the owner (all down): connections try each seed in turn."""
+    ports = []
+    for _ in range(2):
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            ports.append(sock.getsockname()[1])
+    client = create_client(
+        RedisConfig.from_url(f"redis+cluster://127.0.0.1:{ports[0]},127.0.0.1:{ports[1]}/0")
+    )
+    try:
+        routing = client.connection_pool.connection_kwargs["routing"]
+        routing.slot = 42
+        tried = [await routing.address() for _ in range(3)]
+        assert tried == [("127.0.0.1", ports[0]), ("127.0.0.1", ports[1]), ("127.0.0.1", ports[0])]
+    finally:
+        await client.aclose()
+
+
 async def test_a_user_without_the_sharded_commands_is_told_to_add_cluster(cluster: LocalCluster) -> None:
     """Rules made without ``--cluster`` lack SSUBSCRIBE: refused at once, and the error names the fix."""
     network_id = _networks_on_every_primary(cluster)[0]
@@ -306,6 +325,38 @@ async def test_a_user_without_the_sharded_commands_is_told_to_add_cluster(cluste
         async with EventListener(config, [Keys(network_id).events]):
             pass
     assert password not in str(caught.value)
+
+
+@pytest.mark.parametrize("endpoint", ["unknown-endpoint", "hostname"])
+async def test_nodes_that_name_no_host_are_reached_where_they_were_asked(
+    cluster: LocalCluster, endpoint: str
+) -> None:
+    """``cluster-preferred-endpoint-type``: ``unknown-endpoint`` gives no host in ``MOVED`` and
+    ``CLUSTER SLOTS`` ("where you reached me"); ``hostname`` with none announced gives ``?``."""
+    running = [n for n in cluster.nodes if n.running]
+    for node in running:
+        with cluster.client(node) as client:
+            client.execute_command("CONFIG", "SET", "cluster-preferred-endpoint-type", endpoint)
+    try:
+        network_id = _networks_on_every_primary(cluster)[0]
+        owner = cluster.owner_port(_slot(network_id))
+        seeds = sorted((n.port for n in running), key=lambda port: port == owner)  # redirected first
+        config = RedisConfig.from_url("redis+cluster://" + ",".join(f"127.0.0.1:{p}" for p in seeds) + "/0")
+        async with Controller(network_id, config=config) as rush:
+            [key] = await rush.push_tasks([{"x": 1}])
+            assert (await rush.fetch_task(key) or {})["state"] == "queued"
+            await rush.reset()
+        client = create_client(config)
+        try:
+            routing = client.connection_pool.connection_kwargs["routing"]
+            routing.slot = _slot(network_id)  # as after a failover: ask the seeds
+            assert await routing.address() == ("127.0.0.1", owner)
+        finally:
+            await client.aclose()
+    finally:
+        for node in running:
+            with cluster.client(node) as client:
+                client.execute_command("CONFIG", "SET", "cluster-preferred-endpoint-type", "ip")
 
 
 def _until_owner(cluster: LocalCluster, network_id: str, port: int) -> None:

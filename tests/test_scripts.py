@@ -584,6 +584,7 @@ def test_the_cluster_variant_of_each_script_publishes_on_sharded_channels(name: 
     assert (plain.sharded, sharded.sharded) == (False, True)
     assert plain.variant(True) is sharded and sharded.variant(False) is plain
     assert sharded.sha != plain.sha
-    assert sharded.source.replace('local PUBLISH = "SPUBLISH"', 'local PUBLISH = "PUBLISH"', 1) == plain.source
+    back = sharded.source.replace('local PUBLISH = "SPUBLISH"', 'local PUBLISH = "PUBLISH"', 1)
+    assert back == plain.source
     # No script publishes around the switch.
     assert plain.source.count('"PUBLISH"') == 1 and '"SPUBLISH"' not in plain.source

@@ -83,10 +83,10 @@ class SlotRouting:
         self._probe = probe
         self._next_seed = 0
 
-    def moved(self, exc: MovedError) -> None:
-        """The server redirected a command: remember the slot and its owner."""
+    def moved(self, exc: MovedError, asked: str) -> None:
+        """The server ``asked`` (a host) redirected a command: remember the slot and its owner."""
         self.slot = int(exc.slot_id)
-        self.owner = (str(exc.host), int(exc.port))
+        self.owner = (_endpoint(exc.host, {}, asked), int(exc.port))
 
     def lost(self) -> None:
         """The owner did not answer: find it again before the next connection."""
@@ -121,9 +121,28 @@ class SlotRouting:
             for entry in ranges:
                 if int(entry[0]) <= slot <= int(entry[1]):
                     node = entry[2]
-                    host_text = node[0].decode() if isinstance(node[0], bytes) else str(node[0])
-                    return (host_text or host, int(node[1]))
+                    extra = node[3] if len(node) > 3 and isinstance(node[3], dict) else {}
+                    return (_endpoint(node[0], extra, host), int(node[1]))
         return None
+
+
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _endpoint(preferred: object, extra: dict[Any, Any], asked: str) -> str:
+    """The host to reach a node at, as a node described it to the client that ``asked``.
+
+    A node names another by its preferred endpoint (``cluster-preferred-endpoint-type``):
+    an IP or a host name; ``?`` when that is a host name none was announced
+    for (then the ``ip`` the reply adds is used); nothing (``None``, or an
+    empty host in ``MOVED``) when it is ``unknown-endpoint``, which means
+    "the address you reached me at".
+    """
+    if preferred is None or _text(preferred) in ("", "?"):
+        ip = extra.get(b"ip", extra.get("ip"))
+        return _text(ip) if ip else asked
+    return _text(preferred)
 
 
 def _address(seed: str) -> tuple[str, int]:
@@ -165,7 +184,7 @@ class _Routed:
             if not _is_redirect(exc):
                 raise
             if isinstance(exc, MovedError):
-                self.routing.moved(exc)
+                self.routing.moved(exc, self.host)
             elif not isinstance(exc, AskError):
                 self.routing.lost()
             # ASK: the slot is being migrated and this key has left already. The
