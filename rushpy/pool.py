@@ -6,6 +6,11 @@ exited (and how) or are still alive, restarts, kills and finally stops them.
 It issues no Redis command: what the network records about a worker (its
 state, its tasks) is the controller's business.
 
+A process may run several workers (``workers_per_process``): the pool lists
+each worker under its own id, all sharing the process. Killing one of them
+marks it stopped; the process is killed with its last running worker, so the
+others go on (the controller stops the one through its kill key).
+
 No process outlives the pool's owner:
 
 - :meth:`LocalWorkerPool.close` terminates (SIGTERM), waits, then kills
@@ -131,6 +136,8 @@ class LocalWorkerPool:
         self.terminate_timeout = _check_seconds(terminate_timeout, "shutdown_timeout")
         self.kill_timeout = _check_seconds(kill_timeout, "kill_timeout")
         self._workers: dict[str, LocalWorker] = {}
+        # Workers killed while their process runs on with other workers.
+        self._stopped: set[str] = set()
         self._log_dir: Path | None = None
 
     # -- state ---------------------------------------------------------------------------------
@@ -143,13 +150,31 @@ class LocalWorkerPool:
         return len(self._workers)
 
     def is_alive(self, worker_id: str) -> bool:
-        """Whether ``worker_id`` is a process of this pool that still runs."""
+        """Whether ``worker_id`` is a worker of this pool whose process still runs (and not killed)."""
         local = self._workers.get(worker_id)
-        return local is not None and local.process.poll() is None
+        return local is not None and worker_id not in self._stopped and local.process.poll() is None
 
     def alive(self) -> list[str]:
-        """Ids of the processes that still run."""
-        return [wid for wid, w in self._workers.items() if w.process.poll() is None]
+        """Ids of the workers whose processes still run (killed ones left out)."""
+        return [wid for wid in self._workers if self.is_alive(wid)]
+
+    def shares_process(self, worker_id: str) -> bool:
+        """Whether ``worker_id``'s process runs other workers of this pool that are alive."""
+        local = self._workers.get(worker_id)
+        if local is None:
+            return False
+        return any(
+            w != worker_id and o.process is local.process and self.is_alive(w)
+            for w, o in self._workers.items()
+        )
+
+    def _processes(self, worker_ids: Collection[str]) -> list[LocalWorker]:
+        """One entry per distinct process of ``worker_ids`` (workers may share one)."""
+        seen: dict[int, LocalWorker] = {}
+        for wid in worker_ids:
+            local = self._workers[wid]
+            seen.setdefault(id(local.process), local)
+        return list(seen.values())
 
     def exit_codes(self) -> dict[str, int]:
         """``{worker_id: exit code}`` of the processes that exited (negative: killed by that signal)."""
@@ -175,7 +200,9 @@ class LocalWorkerPool:
 
     # -- starting ------------------------------------------------------------------------------
     def spawn(self, spec: WorkerSpec, n: int = 1) -> list[str]:
-        """Start ``n`` worker processes running ``spec``, each under a new id; returns the ids.
+        """Start ``n`` workers running ``spec``, each under a new id; returns the ids.
+
+        Each process runs ``spec.workers_per_process`` of them (the last one the rest).
 
         Call it on the event loop's thread: a worker dies with the thread that started it.
 
@@ -201,12 +228,13 @@ class LocalWorkerPool:
             p for p in [os.getcwd(), *sys.path, env.get("PYTHONPATH", "")] if p
         )
         values = {name: getattr(spec, name) for name in type(spec).model_fields}
-        ids = []
-        for _ in range(n):
-            wid = new_worker_id()
+        per_process = spec.workers_per_process
+        sizes = [per_process] * (n // per_process) + ([n % per_process] if n % per_process else [])
+        ids: list[str] = []
+        for size in sizes:
             # Every field explicit: the command line alone defines the process.
-            own = WorkerSpec(**{**values, "worker_id": wid})
-            log_path = self._log_dir / f"{wid}.log"
+            own = WorkerSpec(**{**values, "worker_id": new_worker_id(), "workers_per_process": size})
+            log_path = self._log_dir / f"{own.worker_id}.log"
             cmd = [sys.executable, "-m", "rushpy.worker", *own.to_argv()]
             try:
                 with open(log_path, "wb") as out:
@@ -215,33 +243,53 @@ class LocalWorkerPool:
                     )
             except OSError as exc:
                 raise WorkerError(f"cannot start a local worker process ({cmd[0]}): {exc}") from exc
-            self._workers[wid] = LocalWorker(wid, process, log_path, own)
-            ids.append(wid)
+            for wid in own.worker_ids():
+                assert wid is not None  # the spec names its worker
+                self._workers[wid] = LocalWorker(wid, process, log_path, own)
+                ids.append(wid)
         _OPEN_POOLS.add(self)
         log.debug("started local workers", n=n, fun=spec.fun, worker_loop=spec.worker_loop)
         return ids
 
     async def restart(self, worker_ids: Sequence[str]) -> list[str]:
-        """Replace processes of this pool (same spec, new ids); returns the new ids.
+        """Replace workers of this pool (same spec, new ids); returns the new ids.
 
-        A process that still runs (hung, paused) is killed first, or it would live
-        on untracked next to its replacement. Ids not in the pool are skipped.
+        A process all of whose workers are replaced is killed first if it still
+        runs (hung, paused), or it would live on untracked next to its
+        replacement; one that runs other workers goes on. The workers replaced
+        from one process get one new process. Ids not in the pool are skipped.
         """
-        gone = [self._workers.pop(w) for w in dict.fromkeys(worker_ids) if w in self._workers]
-        for old in gone:
-            await self._kill_and_wait(old)
+        groups: dict[int, list[LocalWorker]] = {}
+        for wid in dict.fromkeys(worker_ids):
+            if wid in self._workers:
+                local = self._workers.pop(wid)
+                self._stopped.discard(wid)
+                groups.setdefault(id(local.process), []).append(local)
         new: list[str] = []
-        for old in gone:
-            new += self.spawn(old.spec, 1)
-        if gone:
-            log.warning("restarted local workers", old=[w.worker_id for w in gone], new=new)
+        for group in groups.values():
+            process = group[0].process
+            if not any(o.process is process and self.is_alive(w) for w, o in self._workers.items()):
+                await self._kill_and_wait(group[0])
+            spec = group[0].spec.model_copy(update={"workers_per_process": len(group)})
+            new += self.spawn(spec, len(group))
+        if groups:
+            log.warning(
+                "restarted local workers", old=[w.worker_id for g in groups.values() for w in g], new=new
+            )
         return new
 
     # -- stopping ------------------------------------------------------------------------------
     async def kill(self, worker_id: str) -> bool:
-        """SIGKILL a running process of the pool and wait for it; ``False`` if none runs under that id."""
+        """SIGKILL the process of a running worker and wait for it; ``False`` if none runs under that id.
+
+        A process that runs other live workers is not killed (``False``): the
+        worker is only marked stopped, and its process dies with the last one.
+        """
         local = self._workers.get(worker_id)
-        if local is None or local.process.poll() is not None:
+        if local is None or not self.is_alive(worker_id):
+            return False
+        if self.shares_process(worker_id):
+            self._stopped.add(worker_id)
             return False
         await self._kill_and_wait(local)
         return True
@@ -249,7 +297,7 @@ class LocalWorkerPool:
     async def kill_all(self) -> None:
         """SIGKILL every running process, wait for them, and forget all processes."""
         try:
-            for local in self._workers.values():
+            for local in self._processes(self._workers):
                 await self._kill_and_wait(local)
         finally:
             self.kill_now()
@@ -259,9 +307,9 @@ class LocalWorkerPool:
     def terminate(self, worker_ids: Sequence[str] | None = None) -> list[str]:
         """Send SIGTERM to running processes (default: all); returns the ids signalled."""
         ids = self.alive() if worker_ids is None else [w for w in worker_ids if self.is_alive(w)]
-        for wid in ids:
+        for local in self._processes(ids):  # one signal per process: it stops all its workers
             with contextlib.suppress(ProcessLookupError):
-                self._workers[wid].process.terminate()
+                local.process.terminate()
         return ids
 
     async def close(self, timeout: float | None = None) -> list[str]:
@@ -280,13 +328,13 @@ class LocalWorkerPool:
             with anyio.CancelScope(shield=True):
                 self.terminate()
                 deadline = time.monotonic() + timeout
-                for wid in self.alive():
-                    await self._wait(self._workers[wid], max(0.0, deadline - time.monotonic()))
+                for local in self._processes(self.alive()):
+                    await self._wait(local, max(0.0, deadline - time.monotonic()))
                 killed = self.alive()
                 if killed:
                     log.warning("local workers did not exit in time; killing them", workers=killed)
-                for wid in killed:
-                    await self._kill_and_wait(self._workers[wid])
+                for local in self._processes(killed):
+                    await self._kill_and_wait(local)
         except BaseException:
             self.kill_now()
             raise
@@ -295,7 +343,7 @@ class LocalWorkerPool:
 
     def kill_now(self) -> None:
         """SIGKILL every running process without waiting (for interrupted cleanup)."""
-        for local in self._workers.values():
+        for local in self._processes(self._workers):
             if local.process.poll() is None:
                 with contextlib.suppress(ProcessLookupError):
                     local.process.kill()
@@ -304,11 +352,11 @@ class LocalWorkerPool:
         """Blocking :meth:`close` for interpreter exit: SIGTERM, wait, SIGKILL."""
         self.terminate()
         deadline = time.monotonic() + self.terminate_timeout
-        for local in self._workers.values():
+        for local in self._processes(self._workers):
             with contextlib.suppress(subprocess.TimeoutExpired):
                 local.process.wait(max(0.0, deadline - time.monotonic()))
         self.kill_now()
-        for local in self._workers.values():
+        for local in self._processes(self._workers):
             with contextlib.suppress(subprocess.TimeoutExpired):
                 local.process.wait(self.kill_timeout)
         _OPEN_POOLS.discard(self)

@@ -299,6 +299,13 @@ class WorkerSpec(BaseModel):
         cls.add_arguments(parser)
         return cls.from_namespace(parser.parse_args(list(argv)))
 
+    def worker_ids(self) -> list[str | None]:
+        """Ids the process's workers register under: generated (``None``), ``worker_id``, or ``<id>-1``..."""
+        n = self.workers_per_process
+        if self.worker_id is None:
+            return [None] * n
+        return [self.worker_id] if n == 1 else [f"{self.worker_id}-{i + 1}" for i in range(n)]
+
     def to_argv(self) -> list[str]:
         """The worker flags of this spec: ``--network`` and every field given explicitly."""
         argv = ["--network", self.network_id]

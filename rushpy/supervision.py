@@ -78,6 +78,7 @@ class WorkerMethods:
         *,
         worker_loop: Callable[..., Any] | str | None = None,
         concurrency: int = 1,
+        workers_per_process: int = 1,
         heartbeat_period: float | None = None,
         heartbeat_expire: float | None = None,
         idle_timeout: float | None = None,
@@ -86,7 +87,7 @@ class WorkerMethods:
         allow_pickle: bool = False,
         **loop_args: Any,
     ) -> list[str]:
-        """Start ``n_workers`` worker processes on this host; returns their ids.
+        """Start ``n_workers`` workers in processes on this host; returns their ids.
 
         With ``fun`` (or ``worker_loop``) the start arguments (the function or
         loop, its loop arguments and every option below) are stored in the
@@ -98,7 +99,7 @@ class WorkerMethods:
         (see :mod:`rushpy.pool`).
 
         Args:
-            n_workers: How many processes to start.
+            n_workers: How many workers to start.
             fun: The function (importable, or defined in the running script) or its
                 path ``module:function``; default the stored start arguments.
             worker_loop: Instead of ``fun``: a worker loop, ``async def
@@ -108,6 +109,11 @@ class WorkerMethods:
                 bools, numbers, strings, lists, mappings with string keys),
                 stored once with the start arguments.
             concurrency: Tasks in flight per worker.
+            workers_per_process: Workers each process runs as coroutines (the
+                last process the rest): many workers for tasks that wait rather
+                than compute, at the memory of a few processes. They register as
+                ``<process id>-1``, ``-2``, ...; each has its own heartbeat. Not
+                stored: workers started elsewhere choose their own.
             heartbeat_period: Seconds between the workers' heartbeats (``None``: none).
             heartbeat_expire: Seconds until a heartbeat expires (default 3 periods).
             idle_timeout: Each worker exits once it found the queue empty for this
@@ -140,6 +146,7 @@ class WorkerMethods:
         check_code_choice(fun, worker_loop, loop_args)
         options: dict[str, Any] = {
             "concurrency": concurrency,
+            "workers_per_process": workers_per_process,
             "heartbeat_period": heartbeat_period,
             "heartbeat_expire": heartbeat_expire,
             "idle_timeout": idle_timeout,
@@ -319,7 +326,11 @@ class WorkerMethods:
         return result
 
     async def _kill(self, worker_id: str) -> None:
-        if not await self._pool.kill(worker_id):
+        if self._pool.shares_process(worker_id):
+            # Its process runs other workers, which go on: its kill key stops this one.
+            await self._pool.kill(worker_id)
+            await self._store.workers.request_kill([worker_id])
+        elif not await self._pool.kill(worker_id):
             info = await self._store.workers.worker_infos([worker_id])
             pid = info[0].pid if info else None
             if (

@@ -82,3 +82,54 @@ async def test_the_shared_sidecar_keeps_every_worker_while_the_loop_is_blocked(
     assert await worker_states(controller) == dict.fromkeys(ids, "running")
     await controller.stop_workers()
     assert await wait_exit(proc) == 0
+
+
+# -- start_local_workers(workers_per_process=...) ---------------------------------------------------
+async def test_local_workers_share_processes_and_one_killed_leaves_the_others_running(
+    controller: Controller,
+) -> None:
+    ids = await controller.start_local_workers(
+        5, fun="tests.funcs:async_sleepy", workers_per_process=2, heartbeat_period=0.5
+    )
+    await controller.wait_for_workers(5, timeout=60)
+    info = {row["worker_id"]: row for row in await controller.worker_info()}
+    assert sorted(info) == sorted(ids)
+    pids = [int(info[w]["pid"]) for w in ids]
+    assert sorted(pids.count(p) for p in set(pids)) == [1, 2, 2]  # two processes of 2, one of 1
+    shared = next(w for w in ids if w.endswith("-1"))
+    partner = shared[:-2] + "-2"
+    assert int(info[partner]["pid"]) == int(info[shared]["pid"])
+    keys = await controller.push_tasks([{"x": i, "duration": 0.05} for i in range(40)], max_retries=2)
+    result = await controller.stop_workers("kill", worker_ids=[shared])
+    assert result.stopped == [shared]
+    table = await controller.wait_for_tasks(keys, timeout=60, detect_lost_workers=True)
+    assert table["y"] == list(range(40))
+    states = await worker_states(controller)
+    assert states[shared] == "killed"
+    # Its partner in the same process runs on and keeps taking tasks.
+    assert states[partner] == "running" and controller.local_workers[partner].process.poll() is None
+    more = await controller.push_tasks([{"x": i, "duration": 0} for i in range(20)])
+    await controller.wait_for_tasks(more, timeout=60, detect_lost_workers=True)
+    assert await controller.detect_lost_workers() == []
+
+
+async def test_a_lost_process_of_many_workers_is_replaced_by_one_process_of_as_many(
+    controller: Controller,
+) -> None:
+    ids = await controller.start_local_workers(
+        2, fun="tests.funcs:async_sleepy", workers_per_process=2, heartbeat_period=0.5
+    )
+    await controller.wait_for_workers(2, timeout=60)
+    process = controller.local_workers[ids[0]].process
+    assert controller.local_workers[ids[1]].process is process
+    process.send_signal(signal.SIGKILL)
+    process.wait(10)
+    found = await controller.detect_lost_workers(restart_local_workers=True)
+    assert sorted(found) == sorted(ids)
+    new = [w for w in controller.local_workers if w not in ids]
+    assert len(new) == 2 and {w.rsplit("-", 1)[1] for w in new} == {"1", "2"}
+    assert controller.local_workers[new[0]].process is controller.local_workers[new[1]].process
+    await controller.wait_for_workers(2, timeout=60)  # the new ones
+    keys = await controller.push_tasks([{"x": i, "duration": 0} for i in range(10)])
+    table = await controller.wait_for_tasks(keys, timeout=60)
+    assert set(table["worker_id"]) <= set(new)

@@ -78,14 +78,6 @@ async def _start_args(config: RedisConfig, spec: WorkerSpec) -> dict[str, Any] |
         await client.aclose()
 
 
-def _worker_ids(spec: WorkerSpec) -> list[str | None]:
-    """Ids to register under: generated, the one given, or the one given with ``-1``, ``-2``, ..."""
-    n = spec.workers_per_process
-    if spec.worker_id is None:
-        return [None] * n
-    return [spec.worker_id] if n == 1 else [f"{spec.worker_id}-{i + 1}" for i in range(n)]
-
-
 async def run_worker(
     spec: WorkerSpec,
     config: RedisConfig,
@@ -133,7 +125,7 @@ async def run_worker(
             heartbeat_expire=spec.heartbeat_expire,
             heartbeat_sidecar=not shared,
         )
-        for worker_id in _worker_ids(spec)
+        for worker_id in spec.worker_ids()
     ]
     failed: list[str] = []
     with _signals(workers, parent):
