@@ -60,7 +60,7 @@ from rushpy.pool import ENV_PARENT_PID
 from rushpy.server import EmbeddedServer
 from rushpy.signing import ENV_ALLOW_MODULES, parse_allow_modules
 from rushpy.spec import WorkerSpec
-from rushpy.worker.process import KILLED, run_worker
+from rushpy.worker.process import KILLED, run_worker, tune_garbage_collector
 
 __all__ = ["build_worker_parser", "main", "worker_main"]
 
@@ -139,6 +139,7 @@ def _worker(options: argparse.Namespace) -> int:
         # It died before we asked for the signal: nobody would ever stop us.
         print("rushpy.worker: the controller that started this worker is gone; exiting", file=sys.stderr)
         return 1
+    tune_garbage_collector()
     code = asyncio.run(run_worker(spec, config, parent=parent, allow_modules=allow_modules))
     if code == KILLED:
         # Killed: the worker's cleanup has run; do not wait for a thread still

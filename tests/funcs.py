@@ -98,3 +98,10 @@ def fail_on_odd_sized(x: int, blob: str = "") -> dict[str, int]:
     if x % 2:
         raise ValueError(f"odd input {x}")
     return {"y": x, "n": len(blob)}
+
+
+def gc_settings() -> dict[str, Any]:
+    """The garbage collector's settings in the process that runs the task."""
+    import gc
+
+    return {"threshold": list(gc.get_threshold()), "frozen": gc.get_freeze_count()}

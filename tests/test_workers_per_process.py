@@ -133,3 +133,18 @@ async def test_a_lost_process_of_many_workers_is_replaced_by_one_process_of_as_m
     keys = await controller.push_tasks([{"x": i, "duration": 0} for i in range(10)])
     table = await controller.wait_for_tasks(keys, timeout=60)
     assert set(table["worker_id"]) <= set(new)
+
+
+async def test_worker_processes_collect_garbage_less_often_and_the_controller_is_left_alone(
+    controller: Controller,
+) -> None:
+    import gc
+
+    from rushpy.worker.process import GC_THRESHOLDS
+
+    before = gc.get_threshold()
+    await controller.start_local_workers(1, fun="tests.funcs:gc_settings")
+    [key] = await controller.push_tasks([{}])
+    row = (await controller.wait_for_tasks([key], timeout=60)).rows[0]
+    assert row["threshold"] == list(GC_THRESHOLDS) and row["frozen"] > 1000  # start-up objects frozen
+    assert gc.get_threshold() == before  # the controller's process is not the worker's
