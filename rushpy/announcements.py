@@ -18,6 +18,7 @@ announcements knows which of its keys closed without asking Redis.
 
 from __future__ import annotations
 
+import bisect
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -83,6 +84,9 @@ def _rows(body: bytes, n: int) -> list[list[bytes]] | None:
             return None
     return rows
 
+_LOG_SLACK = 1024
+"""Entries of unwatched keys the closure log may hold before it is compacted."""
+
 
 class Outcomes:
     """What announcements said about the keys that waiters wait for.
@@ -99,6 +103,9 @@ class Outcomes:
         self._watched: Counter[str] = Counter()
         # Per key: the number of the announcement, the state, the row (if carried).
         self._closed: dict[str, tuple[int, str, list[bytes] | None]] = {}
+        # (announcement number, key) of watched keys, in order: a waiter reads only what
+        # was announced since it last looked, never all its keys (a wait stays O(N)).
+        self._log: list[tuple[int, str]] = []
         self.announcements = 0
         """``F`` and ``X`` messages seen so far."""
 
@@ -115,6 +122,11 @@ class Outcomes:
             else:
                 del self._watched[key]
                 self._closed.pop(key, None)
+        if not self._watched:
+            self._log.clear()
+        elif len(self._log) > 2 * len(self._watched) + _LOG_SLACK:
+            # Waiters come and go (a web service): drop the entries of keys nobody watches.
+            self._log = [entry for entry in self._log if entry[1] in self._watched]
 
     def record(self, announcement: Announcement) -> None:
         """Note the watched keys of an announcement, with their rows when it carried them."""
@@ -127,6 +139,12 @@ class Outcomes:
             key = raw.decode(errors="replace")
             if key in self._watched:
                 self._closed[key] = (self.announcements, state, row)
+                self._log.append((self.announcements, key))
+
+    def announced_since(self, after: int) -> list[str]:
+        """Watched keys announced after announcement number ``after``, oldest first (a key may repeat)."""
+        start = bisect.bisect_right(self._log, after, key=lambda entry: entry[0])
+        return [key for _, key in self._log[start:]]
 
     def closed(self, key: str, after: int) -> tuple[str, list[bytes] | None] | None:
         """The state a watched key was announced in, and its row if announced with it.

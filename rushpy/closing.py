@@ -161,26 +161,29 @@ class KeyWaits:
         await events.subscribe(channel)  # a worker hears announcements only once it waits
         outcomes = self._outcomes
         deadline = None if timeout is None else time.monotonic() + timeout
-        open_keys = wanted
         found_lost: list[str] = []
         left_checked = -LOST_CHECK_INTERVAL
         outcomes.watch(wanted)
         try:
             seen, heard = [events.counter(c) for c in channels], outcomes.announcements
-            states = await self._store.reads.lookup(open_keys)
+            # The open keys and their states; a full look-up refreshes all of them, an
+            # announcement only the keys it names (so a wait costs O(keys), not O(keys^2)).
+            known = dict(zip(wanted, await self._store.reads.lookup(wanted), strict=True))
+            batch: dict[str, str] = {}
+            full = True
             while True:
-                if on_states is not None:  # a progress bar (rushpy.progress): open keys' states
-                    on_states(states)
-                known = dict(zip(open_keys, states, strict=True))
-                unknown = [k for k, s in known.items() if s is None]
-                if unknown:
-                    raise UnknownTaskError(await self._explain_unknown(unknown))
-                batch = {k: s for k, s in known.items() if s in _FINAL}
-                running = [k for k, s in known.items() if s == TaskState.RUNNING.value]
-                open_keys = [k for k, s in known.items() if s not in _FINAL]
+                if full:
+                    if on_states is not None:  # a progress bar (rushpy.progress): open keys' states
+                        on_states(list(known.values()))
+                    unknown = [k for k, s in known.items() if s is None]
+                    if unknown:
+                        raise UnknownTaskError(await self._explain_unknown(unknown))
+                    batch = {k: s for k, s in known.items() if s in _FINAL}
+                for key in batch:
+                    del known[key]
                 if batch:
                     yield batch
-                if not open_keys:
+                if not known:
                     return
                 if lost is not None:
                     found = await self._check_lost(lost)
@@ -190,18 +193,20 @@ class KeyWaits:
                         found_lost += found
                         left_checked = -LOST_CHECK_INTERVAL
                         seen, heard = [events.counter(c) for c in channels], outcomes.announcements
-                        states = await self._store.reads.lookup(open_keys)
+                        known = dict(zip(known, await self._store.reads.lookup(list(known)), strict=True))
+                        full = True
                         continue
                     # Whether workers are left: once per interval (one SMEMBERS, not one
                     # per wake-up), and right after a check found workers lost.
                     if time.monotonic() - left_checked >= LOST_CHECK_INTERVAL:
                         left_checked = time.monotonic()
                         if not await lost.workers_left():
-                            raise self._no_workers(found_lost, len(open_keys), len(wanted))
+                            raise self._no_workers(found_lost, len(known), len(wanted))
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
+                    running = [k for k, s in known.items() if s == TaskState.RUNNING.value]
                     raise TaskTimeoutError(
-                        f"{len(open_keys)} of {len(wanted)} tasks still open after {timeout} s "
+                        f"{len(known)} of {len(wanted)} tasks still open after {timeout} s "
                         f"({len(running)} running, the rest queued); raise the timeout or check the workers "
                         f"with worker_info(){await self._stale_hint(running, lost is not None)}"
                     )
@@ -212,17 +217,18 @@ class KeyWaits:
                 if announced and not other and announced == heard - since and on_states is None:
                     # Only announcements: the announced keys closed, nothing else did
                     # (a progress bar needs every state, so it always looks up).
-                    states = []
-                    for key in open_keys:
-                        closed = outcomes.closed(key, since)
+                    batch = {}
+                    for key in outcomes.announced_since(since):
+                        closed = outcomes.closed(key, since) if key in known else None
                         if closed is None:
-                            states.append(known[key])
                             continue
-                        states.append(closed[0])
+                        batch[key] = closed[0]
                         if closed[1] is not None and carried is not None:
                             carried[key] = closed[1]
+                    full = False
                 else:
-                    states = await self._store.reads.lookup(open_keys)
+                    known = dict(zip(known, await self._store.reads.lookup(list(known)), strict=True))
+                    full = True
         finally:
             outcomes.unwatch(wanted)
 

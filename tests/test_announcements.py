@@ -76,6 +76,66 @@ def test_outcomes_remember_only_watched_keys_and_only_news() -> None:
     assert outcomes.closed("a", before) is None  # forgotten with its last waiter
 
 
+def test_announced_since_names_the_watched_keys_in_order_and_the_log_stays_bounded() -> None:
+    outcomes = Outcomes()
+    outcomes.watch(["a", "b", "c"])
+    start = outcomes.announcements
+    outcomes.record(Announcement(False, 0, [b"a", b"z"], None))
+    middle = outcomes.announcements
+    outcomes.record(Announcement(True, 1, [b"c", b"a"], None))
+    assert outcomes.announced_since(start) == ["a", "c", "a"]  # z is not watched
+    assert outcomes.announced_since(middle) == ["c", "a"]
+    assert outcomes.announced_since(outcomes.announcements) == []
+    outcomes.unwatch(["a", "b", "c"])
+    assert outcomes.announced_since(start) == []  # forgotten with the last waiter
+    # A long-lived waiter keeps the log; keys of waiters that left are compacted away.
+    outcomes.watch(["keep"])
+    outcomes.record(Announcement(False, 0, [b"keep"], None))
+    for i in range(3000):
+        key = f"k{i}"
+        outcomes.watch([key])
+        outcomes.record(Announcement(False, i, [key.encode()], None))
+        outcomes.unwatch([key])
+    assert len(outcomes._log) <= 2 * 1 + 1024 + 1
+    assert outcomes.announced_since(start)[0] == "keep"
+
+
+async def test_a_wait_looks_only_at_the_keys_each_wake_up_announced(
+    controller: Controller, raw: redis.asyncio.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A wait for N keys costs O(N) in all, not O(N) per wake-up (that made 30,000 keys cost minutes)."""
+    n = 1000
+    keys = await controller.push_tasks([{"x": i} for i in range(n)])
+    calls = {"closed": 0, "wake-ups": 0}
+    closed, announced_since = Outcomes.closed, Outcomes.announced_since
+
+    def counting_closed(self: Outcomes, key: str, after: int) -> Any:
+        calls["closed"] += 1
+        return closed(self, key, after)
+
+    def counting_since(self: Outcomes, after: int) -> list[str]:
+        calls["wake-ups"] += 1
+        return announced_since(self, after)
+
+    monkeypatch.setattr(Outcomes, "closed", counting_closed)
+    monkeypatch.setattr(Outcomes, "announced_since", counting_since)
+
+    async def announce() -> None:
+        for i, key in enumerate(keys):
+            row = [b"xs", encode({"x": i}), b"ys", encode({"y": i})]
+            await raw.publish(controller._keys.results, b"F %d %s\n" % (i, key.encode()) + msgpack.packb([row]))
+            if i % 10 == 9:
+                await anyio.sleep(0.002)  # let the waiter wake up many times
+
+    with anyio.fail_after(60):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(announce)
+            table = await controller.wait_for_tasks(keys, timeout=50, detect_lost_workers=False)
+    assert table["y"] == list(range(n)) and set(table["state"]) == {"finished"}
+    assert calls["closed"] <= n  # each announced key looked at once
+    assert calls["wake-ups"] >= 20  # many wake-ups, each by announcements only
+
+
 # -- the scripts --------------------------------------------------------------------------------
 
 
