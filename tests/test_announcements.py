@@ -123,7 +123,8 @@ async def test_a_wait_looks_only_at_the_keys_each_wake_up_announced(
     async def announce() -> None:
         for i, key in enumerate(keys):
             row = [b"xs", encode({"x": i}), b"ys", encode({"y": i})]
-            await raw.publish(controller._keys.results, b"F %d %s\n" % (i, key.encode()) + msgpack.packb([row]))
+            message = b"F %d %s\n" % (i, key.encode()) + msgpack.packb([row])
+            await raw.publish(controller._keys.results, message)
             if i % 10 == 9:
                 await anyio.sleep(0.002)  # let the waiter wake up many times
 
