@@ -73,29 +73,43 @@ class LogMethods:
             rows = [r for r in rows if r["_ts"] >= cutoff]
         return _table(rows)
 
-    async def print_log(self, file: IO[str] | None = None) -> int:
-        """Print the records that this object has not printed before; returns how many it printed.
+    async def read_new_log(self, worker_ids: str | Sequence[str] | None = None) -> Table:
+        """The log records that no earlier call on this object returned or printed, oldest first.
 
-        One line per record: time (UTC), worker, level, logger, message and
-        fields. Concurrent calls never print a record twice.
+        The log's stream: it keeps the last entry read of each worker (shared
+        with :meth:`print_log`), so a record written late (workers write every
+        0.5 s, each on its own schedule) is never skipped, and none comes twice,
+        also with concurrent calls. Rows as in :meth:`read_log`.
 
         Args:
-            file: Where to print (default ``sys.stdout``).
+            worker_ids: A worker id or ids (default: every worker that registered).
 
         """
         cursor: _Cursor | None = self.__dict__.get("_log_cursor")
         if cursor is None:
             cursor = self.__dict__.setdefault("_log_cursor", _Cursor())
         async with cursor.lock:
-            ids = await self._log_worker_ids(None)
+            ids = await self._log_worker_ids(worker_ids)
             entries = await read_logs(self._session.store.workers, ids, cursor.after)
             for entry in entries:
                 cursor.after[entry.worker_id] = entry.entry_id
-            rows = sorted((_row(e) for e in entries if e.record is not None), key=lambda r: r["_ts"])
-            out = file if file is not None else sys.stdout
-            for row in rows:
-                print(format_record(row), file=out)
-            return len(rows)
+            return _table([_row(e) for e in entries if e.record is not None])
+
+    async def print_log(self, file: IO[str] | None = None) -> int:
+        """Print the records that this object has not printed before; returns how many it printed.
+
+        One line per record: time (UTC), worker, level, logger, message and
+        fields. Concurrent calls never print a record twice (see :meth:`read_new_log`).
+
+        Args:
+            file: Where to print (default ``sys.stdout``).
+
+        """
+        rows = await self.read_new_log()
+        out = file if file is not None else sys.stdout
+        for row in rows:
+            print(format_record(row), file=out)
+        return len(rows)
 
     async def _log_worker_ids(self, worker_ids: str | Sequence[str] | None) -> list[str]:
         if worker_ids is None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import signal
@@ -15,7 +16,8 @@ import anyio.to_thread
 import pytest
 
 import rushpy
-from rushpy import Controller, RedisConfig, Worker, cli
+from rushpy import Controller, RedisConfig, Worker
+from rushpy.cli.common import run
 
 pytestmark = pytest.mark.usefixtures("anyio_backend")
 
@@ -46,10 +48,14 @@ async def test_status_prints_counts_and_workers(controller: Controller, config: 
         done = await run_rushpy("status", "--network", controller.network_id, env=env_for(config))
     out = done.stdout.decode()
     assert done.returncode == 0, done.stderr
-    assert out.splitlines()[0].split() == ["n_queued_tasks", "2"]
-    assert "n_running_workers          1" in out
-    assert "status-worker" in out and "running" in out
+    assert f"network {controller.network_id}" in out.splitlines()[0]
+    assert "queued" in out and "status-worker" in out and "running" in out
     assert done.stderr == b""
+    # The same as JSON, for scripts.
+    done = await run_rushpy("status", controller.network_id, "--json", env=env_for(config))
+    found = json.loads(done.stdout)
+    assert found["counts"]["n_queued_tasks"] == 2
+    assert [(w["worker_id"], w["state"]) for w in found["workers"]] == [("status-worker", "terminated")]
 
 
 async def test_status_of_an_unreachable_server_is_one_line(network_id: str) -> None:
@@ -62,6 +68,7 @@ async def test_status_of_an_unreachable_server_is_one_line(network_id: str) -> N
 
 
 async def test_status_into_a_closed_pipe_exits_quietly(controller: Controller, config: RedisConfig) -> None:
+    await controller.push_tasks([{"x": 1}])
     # The reader is gone before anything is written: every write fails with EPIPE.
     read_end, write_end = os.pipe()
     os.close(read_end)
@@ -81,9 +88,10 @@ async def test_status_into_a_closed_pipe_exits_quietly(controller: Controller, c
 
 
 async def test_status_piped_into_head(controller: Controller, config: RedisConfig) -> None:
+    await controller.push_tasks([{"x": 1}])
     command = shlex.join([sys.executable, "-m", "rushpy", "status", "--network", controller.network_id])
     done = await anyio.run_process(["sh", "-c", f"{command} | head -1"], cwd=REPO, env=env_for(config))
-    assert done.stdout.decode().split() == ["n_queued_tasks", "0"]
+    assert f"network {controller.network_id}" in done.stdout.decode()
     assert done.stderr == b""
 
 
@@ -128,18 +136,18 @@ def test_ctrl_c_ends_a_command_with_130_and_no_traceback() -> None:
     def interrupted() -> int:
         raise KeyboardInterrupt
 
-    assert cli._run(interrupted, "rushpy") == 130
+    assert run(interrupted, "rushpy") == 130
 
 
 def test_errors_of_a_task_group_print_one_line(capsys: pytest.CaptureFixture[str]) -> None:
     def failing() -> int:
         raise ExceptionGroup("task group", [rushpy.ConfigError("invalid x=1: use 2")])
 
-    assert cli._run(failing, "rushpy") == 2
+    assert run(failing, "rushpy") == 2
     assert capsys.readouterr().err == "rushpy: error: invalid x=1: use 2\n"
 
     def mixed() -> int:
         raise ExceptionGroup("task group", [rushpy.ConfigError("bad"), ValueError("bug")])
 
     with pytest.raises(ExceptionGroup):
-        cli._run(mixed, "rushpy")
+        run(mixed, "rushpy")

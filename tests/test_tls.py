@@ -225,16 +225,19 @@ def test_cli_worker_with_the_wrong_ca_exits_2_naming_the_fix(tls: TLSServer, net
     assert "certificate was not accepted" in done.stderr and "Traceback" not in done.stderr
 
 
-def test_status_command_takes_tls_flags(
+async def test_status_command_takes_tls_flags(
     tls: TLSServer, network_id: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    async with Controller(network_id, config=tls.config()) as rush:
+        await rush.push_tasks([{"x": 1}])  # the network exists
     monkeypatch.setenv("RUSHPY_REDIS_PASSWORD", PASSWORD)
     url = tls.config(ssl_ca_certs=None, ssl_certfile=None, ssl_keyfile=None).to_url(include_options=True)
     flags = ["--ssl-ca-certs", str(tls.ca), "--ssl-certfile", str(tls.cert), "--ssl-keyfile", str(tls.key)]
-    assert rushpy_main(["status", "--network", network_id, "--url", url, *flags]) == 0
-    assert "n_tasks" in capsys.readouterr().out
+    status = ["status", network_id, "--url", url]
+    assert await anyio.to_thread.run_sync(rushpy_main, [*status, *flags]) == 0
+    assert "finished" in capsys.readouterr().out
     # Without the client certificate the server refuses: one line, exit 2.
-    assert rushpy_main(["status", "--network", network_id, "--url", url, "--ssl-ca-certs", str(tls.ca)]) == 2
+    assert await anyio.to_thread.run_sync(rushpy_main, [*status, "--ssl-ca-certs", str(tls.ca)]) == 2
     assert "ssl_certfile" in capsys.readouterr().err
 
 
