@@ -302,3 +302,43 @@ def test_the_cli_reference_documents_every_command() -> None:
     reference = (REPO / "docs" / "cli.md").read_text()
     for name in sub.choices:
         assert f"`rushpy {name}" in reference, f"docs/cli.md does not document `rushpy {name}`"
+
+
+async def test_status_watch_on_a_terminal_shows_the_latest_look_only(
+    controller: Controller, study: Any, config: RedisConfig
+) -> None:
+    import os
+    import pty
+
+    leader, follower = pty.openpty()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "rushpy", "status", controller.network_id, "--watch", "--interval", "0.3"],
+        cwd=REPO,
+        env=env_for(config),
+        stdout=follower,
+        stderr=subprocess.PIPE,
+    )
+    os.close(follower)
+    shown = bytearray()
+
+    def read_for(seconds: float) -> None:
+        import select
+
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            if select.select([leader], [], [], 0.1)[0]:
+                try:
+                    shown.extend(os.read(leader, 65536))
+                except OSError:
+                    return
+
+    try:
+        await anyio.to_thread.run_sync(read_for, 2.5)
+        process.send_signal(signal.SIGINT)
+        assert await anyio.to_thread.run_sync(process.wait, 30) == 130
+    finally:
+        os.close(leader)
+        if process.poll() is None:
+            process.kill()
+    assert shown.count(b"\x1b[2J") >= 3  # cleared before each look
+    assert controller.network_id.encode() in shown

@@ -122,6 +122,8 @@ async def _status(options: argparse.Namespace) -> int:
         raise ConfigError(f"invalid --interval {options.interval}: use a positive number of seconds")
     async with open_network(options) as rush:
         while True:
+            if options.watch and not out.as_json and out.stream.isatty():
+                out.clear()  # a terminal shows the latest look only
             await _print_status(rush, out)
             if not options.watch:
                 return 0

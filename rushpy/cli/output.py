@@ -89,6 +89,10 @@ class Output:
         """Print ``value`` as one line of JSON."""
         print(to_json(value), file=self.stream, flush=True)
 
+    def clear(self) -> None:
+        """Clear the terminal (ANSI: erase the screen, cursor home)."""
+        print("\033[2J\033[H", end="", file=self.stream, flush=True)
+
     def line(self, text: str = "") -> None:
         """Print a line of text."""
         print(text, file=self.stream, flush=True)
