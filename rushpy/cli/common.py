@@ -18,6 +18,7 @@ from rushpy.connection import RushClient, check_connection, create_client
 from rushpy.controller import Controller
 from rushpy.errors import ConfigError, ConnectionFailedError, RushError
 from rushpy.keys import DEFAULT_PREFIX, Keys
+from rushpy.store import Store
 
 __all__ = [
     "ERROR",
@@ -83,9 +84,8 @@ def _network_id(options: argparse.Namespace) -> str:
 
 
 async def network_exists(client: RushClient, keys: Keys) -> bool:
-    """Whether the server holds any of the keys every used network has (tasks, workers, start arguments)."""
-    names = [keys.all_tasks, keys.workers, keys.start_args, keys.seed, keys.constants, keys.failed_log]
-    return int(await client.exists(*names)) > 0
+    """Whether the server holds anything of the network (see :meth:`rushpy.store.Store.network_exists`)."""
+    return await Store(client, keys).network_exists()
 
 
 @asynccontextmanager

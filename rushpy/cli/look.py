@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import re
 from collections.abc import Sequence
 from dataclasses import asdict
 from typing import Any
@@ -18,7 +17,7 @@ from rushpy.errors import ConfigError
 from rushpy.keys import DEFAULT_PREFIX, Keys
 from rushpy.log_methods import format_record
 from rushpy.models import TaskState
-from rushpy.store import Store
+from rushpy.store import Store, find_networks
 from rushpy.table import ROW_FIELDS
 
 __all__ = ["COMMANDS", "add_parsers"]
@@ -88,20 +87,12 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
 
 
 # -- list -------------------------------------------------------------------------------------
-_ID = re.compile(r"^(?P<prefix>.+?):\{(?P<network>.+?)\}:")
-
 
 async def _list(options: argparse.Namespace) -> int:
     out = Output(options.json)
     rows: list[dict[str, Any]] = []
     async with open_client(options) as client:
-        ids: set[str] = set()
-        # SCAN walks the keyspace in steps: it never blocks the server like KEYS would.
-        async for raw in client.scan_iter(match=f"{options.prefix}:{{*}}:*", count=1000):
-            found = _ID.match(raw.decode(errors="replace"))
-            if found and found["prefix"] == options.prefix:
-                ids.add(found["network"])
-        for network_id in sorted(ids):
+        for network_id in await find_networks(client, options.prefix):
             store = Store(client, Keys(network_id, options.prefix))
             if not rows:
                 await store.load_scripts()

@@ -9,14 +9,14 @@ as text, anything else JSON cannot hold as its ``str``.
 from __future__ import annotations
 
 import datetime as dt
-import json
-import math
 import sys
 from collections.abc import Mapping, Sequence
 from importlib.util import find_spec
 from typing import Any, TextIO
 
-__all__ = ["CELL_WIDTH", "Output", "cell", "to_json"]
+from rushpy.jsonable import to_json
+
+__all__ = ["CELL_WIDTH", "Output", "cell"]
 
 CELL_WIDTH = 60
 """Characters of one table cell at most (longer values are cut with an ellipsis)."""
@@ -24,31 +24,6 @@ CELL_WIDTH = 60
 _WHOLE = frozenset({"key", "worker_id", "network", "state", "started_at", "finished_at", "pid"})
 _NARROWEST = 12
 """Width below which a column's values are not folded (only longer ones, such as errors, are)."""
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, dt.datetime):
-        return value.isoformat()
-    if isinstance(value, bytes):
-        return value.decode(errors="replace")
-    if isinstance(value, (set, frozenset, tuple)):
-        return list(value)
-    return str(value)
-
-
-def to_json(value: Any) -> str:
-    """``value`` as one line of JSON (see the module's notes); non-finite floats become ``null``."""
-    return json.dumps(_finite(value), default=_jsonable, ensure_ascii=False)
-
-
-def _finite(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, Mapping):
-        return {str(k): _finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
-    return value
 
 
 def cell(value: Any, width: int | None = CELL_WIDTH) -> str:

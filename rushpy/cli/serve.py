@@ -11,6 +11,7 @@ import threading
 
 from rushpy.acl import ENV_ACL_PASSWORD, acl_setuser
 from rushpy.cli.common import add_connection_arguments, config_of
+from rushpy.errors import ConfigError
 from rushpy.keys import DEFAULT_PREFIX
 from rushpy.lifetime import die_with_parent
 from rushpy.logs import configure_cli_logging
@@ -143,6 +144,17 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         action="store_true",
         help="for a Redis Cluster: allow sharded pub/sub (set the user on every node)",
     )
+    p_dash = sub.add_parser(
+        "dashboard",
+        help="serve the live web dashboard (the dashboard extra)",
+        description="Serve a web page showing networks live. Read-only unless $RUSHPY_DASHBOARD_TOKEN "
+        "is set: then stop, cancel and retry work for requests that send that token.",
+    )
+    p_dash.add_argument("--network", help="the network shown first (default: the page's chooser)")
+    p_dash.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p_dash.add_argument("--port", type=int, default=8080, help="TCP port (default 8080)")
+    p_dash.add_argument("--prefix", default=DEFAULT_PREFIX, help=f"key prefix (default: {DEFAULT_PREFIX})")
+    add_connection_arguments(p_dash)
     p_worker = sub.add_parser(
         "worker",
         help="run a worker (same flags as python -m rushpy.worker)",
@@ -151,5 +163,27 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     add_worker_arguments(p_worker)
 
 
-COMMANDS = {"acl": _acl, "server": _server, "worker": _worker}
+def _dashboard(options: argparse.Namespace) -> int:
+    try:
+        from rushpy.dashboard import ENV_TOKEN, serve  # noqa: PLC0415 - an optional extra
+    except ImportError as exc:
+        raise ConfigError(
+            f"the dashboard needs the dashboard extra ({exc.name} is missing): "
+            "pip install 'rushpy[dashboard]'"
+        ) from exc
+    token = os.environ.get(ENV_TOKEN) or None
+    mode = "actions on (token from $RUSHPY_DASHBOARD_TOKEN)" if token else "read-only"
+    print(f"rushpy dashboard at http://{options.host}:{options.port}/ ({mode}); Ctrl-C stops it", flush=True)
+    serve(
+        config_of(options),
+        host=options.host,
+        port=options.port,
+        network=options.network,
+        prefix=options.prefix,
+        token=token,
+    )
+    return 0
+
+
+COMMANDS = {"acl": _acl, "dashboard": _dashboard, "server": _server, "worker": _worker}
 """Each command's function, by name."""

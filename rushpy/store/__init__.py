@@ -22,6 +22,7 @@ from rushpy.keys import Keys
 from rushpy.scripts import load_all
 from rushpy.scripts.calls import Requeued
 from rushpy.store.base import CHUNK, CHUNK_BYTES, DEFAULT_MAX_TASK_BYTES, new_task_key, new_worker_id
+from rushpy.store.networks import find_networks
 from rushpy.store.objects import LARGE_OBJECT_BYTES, ObjectStore
 from rushpy.store.reads import NetworkStatus, ReadStore
 from rushpy.store.reset import delete_network
@@ -40,6 +41,7 @@ __all__ = [
     "Store",
     "TaskStore",
     "WorkerStore",
+    "find_networks",
     "new_task_key",
     "new_worker_id",
 ]
@@ -78,6 +80,12 @@ class Store:
     async def load_scripts(self) -> None:
         """Register every script on the server (needed before pipelined calls)."""
         await load_all(self.client, sharded=self.tasks.sharded)
+
+    async def network_exists(self) -> bool:
+        """Whether the server holds a key every used network has (tasks, workers, start arguments, seeds)."""
+        k = self.keys
+        names = [k.all_tasks, k.workers, k.start_args, k.seed, k.constants, k.failed_log]
+        return int(await self.client.exists(*names)) > 0
 
     async def reset(self, *, keep_workers: bool = False) -> int:
         """Delete the network's data; returns the number of keys deleted.
