@@ -12,6 +12,7 @@ import signal
 import subprocess
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import pytest
 import redis.asyncio
@@ -20,7 +21,7 @@ from rushpy import Controller, EmbeddedServer, RedisConfig
 from rushpy.connection import create_client
 from rushpy.keys import Keys
 from rushpy.store import Store
-from tests.helpers import raw_client
+from tests.helpers import eventually, raw_client
 
 
 @pytest.fixture
@@ -86,3 +87,18 @@ def processes() -> Iterator[list[subprocess.Popen[bytes]]]:
                 except ProcessLookupError:
                     break
             proc.wait(10)
+
+
+@pytest.fixture
+async def study(controller: Controller) -> dict[str, Any]:
+    """Two workers; six tasks done (three failed with a traceback), their counts written."""
+    workers = await controller.start_local_workers(2, fun="tests.funcs:fail_on_odd", log_level="info")
+    keys = await controller.push_tasks([{"x": i} for i in range(6)])
+    await controller.wait_for_tasks(keys, timeout=60)
+
+    async def counted() -> bool:  # workers write their counts with their log, at least every 2 s
+        info = await controller.worker_info()
+        return sum(info["n_finished"]) == 3 and sum(info["n_failed"]) == 3
+
+    await eventually(counted, "the workers' counts are written", timeout=10)
+    return {"keys": keys, "workers": workers}

@@ -56,21 +56,6 @@ def cli(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, con
     return Cli(capsys, monkeypatch, config.to_url(include_password=True))
 
 
-@pytest.fixture
-async def study(controller: Controller) -> dict[str, Any]:
-    """Two workers; six tasks done (three failed with a traceback), their counts written."""
-    workers = await controller.start_local_workers(2, fun="tests.funcs:fail_on_odd", log_level="info")
-    keys = await controller.push_tasks([{"x": i} for i in range(6)])
-    await controller.wait_for_tasks(keys, timeout=60)
-
-    async def counted() -> bool:  # workers write their counts with their log, at least every 2 s
-        info = await controller.worker_info()
-        return sum(info["n_finished"]) == 3 and sum(info["n_failed"]) == 3
-
-    await eventually(counted, "the workers' counts are written", timeout=10)
-    return {"keys": keys, "workers": workers}
-
-
 async def test_list_names_the_network_with_its_counts(cli: Cli, controller: Controller, study: Any) -> None:
     found = {row["network"]: row for row in await cli.json("list")}
     row = found[controller.network_id]

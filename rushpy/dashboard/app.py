@@ -25,7 +25,7 @@ import contextlib
 import hmac
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import asynccontextmanager
 from dataclasses import asdict
 from importlib import resources
 from importlib.metadata import PackageNotFoundError, version
@@ -73,12 +73,19 @@ class _Missing(Exception):
 
 
 class _Views:
-    """One open :class:`NetworkView` per network looked at; all closed with the app."""
+    """One open :class:`NetworkView` per network looked at, each held open by a task of the app's group.
 
-    def __init__(self, config: RedisConfig, prefix: str, stack: AsyncExitStack, client: RushClient) -> None:
+    A controller is entered and left in one task (its task group demands it),
+    so each lives in a task of its own that the app's lifespan owns, not in the
+    request that first asked for it.
+    """
+
+    def __init__(
+        self, config: RedisConfig, prefix: str, group: anyio.abc.TaskGroup, client: RushClient
+    ) -> None:
         self._config = config
         self._prefix = prefix
-        self._stack = stack
+        self._group = group
         self.client = client
         self._views: dict[str, NetworkView] = {}
         self._lock = anyio.Lock()
@@ -99,10 +106,14 @@ class _Views:
                 if not await store.network_exists():
                     raise _Missing(f"no network {network_id!r} (prefix {self._prefix!r}) on this server")
                 await store.load_scripts()
-                controller = Controller(network_id, self._config, prefix=self._prefix)
-                await self._stack.enter_async_context(controller)
-                self._views[network_id] = NetworkView(controller, store)
+                self._views[network_id] = await self._group.start(self._hold, store)
             return self._views[network_id]
+
+    async def _hold(self, store: Store, *, task_status: anyio.abc.TaskStatus[NetworkView]) -> None:
+        network_id = store.keys.network_id
+        async with Controller(network_id, self._config, prefix=self._prefix) as controller:
+            task_status.started(NetworkView(controller, store))
+            await anyio.sleep_forever()  # until the app stops: its group is cancelled
 
 
 def create_app(
@@ -131,16 +142,17 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
-        async with AsyncExitStack() as stack:
-            client = create_client(config)
-            stack.push_async_callback(client.aclose)
-            views = state["views"] = _Views(config, prefix, stack, client)
+        client = create_client(config)
+        try:
             async with anyio.create_task_group() as group:
+                views = state["views"] = _Views(config, prefix, group, client)
                 group.start_soon(_poll_logs, views)
                 try:
                     yield
                 finally:
-                    group.cancel_scope.cancel()
+                    group.cancel_scope.cancel()  # closes every view's controller, in its own task
+        finally:
+            await client.aclose()
 
     def views() -> _Views:
         return state["views"]

@@ -20,6 +20,7 @@ from dataclasses import asdict
 from typing import Any
 
 from rushpy.controller import Controller
+from rushpy.errors import UnknownTaskError
 from rushpy.models import TaskState
 from rushpy.store import Store
 
@@ -158,8 +159,9 @@ class NetworkView:
             for name in states:
                 pairs += [(key, name) for key in by_state.get(name, [])]
         page = pairs[offset : offset + limit]
-        tasks = await self.store.reads.read_tasks([key for key, _ in page])
-        rows = [self._row(key, name, task) for (key, name), task in zip(page, tasks, strict=True) if task]
+        # lookup_rows reads hashes and finished tasks' packed rows alike, with their state now.
+        found = await self.store.reads.lookup_rows([key for key, _ in page])
+        rows = [self._row(key, hit[0], hit[1]) for (key, _), hit in zip(page, found, strict=True) if hit]
         return {"total": len(pairs), "offset": offset, "rows": rows}
 
     async def _keys_of_worker(self, worker: str, states: Sequence[str]) -> list[tuple[str, str]]:
@@ -190,13 +192,15 @@ class NetworkView:
 
     async def task(self, key: str) -> dict[str, Any]:
         """One task with everything: inputs, results, extras, every condition (raises for an unknown key)."""
-        row = await self.controller.fetch_task(key)  # the state, or UnknownTaskError
-        [task] = await self.store.reads.read_tasks([key])
-        task = task or {}
+        [found] = await self.store.reads.lookup_rows([key])
+        if found is None:
+            await self.controller.fetch_task(key)  # raises UnknownTaskError, naming the network
+            raise UnknownTaskError(f"no task {key!r}")  # pragma: no cover - it raised above
+        state, task = found
         extras = {**_group(task, "xs_extra"), **_group(task, "ys_extra")}
         conditions = task.get("conditions")
         return {
-            **self._row(key, row["state"], task),
+            **self._row(key, state, task),
             "attempts": task.get("attempts"),
             "max_retries": task.get("max_retries"),
             "created_at": _iso(task.get("created_at")),
@@ -212,7 +216,8 @@ class NetworkView:
         recent = finished[max(0, total - limit) :]
         keys = recent["key"]
         # Which columns are inputs and which results: the groups of the newest task's hash.
-        sample = (await self.store.reads.read_tasks(keys[-1:]))[0] if keys else None
+        found = await self.store.reads.lookup_rows(keys[-1:])
+        sample = found[0][1] if found and found[0] else None
         inputs = list(_group(sample or {}, "xs"))
         outputs = list(_group(sample or {}, "ys"))
         columns = {name: recent[name] for name in (*inputs, *outputs) if name in recent.columns}
