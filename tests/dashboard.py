@@ -28,7 +28,14 @@ def running_dashboard(config: RedisConfig, **options: Any) -> Iterator[str]:
     """Serve ``create_app(config, **options)``; yields its base URL and stops it afterwards."""
     port = _free_port()
     server = uvicorn.Server(
-        uvicorn.Config(create_app(config, **options), host="127.0.0.1", port=port, log_level="warning")
+        uvicorn.Config(
+            create_app(config, **options),
+            host="127.0.0.1",
+            port=port,
+            log_level="warning",
+            # Open event streams (a page still showing) would hold a graceful shutdown forever.
+            timeout_graceful_shutdown=1,
+        )
     )
     thread = threading.Thread(target=server.run, name="dashboard", daemon=True)
     thread.start()

@@ -23,6 +23,7 @@ from rushpy.controller import Controller
 from rushpy.errors import UnknownTaskError
 from rushpy.models import TaskState
 from rushpy.store import Store
+from rushpy.table import Table
 
 __all__ = ["LOG_BUFFER", "LOG_LEVELS", "MAX_HISTORY", "MAX_PAGE", "NetworkView"]
 
@@ -170,7 +171,7 @@ class NetworkView:
             running = next((w for w in await self.workers() if w["worker_id"] == worker), None)
             pairs += [(key, "running") for key in (running or {}).get("running", [])]
         if TaskState.FINISHED.value in states:
-            finished = await self.controller.fetch_finished_tasks()  # the cache: incremental
+            finished = await self._finished()
             pairs += _of_worker(finished["key"], finished["worker_id"], worker, "finished")
         if TaskState.FAILED.value in states:
             failed = await self.controller.fetch_failed_tasks()
@@ -208,11 +209,26 @@ class NetworkView:
             "conditions": list(conditions) if isinstance(conditions, list) else [],
         }
 
+    async def _finished(self) -> Table:
+        """The finished tasks, from the controller's cache (incremental), fresh after a reset.
+
+        A reset by another client leaves a long-lived controller's cache as it
+        was: when it holds more rows than the network has finished tasks, it
+        is dropped and read again.
+        """
+        finished = await self.controller.fetch_finished_tasks()
+        if len(finished) > (await self.controller.status()).n_finished_tasks:
+            self.controller.reset_cache()
+            finished = await self.controller.fetch_finished_tasks()
+        return finished
+
     # -- history ----------------------------------------------------------------------------
     async def history(self, limit: int) -> dict[str, Any]:
         """The last ``limit`` finished tasks: finish time and numeric inputs and results."""
-        finished = await self.controller.fetch_finished_tasks()
+        finished = await self._finished()
         total = len(finished)
+        if not total:  # an empty table has no columns at all
+            return {"inputs": [], "outputs": [], "total": 0, "points": []}
         recent = finished[max(0, total - limit) :]
         keys = recent["key"]
         # Which columns are inputs and which results: the groups of the newest task's hash.
