@@ -22,7 +22,8 @@ from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 
-from rushpy import Controller, RedisConfig
+from rushpy import Controller, EmbeddedServer, RedisConfig
+from rushpy.server import _free_port
 from tests.dashboard import running_dashboard
 
 pytestmark = pytest.mark.usefixtures("anyio_backend")
@@ -195,3 +196,40 @@ async def test_an_action_without_the_token_is_refused(
             assert anyio.current_time() < deadline, "the retried tasks did not run again"
             await anyio.sleep(0.1)
         no_script_errors(browser)
+
+
+async def test_the_page_rides_out_a_reset_and_a_server_restart(browser: WebDriver, tmp_path: Path) -> None:
+    """Open on a network, then reset it and stop the server: the page says so and comes back by itself."""
+    server = EmbeddedServer(port=_free_port(), data_dir=tmp_path, appendonly=True)
+    server.start()
+    try:
+        config = RedisConfig.from_url(f"{server.url}?reconnect_budget=1&socket_timeout=1")
+        async with Controller("rides-out", config=config) as rush:
+            await rush.push_tasks([{"x": 1}, {"x": 2}])
+            with running_dashboard(config, network="rides-out") as url:
+                await anyio.to_thread.run_sync(browser.get, f"{url}/#network=rides-out")
+
+                def shows(selector: str, wanted: str) -> Callable[[], bool]:
+                    what = f"{selector} showing {wanted!r}"
+                    return lambda: until(browser, lambda: text_of(browser, selector) == wanted, what)
+
+                def banner() -> str:
+                    node = browser.find_element(By.CSS_SELECTOR, "#banner")
+                    return str(node.text) if node.is_displayed() else ""
+
+                await anyio.to_thread.run_sync(shows("#count-queued", "2"))
+                await rush.reset()
+                gone = lambda: until(browser, lambda: "does not exist" in banner(), "the reset")  # noqa: E731
+                await anyio.to_thread.run_sync(gone)
+                await rush.push_tasks([{"x": 3}])
+                await anyio.to_thread.run_sync(shows("#count-queued", "1"))
+                await anyio.to_thread.run_sync(lambda: until(browser, lambda: banner() == "", "no banner"))
+                server.stop()
+                await anyio.to_thread.run_sync(shows("#status-indicator", "server down"))
+                browser.save_screenshot(str(SHOTS / "dashboard-server-down.png"))
+                server.start()
+                await anyio.to_thread.run_sync(shows("#status-indicator", "live"))
+                await anyio.to_thread.run_sync(shows("#count-queued", "1"))  # the AOF kept it
+                no_script_errors(browser)
+    finally:
+        server.stop()
