@@ -77,6 +77,8 @@ class ResultCache:
         """Finished-list entries read from Redis so far (for tests and diagnostics)."""
         self.failed_read = 0
         """Failed-log entries read from Redis so far (for tests and diagnostics)."""
+        # Another client reset the network (its "R" message): check at the next update.
+        self._reset_suspected = False
 
     @property
     def offset(self) -> int:
@@ -87,6 +89,24 @@ class ResultCache:
     def failed_offset(self) -> int:
         """Entries of the failed log read so far."""
         return self._failed_offset
+
+    def suspect_reset(self) -> None:
+        """A client reset the network: before the next read, check whether the lists shrank.
+
+        The cache is dropped only if the finished list or the failed log is now
+        shorter than what was read of it, so a reset this client made itself
+        (its cache already dropped) hands no row out twice.
+        """
+        self._reset_suspected = True
+
+    async def _check_reset(self) -> None:
+        """Under the lock: drop the cache if a suspected reset shortened the lists it read."""
+        if not self._reset_suspected:
+            return
+        self._reset_suspected = False
+        finished, failed = await self._store.reads.stream_lengths()
+        if finished < self._offset or failed < self._failed_offset:
+            self.reset()
 
     def has_new(self, states: Collection[TaskState] = (TaskState.FINISHED,)) -> bool:
         """Whether rows in ``states`` exist that :meth:`take_new` has not returned."""
@@ -138,6 +158,7 @@ class ResultCache:
 
         """
         async with self._lock:
+            await self._check_reset()
             start = self._offset
             keys = self._continuing(self._announced, start) if announced_only else []
             if keys:
@@ -196,6 +217,7 @@ class ResultCache:
 
         """
         async with self._lock:
+            await self._check_reset()
             start = self._failed_offset
             keys = self._continuing(self._failed_announced, start) if announced_only else []
             if not keys:

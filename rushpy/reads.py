@@ -91,7 +91,14 @@ class Reads:
         self._lost_checked = -LOST_CHECK_INTERVAL
 
     def on_event(self, channel: str, data: bytes) -> None:
-        """Feed a pub/sub message: announcements (F, X) go to the cache and to the waiters."""
+        """Feed a pub/sub message: announcements (F, X) go to the cache and to the waiters.
+
+        A reset (``R`` on the events channel) makes the cache check, before its
+        next read, whether the network's lists shrank under it.
+        """
+        if channel == self._session.keys.events and data == b"R":
+            self.cache.suspect_reset()
+            return
         if channel != self._session.keys.results:
             return
         announcement = parse_announcement(data)

@@ -205,3 +205,33 @@ async def test_catching_up_on_many_results_is_not_cut_by_the_deadline_grace(
         rows = await controller.fetch_new_tasks()  # the whole backlog, window by window
     assert [r["y"] for r in rows] == list(range(n))
     assert len(await controller.fetch_finished_tasks()) == n
+
+
+async def test_a_reset_by_another_client_drops_the_stale_rows_and_hands_nothing_out_twice(
+    controller: Controller, config: RedisConfig
+) -> None:
+    await controller.push_finished_tasks([{"x": i} for i in range(3)], [{"y": i} for i in range(3)])
+    assert [r["y"] for r in await controller.fetch_new_tasks()] == [0, 1, 2]
+    async with Controller(controller.network_id, config=config) as other:
+        await other.reset()
+        await other.push_finished_tasks([{"x": 10}], [{"y": 10}])
+
+    async def fresh() -> bool:  # once the reset's message has come
+        return (await controller.fetch_finished_tasks())["y"] == [10]
+
+    await eventually(fresh, "the stale rows are dropped", timeout=10)
+    assert [r["y"] for r in await controller.fetch_new_tasks()] == [10]
+    assert len(await controller.fetch_new_tasks()) == 0
+
+
+async def test_a_clients_own_reset_hands_no_row_out_twice(controller: Controller) -> None:
+    await controller.push_finished_tasks([{"x": 1}], [{"y": 1}])
+    assert len(await controller.fetch_new_tasks()) == 1
+    await controller.reset()
+    await controller.push_finished_tasks([{"x": 2}, {"x": 3}], [{"y": 2}, {"y": 3}])
+    assert [r["y"] for r in await controller.fetch_new_tasks()] == [2, 3]
+    # Its own reset message, as if it came only now (it may, after the rows were taken):
+    # the lists did not shrink below what was read, so nothing is dropped and read again.
+    controller._reads.cache.suspect_reset()
+    assert len(await controller.fetch_new_tasks()) == 0
+    assert (await controller.fetch_finished_tasks())["y"] == [2, 3]

@@ -234,3 +234,11 @@ class ReadStore(Plumbing):
     async def n_finished(self) -> int:
         """Length of the finished list."""
         return int(await self.client.llen(self.keys.finished))
+
+    async def stream_lengths(self) -> tuple[int, int]:
+        """Lengths of the finished list and of the failed log (one round trip)."""
+        async with self.client.pipeline(transaction=False) as pipe:
+            pipe.llen(self.keys.finished)
+            pipe.llen(self.keys.failed_log)
+            finished, failed = await pipe.execute()
+        return int(finished), int(failed)
