@@ -85,3 +85,11 @@ def not_async(worker: Worker) -> None:
 async def raise_at_once(worker: Worker) -> None:
     """Raise before creating any task."""
     raise LookupError("nothing to do")
+
+
+async def first_crashes(worker: Worker) -> None:
+    """The first worker of a process (id ending in ``-1``) raises; the others run until terminated."""
+    if worker.worker_id.endswith("-1"):
+        await anyio.sleep(0.2)
+        raise RuntimeError(f"worker {worker.worker_id} broke")
+    await until_terminated(worker, pause=0.05)

@@ -12,7 +12,7 @@ import pytest
 from rushpy import Controller, RedisConfig
 from rushpy.errors import ConfigError
 from rushpy.spec import WorkerSpec
-from tests.helpers import never_lost_while_running, spawn_cli, wait_exit
+from tests.helpers import eventually, never_lost_while_running, spawn_cli, wait_exit
 from tests.test_crash_restart import worker_states
 from tests.test_heartbeat import one_sidecar
 
@@ -148,3 +148,28 @@ async def test_worker_processes_collect_garbage_less_often_and_the_controller_is
     row = (await controller.wait_for_tasks([key], timeout=60)).rows[0]
     assert row["threshold"] == list(GC_THRESHOLDS) and row["frozen"] > 1000  # start-up objects frozen
     assert gc.get_threshold() == before  # the controller's process is not the worker's
+
+
+async def test_a_crashed_worker_of_a_shared_process_is_replaced_and_its_partner_goes_on(
+    controller: Controller,
+) -> None:
+    ids = await controller.start_local_workers(
+        2, worker_loop="tests.loop_funcs:first_crashes", workers_per_process=2, heartbeat_period=0.5
+    )
+    crashed = next(w for w in ids if w.endswith("-1"))
+    partner = next(w for w in ids if w != crashed)
+    process = controller.local_workers[partner].process
+    found: list[str] = []
+
+    async def replaced() -> bool:
+        found.extend(await controller.detect_lost_workers(restart_local_workers=True))
+        return crashed in found
+
+    await eventually(replaced, "the crashed worker is found and replaced", timeout=30)
+    assert found == [crashed]
+    # Its process still runs the partner: it was not killed with the crashed worker.
+    assert process.poll() is None and controller.local_workers[partner].process is process
+    [new] = [w for w in controller.local_workers if w not in ids]
+    assert controller.local_workers[new].process is not process
+    await controller.wait_for_workers(worker_ids=[new, partner], timeout=60)
+    assert (await worker_states(controller))[crashed] == "lost"
