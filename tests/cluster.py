@@ -121,10 +121,13 @@ class LocalCluster:
         text = info.decode() if isinstance(info, bytes) else str(info)
         # A replica counts once it has synced with its primary (it could not take over before).
         synced = role[0] not in (b"slave", "slave") or role[3] in (b"connected", "connected")
-        return "cluster_state:ok" in text and len(self.primaries(node)) == 3 and synced
+        return "cluster_state:ok" in text and len(set(self.primaries(node).values())) == 3 and synced
 
     def primaries(self, via: EmbeddedServer | None = None) -> dict[int, int]:
-        """Port of the primary per slot range start, as ``via`` (default: any running node) sees it."""
+        """Port of the primary per slot range start, as ``via`` (default: any running node) sees it.
+
+        A resharded cluster has more ranges than primaries: count the primaries by their ports.
+        """
         node = via or next(n for n in self.nodes if n.running)
         with self.client(node) as c:
             ranges = c.execute_command("CLUSTER", "SLOTS")

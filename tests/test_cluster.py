@@ -377,3 +377,42 @@ def test_a_tls_cluster_url_makes_tls_connections_that_follow_the_slot() -> None:
     assert connection.routing.seeds == [("127.0.0.1", 7000), ("127.0.0.1", 7001)]
     plain = create_client(RedisConfig.from_url("redis+cluster://127.0.0.1:7000/0")).connection_pool
     assert type(plain.make_connection()) is ClusterTCPConnection
+
+
+async def test_during_a_slot_migration_ask_is_retried_on_the_owner_until_moved_names_the_new_one(
+    cluster: LocalCluster,
+) -> None:
+    """A key already migrated answers ASK: the client waits on the owner (never bouncing to the
+    importing node, which would answer MOVED back), then follows MOVED once the slot has moved."""
+    network_id = _networks_on_every_primary(cluster)[0]
+    slot = _slot(network_id)
+    source = cluster.owner_port(slot)
+    target = next(port for port in sorted(set(cluster.primaries().values())) if port != source)
+    key = f"rush:{{{network_id}}}:probe"
+    config = RedisConfig.from_url(f"redis+cluster://127.0.0.1:{source}/0?reconnect_budget=1")
+    client = create_client(config)
+    try:
+        await client.set(key, b"1")  # learns the owner
+        source_node, target_node = cluster.node_on(source), cluster.node_on(target)
+        with cluster.client(target_node) as t, cluster.client(source_node) as s:
+            t.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", cluster.node_id(source_node))
+            s.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", cluster.node_id(target_node))
+            s.execute_command("MIGRATE", "127.0.0.1", target, "", 0, 5000, "KEYS", key)
+            before = int(t.info("stats")["total_connections_received"])
+        with pytest.raises(ConnectionFailedError):
+            await client.get(key)  # ASK until the budget runs out: the migration never ends here
+        with cluster.client(target_node) as t:
+            # One connection more: this look; the client never went there.
+            assert int(t.info("stats")["total_connections_received"]) == before + 1
+        routing = client.connection_pool.connection_kwargs["routing"]
+        others = [n for n in cluster.nodes if n.running and n not in (source_node, target_node)]
+        for node in (target_node, source_node, *others):  # as resharding ends a migration
+            with cluster.client(node) as c:
+                if c.execute_command("ROLE")[0] in (b"master", "master"):
+                    c.execute_command("CLUSTER", "SETSLOT", slot, "NODE", cluster.node_id(target_node))
+        assert await client.get(key) == b"1"  # MOVED: the new owner
+        assert routing.owner == ("127.0.0.1", target)
+        await client.delete(key)
+    finally:
+        await client.aclose()
+        cluster.wait_healthy(timeout=60)
