@@ -161,19 +161,20 @@ class LocalWorkerPool:
     def shares_process(self, worker_id: str) -> bool:
         """Whether ``worker_id``'s process runs other workers of this pool that are alive."""
         local = self._workers.get(worker_id)
-        if local is None:
-            return False
+        return local is not None and self._runs_others(local.process, besides=worker_id)
+
+    def _runs_others(self, process: subprocess.Popen[bytes], besides: str | None = None) -> bool:
+        """Whether ``process`` runs a live worker of the pool other than ``besides``."""
         return any(
-            w != worker_id and o.process is local.process and self.is_alive(w)
-            for w, o in self._workers.items()
+            w != besides and o.process is process and self.is_alive(w) for w, o in self._workers.items()
         )
 
     def _processes(self, worker_ids: Collection[str]) -> list[LocalWorker]:
         """One entry per distinct process of ``worker_ids`` (workers may share one)."""
-        seen: dict[int, LocalWorker] = {}
+        seen: dict[subprocess.Popen[bytes], LocalWorker] = {}
         for wid in worker_ids:
             local = self._workers[wid]
-            seen.setdefault(id(local.process), local)
+            seen.setdefault(local.process, local)
         return list(seen.values())
 
     def exit_codes(self) -> dict[str, int]:
@@ -259,16 +260,15 @@ class LocalWorkerPool:
         replacement; one that runs other workers goes on. The workers replaced
         from one process get one new process. Ids not in the pool are skipped.
         """
-        groups: dict[int, list[LocalWorker]] = {}
+        groups: dict[subprocess.Popen[bytes], list[LocalWorker]] = {}
         for wid in dict.fromkeys(worker_ids):
             if wid in self._workers:
                 local = self._workers.pop(wid)
                 self._stopped.discard(wid)
-                groups.setdefault(id(local.process), []).append(local)
+                groups.setdefault(local.process, []).append(local)
         new: list[str] = []
-        for group in groups.values():
-            process = group[0].process
-            if not any(o.process is process and self.is_alive(w) for w, o in self._workers.items()):
+        for process, group in groups.items():
+            if not self._runs_others(process):
                 await self._kill_and_wait(group[0])
             spec = group[0].spec.model_copy(update={"workers_per_process": len(group)})
             new += self.spawn(spec, len(group))

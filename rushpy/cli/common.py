@@ -26,7 +26,6 @@ __all__ = [
     "add_connection_arguments",
     "add_network_arguments",
     "config_of",
-    "network_exists",
     "open_client",
     "open_network",
     "run",
@@ -83,11 +82,6 @@ def _network_id(options: argparse.Namespace) -> str:
     return str(network)
 
 
-async def network_exists(client: RushClient, keys: Keys) -> bool:
-    """Whether the server holds anything of the network (see :meth:`rushpy.store.Store.network_exists`)."""
-    return await Store(client, keys).network_exists()
-
-
 @asynccontextmanager
 async def open_client(options: argparse.Namespace) -> AsyncIterator[RushClient]:
     """A client of the server the options name, closed afterwards.
@@ -115,7 +109,7 @@ async def open_network(options: argparse.Namespace, *, must_exist: bool = True) 
     keys = Keys(_network_id(options), options.prefix)
     if must_exist:
         async with open_client(options) as client:
-            if not await network_exists(client, keys):
+            if not await Store(client, keys).network_exists():
                 raise UnknownNetworkError(
                     f"no network {keys.network_id!r} (prefix {keys.prefix!r}) on the server at "
                     f"{config_of(options)}: check the id with `rushpy list`, or --prefix"

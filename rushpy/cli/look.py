@@ -14,10 +14,10 @@ from rushpy.cli.common import add_connection_arguments, add_network_arguments, o
 from rushpy.cli.output import Output
 from rushpy.controller import Controller
 from rushpy.errors import ConfigError
-from rushpy.keys import DEFAULT_PREFIX, Keys
+from rushpy.keys import DEFAULT_PREFIX
 from rushpy.log_methods import format_record
 from rushpy.models import TaskState
-from rushpy.store import Store, find_networks
+from rushpy.overview import LOG_LEVELS, condition_line, network_statuses, status_counts
 from rushpy.table import ROW_FIELDS
 
 __all__ = ["COMMANDS", "add_parsers"]
@@ -55,7 +55,6 @@ LIST_COLUMNS = {
     "n_workers": "workers",
 }
 _STATES = [s.value for s in TaskState]
-_LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40, "critical": 50}
 
 
 def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -80,7 +79,7 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     p = sub.add_parser("logs", help="the log records of a network's workers")
     add_network_arguments(p)
     p.add_argument("--worker", action="append", help="only this worker (repeatable)")
-    p.add_argument("--level", choices=list(_LEVELS), default="debug", help="lowest level shown")
+    p.add_argument("--level", choices=list(LOG_LEVELS), default="debug", help="lowest level shown")
     p.add_argument("--limit", type=int, default=100, help="show the last N records (default 100; 0: all)")
     p.add_argument("--follow", action="store_true", help="keep printing new records until Ctrl-C")
     p.add_argument("--interval", type=float, default=1.0, help="seconds between two looks with --follow")
@@ -90,13 +89,9 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
 
 async def _list(options: argparse.Namespace) -> int:
     out = Output(options.json)
-    rows: list[dict[str, Any]] = []
     async with open_client(options) as client:
-        for network_id in await find_networks(client, options.prefix):
-            store = Store(client, Keys(network_id, options.prefix))
-            if not rows:
-                await store.load_scripts()
-            rows.append({"network": network_id, **asdict(await store.reads.status())})
+        found = await network_statuses(client, options.prefix)
+    rows = [{"network": network_id, **asdict(status)} for network_id, status in found]
     if out.as_json:
         out.json(rows)
     elif not rows:
@@ -122,7 +117,8 @@ async def _status(options: argparse.Namespace) -> int:
 
 
 async def _print_status(rush: Controller, out: Output) -> None:
-    status = asdict(await rush.status())
+    raw = await rush.status()
+    status = asdict(raw)
     workers = await rush.worker_info()
     per_worker = [
         {
@@ -138,23 +134,11 @@ async def _print_status(rush: Controller, out: Output) -> None:
         out.json({"network": rush.network_id, "counts": status, "workers": per_worker})
         return
     now = dt.datetime.now(dt.UTC).strftime("%H:%M:%S")
-    tasks = {
-        "queued": status["n_queued_tasks"],
-        "of which priority": status["n_queued_priority_tasks"],
-        "running": status["n_running_tasks"],
-        "finished": status["n_finished_tasks"],
-        "failed": status["n_failed_tasks"],
-        "all": status["n_tasks"],
-    }
+    counts = status_counts(raw)
+    tasks = dict(counts["tasks"])
+    tasks = {"queued": tasks.pop("queued"), "of which priority": raw.n_queued_priority_tasks, **tasks}
     out.table([tasks], list(tasks), title=f"network {rush.network_id} at {now} UTC: tasks")
-    workers_count = {
-        "running": status["n_running_workers"],
-        "terminated": status["n_terminated_workers"],
-        "killed": status["n_killed_workers"],
-        "lost": status["n_lost_workers"],
-        "all": status["n_workers"],
-    }
-    out.table([workers_count], list(workers_count), title="workers")
+    out.table([counts["workers"]], list(counts["workers"]), title="workers")
     if per_worker:
         out.table(per_worker, list(per_worker[0]))
 
@@ -196,9 +180,8 @@ async def _tasks(options: argparse.Namespace) -> int:
     # Inputs and results: the columns that are not task metadata.
     data = [c for c in table.columns if c not in TASK_COLUMNS and c not in ROW_FIELDS][:DATA_COLUMNS]
     for row in rows:
-        condition = row.get("condition")
-        if isinstance(condition, dict):
-            row["condition"] = f"{condition.get('type')}: {condition.get('message')}"
+        if isinstance(row.get("condition"), dict):
+            row["condition"] = condition_line(row["condition"])
     shown = f"last {len(rows)} of {len(table)}" if len(rows) < len(table) else f"{len(table)}"
     columns = {**TASK_COLUMNS, **{c: c for c in data}, "condition": "condition"}
     out.table(rows, columns, title=f"{shown} tasks")
@@ -227,7 +210,7 @@ async def _logs(options: argparse.Namespace) -> int:
     out = Output(options.json)
     if options.limit < 0:
         raise ConfigError(f"invalid --limit {options.limit}: use 0 (all) or a positive number")
-    lowest = _LEVELS[options.level]
+    lowest = LOG_LEVELS[options.level]
     async with open_network(options) as rush:
         # Every record so far (the last --limit of them shown), then only new ones:
         # read_new_log keeps a cursor per worker, so a record written late still comes once.
@@ -244,7 +227,7 @@ async def _logs(options: argparse.Namespace) -> int:
 
 
 def _at_least(table: Sequence[dict[str, Any]], lowest: int) -> list[dict[str, Any]]:
-    return [row for row in table if _LEVELS.get(str(row.get("level")), 0) >= lowest]
+    return [row for row in table if LOG_LEVELS.get(str(row.get("level")), 0) >= lowest]
 
 
 def _print_logs(out: Output, rows: list[dict[str, Any]]) -> None:

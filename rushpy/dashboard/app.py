@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import contextlib
 import hmac
-import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import asdict
@@ -42,12 +41,13 @@ from starlette.staticfiles import StaticFiles
 from rushpy.config import RedisConfig
 from rushpy.connection import RushClient, create_client
 from rushpy.controller import Controller
-from rushpy.dashboard.views import LOG_LEVELS, MAX_HISTORY, MAX_PAGE, NetworkView
+from rushpy.dashboard.views import MAX_HISTORY, MAX_PAGE, NetworkView
 from rushpy.errors import ConfigError, ConnectionFailedError, RushError, UnknownTaskError
-from rushpy.jsonable import jsonable, to_json
+from rushpy.jsonable import to_json
 from rushpy.keys import DEFAULT_PREFIX, Keys
 from rushpy.logs import get_logger
-from rushpy.store import Store, find_networks
+from rushpy.overview import LOG_LEVELS, network_statuses
+from rushpy.store import Store
 
 __all__ = ["EVENT_INTERVAL", "LOG_POLL_INTERVAL", "create_app"]
 
@@ -161,11 +161,9 @@ def create_app(
         return _Json({"network": network, "actions": token is not None, "version": _version()})
 
     async def networks(_: Request) -> Response:
-        rows = []
-        for network_id in await find_networks(views().client, prefix):
-            status = await (await views().get(network_id)).controller.status()
-            rows.append({"network": network_id, **asdict(status)})
-        return _Json(rows)
+        # Counts only: a controller is opened for a network when the page looks at it.
+        found = await network_statuses(views().client, prefix)
+        return _Json([{"network": network_id, **asdict(status)} for network_id, status in found])
 
     def with_view(read: Callable[[NetworkView, Request], Awaitable[Any]]) -> _Route:
         async def route(request: Request) -> Response:
@@ -306,7 +304,7 @@ def _keys(body: dict[str, Any], name: str, *, allow_none: bool) -> list[str] | N
 
 
 def _event(name: str, data: Any) -> str:
-    return f"event: {name}\ndata: {json.dumps(jsonable(data), default=str)}\n\n"
+    return f"event: {name}\ndata: {to_json(data)}\n\n"
 
 
 async def _events(views: _Views, network_id: str) -> AsyncIterator[str]:

@@ -22,10 +22,10 @@ from typing import Any
 from rushpy.controller import Controller
 from rushpy.errors import UnknownTaskError
 from rushpy.models import TaskState
+from rushpy.overview import LOG_LEVELS, condition_line, heartbeat_age, status_counts
 from rushpy.store import Store
-from rushpy.table import Table
 
-__all__ = ["LOG_BUFFER", "LOG_LEVELS", "MAX_HISTORY", "MAX_PAGE", "NetworkView"]
+__all__ = ["LOG_BUFFER", "MAX_HISTORY", "MAX_PAGE", "NetworkView"]
 
 MAX_PAGE = 500
 """Task rows one page may hold."""
@@ -33,7 +33,6 @@ MAX_HISTORY = 20_000
 """Finished tasks the history may send at most."""
 LOG_BUFFER = 5_000
 """Log records kept per network for the log tail."""
-LOG_LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40, "critical": 50}
 _STATES = [s.value for s in TaskState]
 
 
@@ -49,16 +48,6 @@ def _number(value: Any) -> float | None:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
     return float(value) if math.isfinite(value) else None
-
-
-def _condition_line(condition: Any) -> str | None:
-    if isinstance(condition, Mapping):
-        return f"{condition.get('type')}: {condition.get('message')}"
-    return None
-
-
-def _age(now: dt.datetime, beat: Any) -> float | None:
-    return round((now - beat).total_seconds(), 1) if isinstance(beat, dt.datetime) else None
 
 
 def _of_worker(keys: Sequence[str], workers: Sequence[Any], worker: str, state: str) -> list[tuple[str, str]]:
@@ -104,24 +93,12 @@ class NetworkView:
     # -- counts and workers -----------------------------------------------------------------
     async def summary(self) -> dict[str, Any]:
         """Counts per task state and per worker state (one round trip)."""
-        s = await self.controller.status()
+        counts = status_counts(await self.controller.status())
         return {
             "network": self.network_id,
             "time": dt.datetime.now(dt.UTC).isoformat(),
-            "counts": {
-                "queued": s.n_queued_tasks,
-                "running": s.n_running_tasks,
-                "finished": s.n_finished_tasks,
-                "failed": s.n_failed_tasks,
-                "all": s.n_tasks,
-            },
-            "workers": {
-                "running": s.n_running_workers,
-                "terminated": s.n_terminated_workers,
-                "killed": s.n_killed_workers,
-                "lost": s.n_lost_workers,
-                "all": s.n_workers,
-            },
+            "counts": counts["tasks"],
+            "workers": counts["workers"],
         }
 
     async def workers(self) -> list[dict[str, Any]]:
@@ -129,18 +106,17 @@ class NetworkView:
         now = dt.datetime.now(dt.UTC)
         rows = []
         for w in await self.controller.worker_info():
-            beat = w.get("last_beat")
             rows.append(
                 {
                     "worker_id": w["worker_id"],
                     "state": w["state"],
                     "hostname": w.get("hostname"),
                     "pid": w.get("pid"),
-                    "heartbeat_age": _age(now, beat),
+                    "heartbeat_age": heartbeat_age(now, w.get("last_beat")),
                     "n_finished": w.get("n_finished"),
                     "n_failed": w.get("n_failed"),
                     "running": list(w.get("running") or []),
-                    "last_error": _condition_line(w.get("last_error")),
+                    "last_error": condition_line(w.get("last_error")),
                     "started_at": _iso(w.get("started_at")),
                 }
             )
@@ -171,7 +147,7 @@ class NetworkView:
             running = next((w for w in await self.workers() if w["worker_id"] == worker), None)
             pairs += [(key, "running") for key in (running or {}).get("running", [])]
         if TaskState.FINISHED.value in states:
-            finished = await self._finished()
+            finished = await self.controller.fetch_finished_tasks()
             pairs += _of_worker(finished["key"], finished["worker_id"], worker, "finished")
         if TaskState.FAILED.value in states:
             failed = await self.controller.fetch_failed_tasks()
@@ -188,7 +164,7 @@ class NetworkView:
             "finished_at": _iso(task.get("finished_at")),
             "inputs": _group(task, "xs"),
             "outputs": _group(task, "ys"),
-            "condition": _condition_line(task.get("condition")),
+            "condition": condition_line(task.get("condition")),
         }
 
     async def task(self, key: str) -> dict[str, Any]:
@@ -209,23 +185,10 @@ class NetworkView:
             "conditions": list(conditions) if isinstance(conditions, list) else [],
         }
 
-    async def _finished(self) -> Table:
-        """The finished tasks, from the controller's cache (incremental), fresh after a reset.
-
-        A reset by another client leaves a long-lived controller's cache as it
-        was: when it holds more rows than the network has finished tasks, it
-        is dropped and read again.
-        """
-        finished = await self.controller.fetch_finished_tasks()
-        if len(finished) > (await self.controller.status()).n_finished_tasks:
-            self.controller.reset_cache()
-            finished = await self.controller.fetch_finished_tasks()
-        return finished
-
     # -- history ----------------------------------------------------------------------------
     async def history(self, limit: int) -> dict[str, Any]:
         """The last ``limit`` finished tasks: finish time and numeric inputs and results."""
-        finished = await self._finished()
+        finished = await self.controller.fetch_finished_tasks()
         total = len(finished)
         if not total:  # an empty table has no columns at all
             return {"inputs": [], "outputs": [], "total": 0, "points": []}

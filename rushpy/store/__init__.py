@@ -19,7 +19,6 @@ from __future__ import annotations
 from redis.asyncio import Redis
 
 from rushpy.keys import Keys
-from rushpy.scripts import load_all
 from rushpy.scripts.calls import Requeued
 from rushpy.store.base import CHUNK, CHUNK_BYTES, DEFAULT_MAX_TASK_BYTES, new_task_key, new_worker_id
 from rushpy.store.networks import find_networks
@@ -79,7 +78,7 @@ class Store:
 
     async def load_scripts(self) -> None:
         """Register every script on the server (needed before pipelined calls)."""
-        await load_all(self.client, sharded=self.tasks.sharded)
+        await self.tasks.load_scripts()  # the variant this client's server needs
 
     async def network_exists(self) -> bool:
         """Whether the server holds a key every used network has (tasks, workers, start arguments, seeds)."""
