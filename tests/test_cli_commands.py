@@ -19,6 +19,7 @@ from typing import Any
 import anyio
 import anyio.to_thread
 import pytest
+import redis.asyncio
 
 import rushpy
 from rushpy import Controller, RedisConfig
@@ -327,3 +328,18 @@ async def test_status_watch_on_a_terminal_shows_the_latest_look_only(
             process.kill()
     assert shown.count(b"\x1b[2J") >= 3  # cleared before each look
     assert controller.network_id.encode() in shown
+
+
+async def test_a_corrupt_task_costs_its_own_row_only(
+    cli: Cli, controller: Controller, study: Any, raw: redis.asyncio.Redis
+) -> None:
+    from rushpy.keys import Keys
+    from tests.helpers import set_stored_field
+
+    damaged = study["keys"][2]
+    await set_stored_field(raw, Keys(controller.network_id), damaged, "ys", b"\xc1")
+    rows = await cli.json("tasks", controller.network_id)
+    assert len(rows) == 6 and "ys" in next(r for r in rows if r["key"] == damaged)["error"]
+    code, out, _ = await cli("tasks", controller.network_id)
+    assert code == 0 and damaged in out
+    assert (await cli.json("task", controller.network_id, damaged))["key"] == damaged

@@ -9,8 +9,10 @@ from typing import Any
 import anyio
 import httpx
 import pytest
+import redis.asyncio
 
 from rushpy import Controller, EmbeddedServer, RedisConfig
+from rushpy.keys import Keys
 from rushpy.server import _free_port
 from tests.dashboard import running_dashboard
 from tests.helpers import eventually
@@ -231,3 +233,31 @@ def test_the_page_and_its_assets_ship_in_the_package_and_load_nothing_from_elsew
         # No CDN, no font service, no analytics: every URL the page uses is its own.
         assert not re.search(r"(src|href)=[\"']https?://", text), name
         assert "://cdn" not in text and "googleapis" not in text, name
+
+
+async def test_a_corrupt_task_costs_its_own_row_not_the_page_or_the_history(
+    api: httpx.AsyncClient, controller: Controller, study: Any, raw: redis.asyncio.Redis
+) -> None:
+    """Garbage written into one finished task's results: pages, detail and history still answer."""
+    from tests.helpers import set_stored_field
+
+    damaged = study["keys"][2]  # x=2, finished
+    await set_stored_field(raw, Keys(controller.network_id), damaged, "ys", b"\xc1")
+    base = n(controller.network_id)
+    page = await api.get(base + "/tasks", params={"limit": 500})
+    assert page.status_code == 200 and len(page.json()["rows"]) == 6
+    detail = await api.get(base + f"/task/{damaged}")
+    assert detail.status_code == 200 and detail.json()["outputs"] == {}
+    history = await api.get(base + "/history")
+    assert history.status_code == 200 and history.json()["total"] == 3
+    assert sorted(p["outputs"]["y"] for p in history.json()["points"] if "y" in p["outputs"]) == [0, 4]
+    # Several pages open at once share the network's controller.
+    replies = []
+    async with anyio.create_task_group() as group:
+        for _ in range(20):
+            group.start_soon(lambda: _collect(api, base + "/summary", replies))
+    assert [r.status_code for r in replies] == [200] * 20
+
+
+async def _collect(api: httpx.AsyncClient, path: str, into: list[httpx.Response]) -> None:
+    into.append(await api.get(path))

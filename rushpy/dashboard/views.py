@@ -31,6 +31,8 @@ MAX_PAGE = 500
 """Task rows one page may hold."""
 MAX_HISTORY = 20_000
 """Finished tasks the history may send at most."""
+SAMPLES = 5
+"""Newest finished tasks whose hashes tell the history which columns are inputs and which results."""
 LOG_BUFFER = 5_000
 """Log records kept per network for the log tail."""
 _STATES = [s.value for s in TaskState]
@@ -194,11 +196,11 @@ class NetworkView:
             return {"inputs": [], "outputs": [], "total": 0, "points": []}
         recent = finished[max(0, total - limit) :]
         keys = recent["key"]
-        # Which columns are inputs and which results: the groups of the newest task's hash.
-        found = await self.store.reads.lookup_rows(keys[-1:])
-        sample = found[0][1] if found and found[0] else None
-        inputs = list(_group(sample or {}, "xs"))
-        outputs = list(_group(sample or {}, "ys"))
+        # Which columns are inputs and which results: the groups of the newest tasks'
+        # hashes (several, so one damaged task does not hide every result).
+        samples = [hit[1] for hit in await self.store.reads.lookup_rows(keys[-SAMPLES:]) if hit]
+        inputs = list(dict.fromkeys(name for task in samples for name in _group(task, "xs")))
+        outputs = list(dict.fromkeys(name for task in samples for name in _group(task, "ys")))
         columns = {name: recent[name] for name in (*inputs, *outputs) if name in recent.columns}
         times = recent["finished_at"]
         points = []
